@@ -1,0 +1,131 @@
+"""Small public value types: the `MISSING` sentinel, `EntryInfo` and `Stats`."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Final, Literal
+
+
+class _Missing(enum.Enum):
+    """Type of `MISSING`: a single-member enum, so type checkers narrow it away."""
+
+    MISSING = enum.auto()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> Literal[False]:
+        return False
+
+
+MISSING: Final = _Missing.MISSING
+"""Marks "no value": ``cache.get(key, MISSING) is MISSING`` tells a miss from a cached None."""
+
+MissingType = Literal[_Missing.MISSING]
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """What a cache knows about one entry, without its value.
+
+    `tier` is the position of the tier that answered (0 = fastest) and `store` its description.
+    Times are timezone-aware UTC datetimes; `expires_at` is None for entries that never expire.
+    """
+
+    key: str
+    size: int
+    created_at: datetime
+    expires_at: datetime | None
+    tags: tuple[str, ...]
+    meta: Mapping[str, Any] | None
+    tier: int
+    store: str
+
+    @property
+    def ttl(self) -> float | None:
+        """Seconds left before expiry (negative once expired), or None for no expiry."""
+        if self.expires_at is None:
+            return None
+        return (self.expires_at - datetime.now(timezone.utc)).total_seconds()
+
+
+_COUNTERS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "rejected", "errors")
+
+
+@dataclass(frozen=True, slots=True)
+class TierStats:
+    """Counters of one tier.
+
+    hits, misses, sets, deletes and errors count this process's calls through the cache;
+    evictions, expirations and rejected (corrupted, unauthenticated or oversized entries)
+    count what the store removed or refused, and items and bytes are its current contents
+    (for a DiskStore: across all processes, as recorded on disk).
+    """
+
+    store: str
+    hits: int = 0
+    misses: int = 0
+    sets: int = 0
+    deletes: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    rejected: int = 0
+    errors: int = 0
+    items: int = 0
+    bytes: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        """hits / (hits + misses), 0.0 before any lookup."""
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Totals and per-tier counters of a cache (see `TierStats` for what each counts).
+
+    Totals: a get that any tier answered is one hit, a get no tier answered is one miss; the
+    other counters are summed over tiers, and items/bytes are those of the most complete
+    (last) tier.
+    """
+
+    hits: int
+    misses: int
+    sets: int
+    deletes: int
+    evictions: int
+    expirations: int
+    rejected: int
+    errors: int
+    items: int
+    bytes: int
+    tiers: tuple[TierStats, ...] = field(default_factory=tuple)
+
+    @property
+    def hit_rate(self) -> float:
+        """hits / (hits + misses), 0.0 before any lookup."""
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups else 0.0
+
+    @classmethod
+    def from_tiers(cls, hits: int, misses: int, tiers: tuple[TierStats, ...]) -> Stats:
+        """Build totals from per-tier counters (pure; see the class docstring)."""
+        summed = {name: sum(getattr(t, name) for t in tiers) for name in _COUNTERS[2:]}
+        last = tiers[-1] if tiers else TierStats(store="")
+        return cls(
+            hits=hits, misses=misses, items=last.items, bytes=last.bytes, tiers=tiers, **summed
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (for JSON output), tiers included."""
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["tiers"] = [{f.name: getattr(t, f.name) for f in fields(t)} for t in self.tiers]
+        return out
