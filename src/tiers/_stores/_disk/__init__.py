@@ -1,0 +1,5 @@
+"""DiskStore: LMDB index shards plus one file per large value."""
+
+from ._store import DiskStore
+
+__all__ = ["DiskStore"]

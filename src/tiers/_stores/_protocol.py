@@ -1,0 +1,138 @@
+"""The store protocol: a small core every store has, and optional capabilities.
+
+A store maps ``str`` keys to `Entry` objects. Object stores (``holds_objects = True``) keep the
+live value; byte stores keep an encoded ``header`` and ``value`` body produced by the cache's
+codec. Expiry times are wall-clock epoch seconds; a store never returns an expired entry.
+
+Core (every store): `Store`. Optional capabilities, detected with ``hasattr`` once, each a
+sync method and its ``_async`` twin: `SupportsInfo`, `SupportsTouch`, `SupportsExpire`,
+`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsLocks`. The cache emulates what a
+store lacks where it can (``info`` through ``get``, ``pop`` through get + delete).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from .._clock import Clock
+
+
+@dataclass(slots=True)
+class Entry:
+    """One entry as a store holds it.
+
+    `value`: the live object (object stores) or the encoded body (byte stores).
+    `header`: the codec header (byte stores), ``b""`` for live objects.
+    `size`: bytes the entry accounts for in its store (an estimate for live objects).
+    """
+
+    value: Any
+    header: bytes = b""
+    created_at: float = 0.0
+    expires_at: float | None = None
+    tags: tuple[str, ...] = ()
+    meta: Mapping[str, Any] | None = None
+    size: int = 0
+
+    def without_value(self) -> Entry:
+        """A copy carrying metadata only (what ``info`` returns)."""
+        return replace(self, value=None)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounters:
+    """What a store knows about itself: removals it made and its current contents."""
+
+    evictions: int = 0
+    expirations: int = 0
+    rejected: int = 0
+    items: int = 0
+    bytes: int = 0
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The core every store implements."""
+
+    holds_objects: ClassVar[bool]
+    clock: Clock
+
+    def get(self, key: str) -> Entry | None: ...
+    def set(self, key: str, entry: Entry) -> bool:
+        """Store the entry; False if the store refused it (too large), counted as rejected."""
+        ...
+
+    def delete(self, key: str) -> bool: ...
+    def clear(self, prefix: str = "") -> int: ...
+    def stats(self) -> StoreCounters: ...
+    def close(self) -> None: ...
+    async def get_async(self, key: str) -> Entry | None: ...
+    async def set_async(self, key: str, entry: Entry) -> bool: ...
+    async def delete_async(self, key: str) -> bool: ...
+    async def clear_async(self, prefix: str = "") -> int: ...
+    async def stats_async(self) -> StoreCounters: ...
+    async def close_async(self) -> None: ...
+
+
+class SupportsInfo(Protocol):
+    def info(self, key: str) -> Entry | None:
+        """The entry without its value (cheap for stores that keep values apart)."""
+        ...
+
+    async def info_async(self, key: str) -> Entry | None: ...
+
+
+class SupportsTouch(Protocol):
+    def touch(self, key: str, expires_at: float | None) -> bool: ...
+    async def touch_async(self, key: str, expires_at: float | None) -> bool: ...
+
+
+class SupportsExpire(Protocol):
+    def expire(self) -> int: ...
+    async def expire_async(self) -> int: ...
+
+
+class SupportsTags(Protocol):
+    def evict(self, tag: str, prefix: str = "") -> int: ...
+    async def evict_async(self, tag: str, prefix: str = "") -> int: ...
+
+
+class SupportsKeys(Protocol):
+    def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
+        """Live keys starting with `prefix` (and carrying `tag`), in no set order."""
+        ...
+
+    def count(self, prefix: str = "") -> int: ...
+    async def count_async(self, prefix: str = "") -> int: ...
+
+
+class SupportsPop(Protocol):
+    def pop(self, key: str) -> Entry | None:
+        """Remove and return the entry atomically (one winner among concurrent callers)."""
+        ...
+
+    async def pop_async(self, key: str) -> Entry | None: ...
+
+
+class SupportsLocks(Protocol):
+    """Leased locks for single-flight across processes (and machines for shared stores)."""
+
+    def acquire_lock(self, name: str, token: str, lease: float) -> bool: ...
+    def renew_lock(self, name: str, token: str, lease: float) -> bool: ...
+    def release_lock(self, name: str, token: str) -> bool: ...
+    async def acquire_lock_async(self, name: str, token: str, lease: float) -> bool: ...
+    async def renew_lock_async(self, name: str, token: str, lease: float) -> bool: ...
+    async def release_lock_async(self, name: str, token: str) -> bool: ...
+
+
+class SupportsEpoch(Protocol):
+    """Conditional writes for in-process tiers, so promotions never resurrect stale values.
+
+    `epoch(key)` reads a counter that every write of that key bumps; ``set(key, entry,
+    epoch=e)`` writes only if the counter still equals `e`, and otherwise removes the key.
+    """
+
+    def epoch(self, key: str) -> int: ...
+    def set(self, key: str, entry: Entry, epoch: int | None = None) -> bool: ...

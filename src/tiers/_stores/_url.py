@@ -1,0 +1,103 @@
+"""Turn a tier given as a store object, a path or a URL into a store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..errors import ConfigError
+from ._disk import DiskStore
+from ._memory import MemoryStore
+from ._null import NullStore
+
+_CORE_METHODS = ("get", "set", "delete", "clear", "stats", "close")
+_LATER = {
+    "folder": "FolderStore",
+    "redis": "RedisStore",
+    "rediss": "RedisStore",
+    "s3": "ObjectStore",
+    "gs": "ObjectStore",
+    "az": "ObjectStore",
+    "file": "ObjectStore",
+}
+_SCHEMES = "memory://, disk://, null://, or a plain path"
+
+
+def open_tier(spec: object) -> tuple[Any, bool]:
+    """(store, owned): `owned` is True when the store was built here from a path or URL."""
+    if isinstance(spec, Path) or (isinstance(spec, str) and "://" not in spec):
+        if not str(spec):
+            raise ConfigError("a tier path must not be empty")
+        return DiskStore(spec), True
+    if isinstance(spec, os.PathLike):
+        return DiskStore(os.fspath(spec)), True
+    if isinstance(spec, str):
+        return _from_url(spec), True
+    missing = [m for m in _CORE_METHODS if not callable(getattr(spec, m, None))]
+    if missing or not hasattr(spec, "holds_objects"):
+        raise TypeError(
+            f"a tier must be a store, a path or a URL, not {type(spec).__qualname__!r}"
+            + (f" (it lacks {', '.join(missing)})" if missing else "")
+        )
+    return spec, False
+
+
+def _from_url(url: str) -> Any:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    options = _options(url, parts.query)
+    if scheme == "memory":
+        if parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError(f"{url!r}: a memory:// URL takes no host or path, only options")
+        return MemoryStore(**_take(url, options, "max_size", "max_items"))
+    if scheme == "disk":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ConfigError(f"{url!r}: a disk:// URL needs a path, as in disk:///var/cache/x")
+        kwargs = _take(url, options, "max_size", "durable")
+        if "durable" in kwargs:
+            kwargs["durable"] = _flag(url, "durable", kwargs["durable"])
+        return DiskStore(path, **kwargs)
+    if scheme == "null":
+        _take(url, options)
+        return NullStore()
+    if scheme in _LATER:
+        raise ConfigError(
+            f"{url!r}: {scheme}:// tiers need {_LATER[scheme]}, which this version of tiers "
+            "does not include yet"
+        )
+    raise ConfigError(f"{url!r}: unknown store URL scheme {scheme!r}; use {_SCHEMES}")
+
+
+def _options(url: str, query: str) -> dict[str, str]:
+    pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
+    options: dict[str, str] = {}
+    for name, value in pairs:
+        if name in options:
+            raise ConfigError(f"{url!r}: option {name!r} is given twice")
+        options[name] = value
+    return options
+
+
+def _take(url: str, options: dict[str, str], *allowed: str) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        expected = ", ".join(allowed) or "none"
+        raise ConfigError(f"{url!r}: unknown option {unknown[0]!r} (expected: {expected})")
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        out[name] = int(value) if name == "max_items" and value.isdigit() else value
+        if name == "max_items" and not value.isdigit():
+            raise ConfigError(f"{url!r}: max_items must be a whole number, not {value!r}")
+    return out
+
+
+def _flag(url: str, name: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{url!r}: {name} must be true or false, not {value!r}")
