@@ -1,0 +1,71 @@
+"""Generate src/tiers/_cache/_sync_ops.py from _async_ops.py (the orchestration is written once).
+
+Rules, applied to code tokens only (strings and comments are kept as they are):
+``async def/with/for`` lose ``async``; ``await`` is dropped; a name ending in ``_async`` loses the
+suffix; and a few names are swapped (see RENAMES). Run ``python scripts/unasync.py`` after
+editing _async_ops.py; ``--check`` exits non-zero when the generated file is out of date.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tokenize
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "src/tiers/_cache/_async_ops.py"
+TARGET = ROOT / "src/tiers/_cache/_sync_ops.py"
+RENAMES = {
+    "AsyncOps": "SyncOps",
+    "_async_prims": "_sync_prims",
+    "asynccontextmanager": "contextmanager",
+    "AsyncIterator": "Iterator",
+    "__aenter__": "__enter__",
+    "__aexit__": "__exit__",
+}
+HEADER = (
+    "# Generated from _async_ops.py by scripts/unasync.py: do not edit by hand.\n"
+    '"""Cache operations, blocking versions (generated; see _async_ops.py)."""\n'
+)
+
+
+def unasync(source: str) -> str:
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    lines = source.splitlines(keepends=True)
+    edits: list[tuple[int, int, int, str]] = []  # (row, start col, end col, replacement)
+    for i, tok in enumerate(tokens):
+        if tok.type != tokenize.NAME:
+            continue
+        (row, col), (_, end) = tok.start, tok.end
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        if tok.string == "await" or (
+            tok.string == "async" and nxt is not None and nxt.string in ("def", "with", "for")
+        ):
+            stop = nxt.start[1] if nxt is not None and nxt.start[0] == row else end
+            edits.append((row, col, stop, ""))
+        elif tok.string in RENAMES:
+            edits.append((row, col, end, RENAMES[tok.string]))
+        elif tok.string.endswith("_async") and tok.string != "_async":
+            edits.append((row, col, end, tok.string[: -len("_async")]))
+    for row, start, stop, text in sorted(edits, reverse=True):
+        line = lines[row - 1]
+        lines[row - 1] = line[:start] + text + line[stop:]
+    body = "".join(lines)
+    docstring_end = body.index('"""', body.index('"""') + 3) + 3  # replace the module docstring
+    return HEADER + body[docstring_end:].lstrip("\n").join(("\n", ""))
+
+
+def main() -> int:
+    generated = unasync(SOURCE.read_text("utf-8"))
+    if "--check" in sys.argv:
+        if TARGET.read_text("utf-8") != generated:
+            print(f"{TARGET} is out of date: run python scripts/unasync.py", file=sys.stderr)
+            return 1
+        return 0
+    TARGET.write_text(generated, "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,437 @@
+"""Cache operations, written once as coroutines: tiering, promotion, single-flight.
+
+``_sync_ops.py`` is generated from this file by ``scripts/unasync.py`` (``await`` dropped,
+``x_async`` renamed ``x``, ``_async_prims`` swapped for ``_sync_prims``). Edit this file, then
+run ``python scripts/unasync.py``; a test fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from .._codec import Rejected
+from .._stores import Entry, StoreCounters
+from .._types import MISSING, EntryInfo, Stats
+from ._async_prims import (
+    call_factory_async,
+    sleep_async,
+    start_renewer_async,
+    to_thread_async,
+    wait_flight_async,
+)
+from ._core import CacheCore, Tier, file_bytes, write_temp_file
+
+
+class AsyncOps(CacheCore):
+    """The I/O methods of `Cache`."""
+
+    async def get_async(self, key: object, default: Any = None) -> Any:
+        """The value of `key` from the first tier that has it live, else `default`.
+
+        A value found in a slower tier is copied into the faster ones with its remaining TTL.
+        Expired, damaged and unauthenticated entries are misses (removed and counted).
+        """
+        value = await self._lookup_async(self._key(key))
+        if value is MISSING:
+            self._misses += 1
+            return default
+        return value
+
+    async def set_async(
+        self,
+        key: object,
+        value: Any,
+        *,
+        ttl: Any = MISSING,
+        tags: Any = (),
+        meta: Any = None,
+        bind: Any = None,
+    ) -> None:
+        """Store `value` under `key` in every tier (slowest first).
+
+        `ttl`: seconds or a timedelta (default: the cache's), None for no expiry. `tags`:
+        strings for `evict`. `meta`: JSON-serialisable provenance shown by `info`. `bind`: a
+        weak-referenceable object; the entry is deleted when it is garbage-collected.
+        """
+        k = self._key(key)
+        self._check_bind(bind)
+        expires_at = self._expires_at(ttl)
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        await self._store_async(k, value, expires_at, checked_tags, checked_meta)
+        if bind is not None or self._binds:
+            self._bind(k, bind)
+
+    async def add_async(
+        self, value: Any, *, key: object = None, ttl: Any = MISSING, tags: Any = (),
+        meta: Any = None,
+    ) -> str:  # fmt: skip
+        """Store `value`; with no `key`, under its content hash (`hash_key`). Returns the key."""
+        if key is None:
+            from .._hashing import hash_key
+
+            key = hash_key(value)
+        name = key if isinstance(key, str) else self._user_key(self._key(key))
+        await self.set_async(name, value, ttl=ttl, tags=tags, meta=meta)
+        return name
+
+    async def pop_async(self, key: object, default: Any = MISSING) -> Any:
+        """Remove `key` from every tier and return its value; KeyError if absent and no default."""
+        k = self._key(key)
+        self._unbind(k)
+        value: Any = MISSING
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.pops:
+                    entry = await tier.store.pop_async(k)
+                else:
+                    entry = await tier.store.get_async(k)
+                    if entry is not None:
+                        await tier.store.delete_async(k)
+            except Exception as exc:
+                self._failed(tier, exc, "pop")
+                continue
+            if entry is None:
+                continue
+            tier.deletes += 1
+            if value is MISSING:
+                try:
+                    value = self._decode(tier, k, entry)
+                except Rejected as exc:
+                    self._rejected(tier, k, exc)
+        if value is MISSING:
+            if default is MISSING:
+                raise KeyError(key)
+            return default
+        return value
+
+    async def delete_async(self, key: object) -> bool:
+        """Remove `key` from every tier; True if any tier had it live."""
+        k = self._key(key)
+        self._unbind(k)
+        return await self._delete_stored_async(k)
+
+    async def has_async(self, key: object) -> bool:
+        """True if some tier holds `key` live (without loading its value)."""
+        k = self._key(key)
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.infos:
+                    entry = await tier.store.info_async(k)
+                else:
+                    entry = await tier.store.get_async(k)
+            except Exception as exc:
+                self._failed(tier, exc, "look up")
+                continue
+            if entry is not None:
+                return True
+        return False
+
+    async def touch_async(self, key: object, *, ttl: Any) -> bool:
+        """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
+        k = self._key(key)
+        expires_at = self._expires_at(ttl)
+        found = False
+        for tier in reversed(self._tiers):
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.touches:
+                    found = await tier.store.touch_async(k, expires_at) or found
+                else:
+                    entry = await tier.store.get_async(k)
+                    if entry is not None:
+                        entry.expires_at = expires_at
+                        found = await tier.store.set_async(k, entry) or found
+            except Exception as exc:
+                self._failed(tier, exc, "touch")
+        return found
+
+    async def expire_async(self) -> int:
+        """Remove expired entries from every tier; return how many (from the tier that had most)."""
+        counts = [0]
+        for tier in reversed(self._tiers):
+            if tier.expires and tier.breaker.allow():
+                try:
+                    counts.append(await tier.store.expire_async())
+                except Exception as exc:
+                    self._failed(tier, exc, "expire")
+        return max(counts)
+
+    async def evict_async(self, tag: str) -> int:
+        """Remove the entries tagged `tag` from every tier; return how many."""
+        self._check_tags((tag,))
+        counts = [0]
+        for tier in reversed(self._tiers):
+            if tier.evicts and tier.breaker.allow():
+                try:
+                    counts.append(await tier.store.evict_async(tag, self._prefix))
+                except Exception as exc:
+                    self._failed(tier, exc, "evict")
+        return max(counts)
+
+    async def clear_async(self) -> int:
+        """Remove every entry of this cache (its namespace) from every tier; return how many."""
+        self._unbind_all()
+        counts = [0]
+        for tier in reversed(self._tiers):
+            if tier.breaker.allow():
+                try:
+                    counts.append(await tier.store.clear_async(self._prefix))
+                except Exception as exc:
+                    self._failed(tier, exc, "clear")
+        return max(counts)
+
+    async def info_async(self, key: object) -> EntryInfo | None:
+        """What the first tier holding `key` knows about it, without the value; None if absent."""
+        k = self._key(key)
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.infos:
+                    entry = await tier.store.info_async(k)
+                else:
+                    entry = await tier.store.get_async(k)
+            except Exception as exc:
+                self._failed(tier, exc, "look up")
+                continue
+            if entry is not None:
+                return self._info(tier, self._user_key(k), entry)
+        return None
+
+    async def get_or_set_async(
+        self,
+        key: object,
+        factory: Callable[[], Any],
+        *,
+        ttl: Any = MISSING,
+        tags: Any = (),
+        meta: Any = None,
+        lease: float | None = None,
+    ) -> Any:
+        """The value of `key`, computing it with `factory()` once if it is missing.
+
+        Concurrent callers of a missing key wait for one computation: threads and coroutines
+        of this process, and other processes (or machines) sharing a tier with locks. A lock
+        holder that dies loses the lock after `lease` seconds (default: the cache's); a live
+        one keeps renewing it. If `factory` raises, every waiting caller gets the exception.
+        """
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, not {type(factory).__qualname__!r}")
+        k = self._key(key)
+        self._expires_at(ttl)  # validate now; the expiry itself counts from the computation
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        lease_s = self._check_lease(lease)
+        value = await self._lookup_async(k)
+        if value is not MISSING:
+            return value
+        self._misses += 1
+        future, leader = self._flights.join(k)
+        if not leader:
+            return await wait_flight_async(future)
+        try:
+            value = await self._compute_async(k, factory, ttl, checked_tags, checked_meta, lease_s)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            self._flights.finish(k, future)
+
+    @asynccontextmanager
+    async def getfile_async(
+        self,
+        key: object,
+        *,
+        delete: bool = True,
+        suffix: str = "",
+        directory: str | os.PathLike[str] | None = None,
+    ) -> AsyncIterator[Path]:
+        """A file (mode 0600) holding the bytes or str value of `key`, removed on exit if
+        `delete`. KeyError if the key is absent, TypeError if its value is not bytes or str."""
+        self._check_getfile(delete, suffix, directory)
+        value = await self.get_async(key, MISSING)
+        if value is MISSING:
+            raise KeyError(key)
+        path = await to_thread_async(write_temp_file, file_bytes(key, value), suffix, directory)
+        try:
+            yield path
+        finally:
+            if delete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    async def stats_async(self) -> Stats:
+        """Totals and per-tier counters (see `Stats`)."""
+        counters = []
+        for tier in self._tiers:
+            try:
+                counters.append(await tier.store.stats_async())
+            except Exception as exc:
+                tier.errors += 1
+                tier.breaker.failure(exc)
+                counters.append(StoreCounters())
+        return self._stats(counters)
+
+    async def close_async(self) -> None:
+        """Close the tiers this cache opened from paths or URLs (stores passed in stay open)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._unbind_all()
+        for tier in self._tiers:
+            if tier.owned:
+                await tier.store.close_async()
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _lookup_async(self, k: str) -> Any:
+        """The value of stored key `k` or MISSING; promotes what slower tiers return."""
+        epochs: dict[int, int] | None = None
+        for tier in self._tiers:
+            breaker = tier.breaker
+            if breaker.open_until and not breaker.allow():
+                continue
+            try:
+                entry = await tier.store.get_async(k)
+            except Exception as exc:
+                self._failed(tier, exc, "get")
+                continue
+            if entry is None:
+                tier.misses += 1
+                if tier.epochs:
+                    if epochs is None:
+                        epochs = {}
+                    epochs[tier.index] = tier.store.epoch(k)
+                continue
+            try:
+                value = self._decode(tier, k, entry)
+            except Rejected as exc:
+                self._rejected(tier, k, exc)
+                await self._drop_async(tier, k)
+                continue
+            tier.hits += 1
+            if breaker.failures:
+                breaker.success()
+            if tier.index:
+                await self._promote_async(tier, k, entry, value, epochs)
+            return value
+        return MISSING
+
+    async def _promote_async(
+        self, source: Tier, k: str, entry: Entry, value: Any, epochs: dict[int, int] | None
+    ) -> None:
+        live, encoded = self._promotion(source, k, entry, value)
+        for tier in self._tiers[: source.index]:
+            if not tier.breaker.allow():
+                continue
+            copy = live if tier.holds_objects else encoded
+            try:
+                if tier.epochs:
+                    await tier.store.set_async(k, copy, (epochs or {}).get(tier.index))
+                else:
+                    await tier.store.set_async(k, copy)
+            except Exception as exc:  # a failed copy costs a later miss, never the read
+                tier.errors += 1
+                tier.breaker.failure(exc)
+
+    async def _store_async(
+        self, k: str, value: Any, expires_at: float | None, tags: tuple[str, ...],
+        meta: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
+        live, encoded = self._entries(k, value, expires_at, tags, meta)
+        last = len(self._tiers) - 1
+        epochs = {t.index: t.store.epoch(k) for t in self._tiers if t.epochs and t.index < last}
+        for tier in reversed(self._tiers):
+            if not tier.breaker.allow():
+                continue
+            entry = live if tier.holds_objects else encoded
+            try:
+                if tier.index in epochs:
+                    await tier.store.set_async(k, entry, epochs[tier.index])
+                else:
+                    await tier.store.set_async(k, entry)
+            except Exception as exc:
+                self._failed(tier, exc, "set")
+                await self._drop_async(tier, k)  # the old value must not come back later
+                continue
+            tier.sets += 1
+            if tier.breaker.failures:
+                tier.breaker.success()
+
+    async def _delete_stored_async(self, k: str) -> bool:
+        found = False
+        for tier in reversed(self._tiers):
+            if not tier.breaker.allow():
+                continue
+            try:
+                found = await tier.store.delete_async(k) or found
+            except Exception as exc:
+                self._failed(tier, exc, "delete")
+                continue
+            tier.deletes += 1
+        return found
+
+    async def _drop_async(self, tier: Tier, k: str) -> None:
+        with contextlib.suppress(Exception):
+            await tier.store.delete_async(k)
+
+    async def _compute_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
+        meta: dict[str, Any] | None, lease: float,
+    ) -> Any:  # fmt: skip
+        """Compute and store, holding the cross-process lock of the lock tier if there is one."""
+        tier = self._lock_tier
+        if tier is None or not tier.breaker.allow():
+            return await self._produce_async(k, factory, ttl, tags, meta)
+        name = "flight/" + k
+        token = uuid.uuid4().hex
+        delay = 0.002
+        while True:
+            try:
+                acquired = await tier.store.acquire_lock_async(name, token, lease)
+            except Exception as exc:  # no lock to be had: compute without one
+                self._failed(tier, exc, "lock")
+                return await self._produce_async(k, factory, ttl, tags, meta)
+            if acquired:
+                break
+            await sleep_async(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+            value = await self._lookup_async(k)
+            if value is not MISSING:
+                return value
+        try:
+            value = await self._lookup_async(k)  # the previous holder may have stored it
+            if value is not MISSING:
+                return value
+            renewer = start_renewer_async(
+                lambda: tier.store.renew_lock_async(name, token, lease), lease / 3
+            )
+            try:
+                return await self._produce_async(k, factory, ttl, tags, meta)
+            finally:
+                renewer.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                await tier.store.release_lock_async(name, token)
+
+    async def _produce_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
+        meta: dict[str, Any] | None,
+    ) -> Any:  # fmt: skip
+        value = await call_factory_async(factory)
+        await self._store_async(k, value, self._expires_at(ttl), tags, meta)
+        return value

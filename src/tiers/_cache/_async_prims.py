@@ -1,0 +1,53 @@
+"""Primitives the async orchestration uses; _sync_prims.py has their blocking twins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+async def sleep_async(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+async def wait_flight_async(future: Future[_T]) -> _T:
+    return await asyncio.shield(asyncio.wrap_future(future))
+
+
+async def call_factory_async(factory: Callable[[], Any]) -> Any:
+    result = factory()
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def to_thread_async(fn: Callable[..., _T], *args: Any) -> _T:
+    return await asyncio.to_thread(fn, *args)
+
+
+class Renewer:
+    """Calls `renew` every `interval` seconds until stopped (keeps a lock's lease alive)."""
+
+    def __init__(self, renew: Callable[[], Awaitable[bool]], interval: float) -> None:
+        self._task = asyncio.ensure_future(self._run(renew, interval))
+
+    @staticmethod
+    async def _run(renew: Callable[[], Awaitable[bool]], interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                if not await renew():
+                    return
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+def start_renewer_async(renew: Callable[[], Awaitable[bool]], interval: float) -> Renewer:
+    return Renewer(renew, interval)

@@ -1,0 +1,116 @@
+"""`Cache`: the public face — sync and async operations, mapping protocol, pickling."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
+from typing import Any
+
+from .._types import MISSING
+from ._async_ops import AsyncOps
+from ._sync_ops import SyncOps
+
+
+class Cache(SyncOps, AsyncOps):
+    """One cache over one or more tiers, fastest first.
+
+    ``Cache(*tiers, ttl=None, serializer="pickle", compress=None, namespace="", secret=None,
+    on_tier_error="degrade", lease=30.0)``
+
+    Each tier is a store, a path (a `DiskStore`) or a URL (``memory://?max_size=64MB``,
+    ``disk:///path?max_size=10GB``, ``null://``). With no tiers: a 64 MB `MemoryStore` over a
+    `DiskStore` in the user's cache directory. Reads are answered by the first tier that has
+    the key and copied up; writes go to every tier. Every I/O method has an ``_async`` twin.
+    """
+
+    def __repr__(self) -> str:
+        tiers = ", ".join(t.name for t in self._tiers)
+        ns = f", namespace={self._namespace!r}" if self._namespace else ""
+        return f"Cache({tiers}{ns})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        stores = tuple(t.store for t in self._tiers)
+        owned = tuple(t.owned for t in self._tiers)
+        return (_rebuild, (stores, owned, self._options))
+
+    # -- mapping protocol ----------------------------------------------------------------
+
+    def __getitem__(self, key: object) -> Any:
+        value = self.get(key, MISSING)
+        if value is MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: object, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: object) -> None:
+        if not self.delete(key):
+            raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return self.has(key)
+
+    def __len__(self) -> int:
+        """Live entries of this cache's namespace in its most complete (last) tier."""
+        store = self._scan_tier.store
+        return int(store.count(self._prefix)) if hasattr(store, "count") else 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self.keys()
+
+    def keys(self, *, tag: str | None = None, prefix: str | None = None) -> Iterator[str]:
+        """Keys of the most complete (last) tier, optionally only those with `tag` / `prefix`."""
+        start = self._scan_prefix(tag, prefix)
+        store = self._scan_tier.store
+        if not hasattr(store, "keys"):
+            return
+        for stored in store.keys(start, tag):
+            yield self._user_key(stored)
+
+    async def keys_async(
+        self, *, tag: str | None = None, prefix: str | None = None
+    ) -> AsyncIterator[str]:
+        """Like `keys` (the scan runs in a worker thread)."""
+        start = self._scan_prefix(tag, prefix)
+        store = self._scan_tier.store
+        if not hasattr(store, "keys"):
+            return
+        import asyncio
+
+        for stored in await asyncio.to_thread(lambda: list(store.keys(start, tag))):
+            yield self._user_key(stored)
+
+    def _scan_prefix(self, tag: object, prefix: object) -> str:
+        if tag is not None:
+            self._check_tags((tag,))
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, not {type(prefix).__qualname__!r}")
+        return self._prefix + (prefix or "")
+
+    # -- context managers ----------------------------------------------------------------
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        self.close()
+
+    async def __aenter__(self) -> Cache:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:  # fmt: skip
+        await self.close_async()
+
+
+def _rebuild(stores: tuple[Any, ...], owned: tuple[bool, ...], options: dict[str, Any]) -> Cache:
+    cache = Cache(*stores, **options)
+    for tier, was_owned in zip(cache._tiers, owned, strict=True):
+        tier.owned = was_owned
+    return cache

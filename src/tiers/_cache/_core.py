@@ -1,0 +1,344 @@
+"""Configuration and the I/O-free parts of `Cache`: key building, validation, entries, errors.
+
+The I/O methods live in `_async_ops.py` (written once) and `_sync_ops.py` (generated from it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .._clock import SYSTEM_CLOCK, Clock
+from .._codec import Codec, Rejected, resolve_compressor, resolve_secret, resolve_serializer
+from .._hashing import hash_key
+from .._paths import user_cache_dir
+from .._sizeof import estimate_size
+from .._stores import DiskStore, Entry, MemoryStore
+from .._stores._url import open_tier
+from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
+from .._units import parse_ttl
+from ..errors import ConfigError, StoreFullError, TierUnavailableError
+from ._breaker import Breaker
+from ._flight import Flights
+
+log = logging.getLogger("tiers")
+_POLICIES = ("degrade", "raise")
+_MAX_TAG = 256
+DEFAULT_MEMORY_SIZE = "64MB"
+
+
+class Tier:
+    """One store in a cache, with what the cache knows about it: capabilities, counters."""
+
+    __slots__ = (
+        "breaker", "deletes", "epochs", "errors", "evicts", "expires", "hits", "holds_objects",
+        "index", "infos", "locks", "misses", "name", "owned", "pops", "rejected", "sets", "sized",
+        "store", "touches",
+    )  # fmt: skip
+
+    def __init__(self, index: int, store: Any, owned: bool) -> None:
+        self.index = index
+        self.store = store
+        self.owned = owned
+        self.name = repr(store)
+        self.holds_objects = bool(store.holds_objects)
+        self.epochs = self.has("epoch")
+        self.locks = self.has("acquire_lock")
+        self.infos, self.pops, self.touches = self.has("info"), self.has("pop"), self.has("touch")
+        self.expires, self.evicts = self.has("expire"), self.has("evict")
+        self.sized = self.holds_objects and getattr(store, "max_size", None) is not None
+        self.breaker = Breaker(f"tier {index} ({self.name})")
+        self.hits = self.misses = self.sets = self.deletes = self.errors = self.rejected = 0
+
+    def has(self, capability: str) -> bool:
+        return callable(getattr(self.store, capability, None))
+
+
+class CacheCore:
+    """State shared by the sync and async operations of a `Cache`."""
+
+    def __init__(
+        self,
+        *tiers: object,
+        ttl: float | timedelta | None = None,
+        serializer: object = "pickle",
+        compress: str | None = None,
+        namespace: str = "",
+        secret: str | bytes | None = None,
+        on_tier_error: str = "degrade",
+        lease: float = 30.0,
+    ) -> None:
+        self._ttl = parse_ttl(ttl)
+        if not isinstance(namespace, str):
+            raise TypeError(f"namespace must be a str, not {type(namespace).__qualname__!r}")
+        if ":" in namespace:
+            raise ConfigError(f"namespace must not contain ':' (got {namespace!r})")
+        if on_tier_error not in _POLICIES:
+            raise ConfigError(f"on_tier_error must be 'degrade' or 'raise', not {on_tier_error!r}")
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+            raise ConfigError(f"lease must be a positive number of seconds, not {lease!r}")
+        if secret is not None:
+            resolve_secret(secret)  # a bad secret is reported now, not at the first write
+        self._options = {
+            "ttl": ttl, "serializer": serializer, "compress": compress, "namespace": namespace,
+            "secret": secret, "on_tier_error": on_tier_error, "lease": lease,
+        }  # fmt: skip
+        self._codec = Codec(
+            resolve_serializer(serializer),
+            resolve_compressor(compress),
+            lambda: resolve_secret(secret),
+        )
+        self._namespace = namespace
+        self._prefix = namespace + ":"
+        self._raise = on_tier_error == "raise"
+        self._lease = float(lease)
+        self._clock: Clock = SYSTEM_CLOCK
+        opened: list[tuple[Any, bool]] = []
+        try:
+            for spec in tiers or _default_tiers():
+                opened.append(open_tier(spec))
+        except BaseException:
+            for store, owned in opened:
+                if owned:
+                    store.close()
+            raise
+        self._tiers = [Tier(i, store, owned) for i, (store, owned) in enumerate(opened)]
+        self._needs_bytes = any(not t.holds_objects for t in self._tiers)
+        self._sized = any(t.sized for t in self._tiers)
+        lockers = [t for t in self._tiers if t.locks]
+        self._lock_tier: Tier | None = lockers[-1] if lockers else None
+        self._scan_tier = next((t for t in reversed(self._tiers) if t.has("keys")), self._tiers[-1])
+        self._flights = Flights()
+        self._binds: dict[str, weakref.finalize[Any, Any]] = {}
+        self._binds_lock = threading.Lock()
+        self._misses = 0
+        self._closed = False
+
+    # -- keys, times, validation --------------------------------------------------------------
+
+    def _key(self, key: object) -> str:
+        """The stored key: namespace + ':' + the key (non-str keys by their content hash)."""
+        if type(key) is str:
+            return self._prefix + key
+        if isinstance(key, str):
+            return self._prefix + str(key)
+        return self._prefix + hash_key(key)
+
+    def _user_key(self, stored: str) -> str:
+        return stored[len(self._prefix) :]
+
+    def _expires_at(self, ttl: object) -> float | None:
+        seconds = self._ttl if ttl is MISSING else parse_ttl(ttl)
+        return None if seconds is None else self._clock.time() + seconds
+
+    @staticmethod
+    def _check_tags(tags: object) -> tuple[str, ...]:
+        if isinstance(tags, str):
+            tags = (tags,)
+        if not isinstance(tags, Iterable):
+            raise TypeError(f"tags must be a tuple of strings, not {type(tags).__qualname__!r}")
+        out = tuple(tags)
+        for tag in out:
+            if not isinstance(tag, str):
+                raise TypeError(f"each tag must be a str, not {type(tag).__qualname__!r}")
+            if not tag or "\0" in tag or len(tag.encode("utf-8", "surrogatepass")) > _MAX_TAG:
+                raise ValueError(f"a tag must be 1-{_MAX_TAG} bytes without NUL, got {tag!r}")
+        return tuple(dict.fromkeys(out))
+
+    @staticmethod
+    def _check_meta(meta: object) -> dict[str, Any] | None:
+        if meta is None:
+            return None
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a dict of JSON values, not {type(meta).__qualname__!r}")
+        try:
+            copied: dict[str, Any] = json.loads(json.dumps(meta, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"meta must be JSON-serialisable: {exc}") from exc
+        return copied
+
+    @staticmethod
+    def _check_bind(bind: object) -> None:
+        if bind is not None:
+            try:
+                weakref.ref(bind)
+            except TypeError:
+                raise TypeError(
+                    f"bind must be an object that supports weak references, "
+                    f"not {type(bind).__qualname__!r}"
+                ) from None
+
+    # -- entries ----------------------------------------------------------------------------
+
+    def _entries(
+        self, key: str, value: Any, expires_at: float | None, tags: tuple[str, ...],
+        meta: dict[str, Any] | None,
+    ) -> tuple[Entry, Entry | None]:  # fmt: skip
+        """(entry for object tiers, entry for byte tiers); encoding errors raise here."""
+        now = self._clock.time()
+        encoded: Entry | None = None
+        size = 0
+        if self._needs_bytes:
+            header, body = self._codec.encode(key, value)
+            size = len(header) + memoryview(body).nbytes
+            encoded = Entry(body, header, now, expires_at, tags, meta, size)
+        elif self._sized:
+            size = estimate_size(value)
+        return Entry(value, b"", now, expires_at, tags, meta, size), encoded
+
+    def _for_tier(self, tier: Tier, live: Entry, encoded: Entry | None) -> Entry:
+        return live if tier.holds_objects or encoded is None else encoded
+
+    def _decode(self, tier: Tier, key: str, entry: Entry) -> Any:
+        """The value of an entry a tier returned; `Rejected` if it must not be used."""
+        if tier.holds_objects:
+            return entry.value
+        return self._codec.decode(key, entry.header, entry.value)
+
+    def _promotion(self, source: Tier, key: str, entry: Entry, value: Any) -> tuple[Entry, Entry]:
+        """(object entry, byte entry) to copy `entry` into faster tiers, keeping its expiry."""
+        live = Entry(value, b"", entry.created_at, entry.expires_at, entry.tags, entry.meta,
+                     entry.size)  # fmt: skip
+        if not source.holds_objects:
+            return live, entry
+        if not self._needs_bytes:
+            return live, live
+        header, body = self._codec.encode(key, value)
+        encoded = Entry(body, header, entry.created_at, entry.expires_at, entry.tags, entry.meta,
+                        len(header) + memoryview(body).nbytes)  # fmt: skip
+        return live, encoded
+
+    def _info(self, tier: Tier, key: str, entry: Entry) -> EntryInfo:
+        return EntryInfo(
+            key=key, size=entry.size, created_at=_utc(entry.created_at),
+            expires_at=_utc(entry.expires_at) if entry.expires_at is not None else None,
+            tags=tuple(entry.tags), meta=entry.meta, tier=tier.index, store=tier.name,
+        )  # fmt: skip
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _failed(self, tier: Tier, exc: Exception, action: str) -> None:
+        """A tier raised: count it; re-raise under "raise", else let the breaker decide."""
+        tier.errors += 1
+        if self._raise:
+            if isinstance(exc, StoreFullError):
+                raise exc
+            raise TierUnavailableError(
+                f"tier {tier.index} ({tier.name}) failed to {action}: {type(exc).__name__}: {exc}",
+                tier=tier.index,
+            ) from exc
+        tier.breaker.failure(exc)
+
+    def _rejected(self, tier: Tier, key: str, exc: Rejected) -> None:
+        tier.rejected += 1
+        log.debug("tiers: %s rejected %r: %s", tier.name, key, exc)
+
+    def _check_lease(self, lease: object) -> float:
+        if lease is None:
+            return self._lease
+        if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
+            raise ValueError(f"lease must be a positive number of seconds, not {lease!r}")
+        return float(lease)
+
+    @staticmethod
+    def _check_getfile(delete: object, suffix: object, directory: object) -> None:
+        if not isinstance(delete, bool):
+            raise TypeError(f"delete must be True or False, not {delete!r}")
+        if not isinstance(suffix, str):
+            raise TypeError(f"suffix must be a str, not {type(suffix).__qualname__!r}")
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(
+                f"directory must be a path or None, not {type(directory).__qualname__!r}"
+            )
+
+    # -- stats ------------------------------------------------------------------------------
+
+    def _stats(self, counters: list[Any]) -> Stats:
+        per_tier = []
+        for tier, store_counts in zip(self._tiers, counters, strict=True):
+            rejected = tier.rejected + store_counts.rejected
+            per_tier.append(
+                TierStats(
+                    store=tier.name, hits=tier.hits, misses=tier.misses, sets=tier.sets,
+                    deletes=tier.deletes, evictions=store_counts.evictions,
+                    expirations=store_counts.expirations, rejected=rejected, errors=tier.errors,
+                    items=store_counts.items, bytes=store_counts.bytes,
+                )
+            )  # fmt: skip
+        hits = sum(t.hits for t in per_tier)
+        return Stats.from_tiers(hits, self._misses, tuple(per_tier))
+
+    # -- bind -------------------------------------------------------------------------------
+
+    def _bind(self, key: str, bind: object) -> None:
+        """Delete `key` when `bind` is garbage-collected (replacing an earlier binding)."""
+        with self._binds_lock:
+            old = self._binds.pop(key, None)
+            if old is not None:
+                old.detach()
+            if bind is not None:
+                self._binds[key] = weakref.finalize(bind, _delete_bound, weakref.ref(self), key)
+
+    def _unbind(self, key: str) -> None:
+        if self._binds:
+            self._bind(key, None)
+
+    def _unbind_all(self) -> None:
+        with self._binds_lock:
+            binds, self._binds = self._binds, {}
+        for finalizer in binds.values():
+            finalizer.detach()
+
+
+def _delete_bound(cache_ref: weakref.ref[Any], key: str) -> None:
+    cache = cache_ref()
+    if cache is None or cache._closed:
+        return
+    with cache._binds_lock:
+        cache._binds.pop(key, None)
+    try:
+        cache._delete_stored(key)
+    except Exception:  # a finalizer must not raise; the entry expires with its TTL
+        log.warning("tiers: could not delete bound entry %r", key)
+
+
+def file_bytes(key: object, value: object) -> bytes:
+    """The bytes `getfile` writes: bytes as they are, str as UTF-8, anything else refused."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(
+        f"getfile needs a bytes or str value, but {key!r} holds {type(value).__qualname__!r}"
+    )
+
+
+def write_temp_file(data: bytes, suffix: str, directory: str | os.PathLike[str] | None) -> Path:
+    """A new file (0600, in `directory` or the temp dir) holding `data`."""
+    fd, name = tempfile.mkstemp(prefix="tiers-", suffix=suffix, dir=directory)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        os.close(fd)
+        os.unlink(name)
+        raise
+    os.close(fd)
+    return Path(name)
+
+
+def _default_tiers() -> tuple[object, ...]:
+    return (MemoryStore(max_size=DEFAULT_MEMORY_SIZE), DiskStore(user_cache_dir() / "default"))
+
+
+__all__ = ["MISSING", "CacheCore", "Tier", "file_bytes", "write_temp_file"]

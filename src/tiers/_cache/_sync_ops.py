@@ -1,0 +1,433 @@
+# Generated from _async_ops.py by scripts/unasync.py: do not edit by hand.
+"""Cache operations, blocking versions (generated; see _async_ops.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import uuid
+from collections.abc import Iterator, Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .._codec import Rejected
+from .._stores import Entry, StoreCounters
+from .._types import MISSING, EntryInfo, Stats
+from ._sync_prims import (
+    call_factory,
+    sleep,
+    start_renewer,
+    to_thread,
+    wait_flight,
+)
+from ._core import CacheCore, Tier, file_bytes, write_temp_file
+
+
+class SyncOps(CacheCore):
+    """The I/O methods of `Cache`."""
+
+    def get(self, key: object, default: Any = None) -> Any:
+        """The value of `key` from the first tier that has it live, else `default`.
+
+        A value found in a slower tier is copied into the faster ones with its remaining TTL.
+        Expired, damaged and unauthenticated entries are misses (removed and counted).
+        """
+        value = self._lookup(self._key(key))
+        if value is MISSING:
+            self._misses += 1
+            return default
+        return value
+
+    def set(
+        self,
+        key: object,
+        value: Any,
+        *,
+        ttl: Any = MISSING,
+        tags: Any = (),
+        meta: Any = None,
+        bind: Any = None,
+    ) -> None:
+        """Store `value` under `key` in every tier (slowest first).
+
+        `ttl`: seconds or a timedelta (default: the cache's), None for no expiry. `tags`:
+        strings for `evict`. `meta`: JSON-serialisable provenance shown by `info`. `bind`: a
+        weak-referenceable object; the entry is deleted when it is garbage-collected.
+        """
+        k = self._key(key)
+        self._check_bind(bind)
+        expires_at = self._expires_at(ttl)
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        self._store(k, value, expires_at, checked_tags, checked_meta)
+        if bind is not None or self._binds:
+            self._bind(k, bind)
+
+    def add(
+        self, value: Any, *, key: object = None, ttl: Any = MISSING, tags: Any = (),
+        meta: Any = None,
+    ) -> str:  # fmt: skip
+        """Store `value`; with no `key`, under its content hash (`hash_key`). Returns the key."""
+        if key is None:
+            from .._hashing import hash_key
+
+            key = hash_key(value)
+        name = key if isinstance(key, str) else self._user_key(self._key(key))
+        self.set(name, value, ttl=ttl, tags=tags, meta=meta)
+        return name
+
+    def pop(self, key: object, default: Any = MISSING) -> Any:
+        """Remove `key` from every tier and return its value; KeyError if absent and no default."""
+        k = self._key(key)
+        self._unbind(k)
+        value: Any = MISSING
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.pops:
+                    entry = tier.store.pop(k)
+                else:
+                    entry = tier.store.get(k)
+                    if entry is not None:
+                        tier.store.delete(k)
+            except Exception as exc:
+                self._failed(tier, exc, "pop")
+                continue
+            if entry is None:
+                continue
+            tier.deletes += 1
+            if value is MISSING:
+                try:
+                    value = self._decode(tier, k, entry)
+                except Rejected as exc:
+                    self._rejected(tier, k, exc)
+        if value is MISSING:
+            if default is MISSING:
+                raise KeyError(key)
+            return default
+        return value
+
+    def delete(self, key: object) -> bool:
+        """Remove `key` from every tier; True if any tier had it live."""
+        k = self._key(key)
+        self._unbind(k)
+        return self._delete_stored(k)
+
+    def has(self, key: object) -> bool:
+        """True if some tier holds `key` live (without loading its value)."""
+        k = self._key(key)
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.infos:
+                    entry = tier.store.info(k)
+                else:
+                    entry = tier.store.get(k)
+            except Exception as exc:
+                self._failed(tier, exc, "look up")
+                continue
+            if entry is not None:
+                return True
+        return False
+
+    def touch(self, key: object, *, ttl: Any) -> bool:
+        """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
+        k = self._key(key)
+        expires_at = self._expires_at(ttl)
+        found = False
+        for tier in reversed(self._tiers):
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.touches:
+                    found = tier.store.touch(k, expires_at) or found
+                else:
+                    entry = tier.store.get(k)
+                    if entry is not None:
+                        entry.expires_at = expires_at
+                        found = tier.store.set(k, entry) or found
+            except Exception as exc:
+                self._failed(tier, exc, "touch")
+        return found
+
+    def expire(self) -> int:
+        """Remove expired entries from every tier; return how many (from the tier that had most)."""
+        counts = [0]
+        for tier in reversed(self._tiers):
+            if tier.expires and tier.breaker.allow():
+                try:
+                    counts.append(tier.store.expire())
+                except Exception as exc:
+                    self._failed(tier, exc, "expire")
+        return max(counts)
+
+    def evict(self, tag: str) -> int:
+        """Remove the entries tagged `tag` from every tier; return how many."""
+        self._check_tags((tag,))
+        counts = [0]
+        for tier in reversed(self._tiers):
+            if tier.evicts and tier.breaker.allow():
+                try:
+                    counts.append(tier.store.evict(tag, self._prefix))
+                except Exception as exc:
+                    self._failed(tier, exc, "evict")
+        return max(counts)
+
+    def clear(self) -> int:
+        """Remove every entry of this cache (its namespace) from every tier; return how many."""
+        self._unbind_all()
+        counts = [0]
+        for tier in reversed(self._tiers):
+            if tier.breaker.allow():
+                try:
+                    counts.append(tier.store.clear(self._prefix))
+                except Exception as exc:
+                    self._failed(tier, exc, "clear")
+        return max(counts)
+
+    def info(self, key: object) -> EntryInfo | None:
+        """What the first tier holding `key` knows about it, without the value; None if absent."""
+        k = self._key(key)
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.infos:
+                    entry = tier.store.info(k)
+                else:
+                    entry = tier.store.get(k)
+            except Exception as exc:
+                self._failed(tier, exc, "look up")
+                continue
+            if entry is not None:
+                return self._info(tier, self._user_key(k), entry)
+        return None
+
+    def get_or_set(
+        self,
+        key: object,
+        factory: Callable[[], Any],
+        *,
+        ttl: Any = MISSING,
+        tags: Any = (),
+        meta: Any = None,
+        lease: float | None = None,
+    ) -> Any:
+        """The value of `key`, computing it with `factory()` once if it is missing.
+
+        Concurrent callers of a missing key wait for one computation: threads and coroutines
+        of this process, and other processes (or machines) sharing a tier with locks. A lock
+        holder that dies loses the lock after `lease` seconds (default: the cache's); a live
+        one keeps renewing it. If `factory` raises, every waiting caller gets the exception.
+        """
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, not {type(factory).__qualname__!r}")
+        k = self._key(key)
+        self._expires_at(ttl)  # validate now; the expiry itself counts from the computation
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        lease_s = self._check_lease(lease)
+        value = self._lookup(k)
+        if value is not MISSING:
+            return value
+        self._misses += 1
+        future, leader = self._flights.join(k)
+        if not leader:
+            return wait_flight(future)
+        try:
+            value = self._compute(k, factory, ttl, checked_tags, checked_meta, lease_s)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            self._flights.finish(k, future)
+
+    @contextmanager
+    def getfile(
+        self,
+        key: object,
+        *,
+        delete: bool = True,
+        suffix: str = "",
+        directory: str | os.PathLike[str] | None = None,
+    ) -> Iterator[Path]:
+        """A file (mode 0600) holding the bytes or str value of `key`, removed on exit if
+        `delete`. KeyError if the key is absent, TypeError if its value is not bytes or str."""
+        self._check_getfile(delete, suffix, directory)
+        value = self.get(key, MISSING)
+        if value is MISSING:
+            raise KeyError(key)
+        path = to_thread(write_temp_file, file_bytes(key, value), suffix, directory)
+        try:
+            yield path
+        finally:
+            if delete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    def stats(self) -> Stats:
+        """Totals and per-tier counters (see `Stats`)."""
+        counters = []
+        for tier in self._tiers:
+            try:
+                counters.append(tier.store.stats())
+            except Exception as exc:
+                tier.errors += 1
+                tier.breaker.failure(exc)
+                counters.append(StoreCounters())
+        return self._stats(counters)
+
+    def close(self) -> None:
+        """Close the tiers this cache opened from paths or URLs (stores passed in stay open)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._unbind_all()
+        for tier in self._tiers:
+            if tier.owned:
+                tier.store.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _lookup(self, k: str) -> Any:
+        """The value of stored key `k` or MISSING; promotes what slower tiers return."""
+        epochs: dict[int, int] | None = None
+        for tier in self._tiers:
+            breaker = tier.breaker
+            if breaker.open_until and not breaker.allow():
+                continue
+            try:
+                entry = tier.store.get(k)
+            except Exception as exc:
+                self._failed(tier, exc, "get")
+                continue
+            if entry is None:
+                tier.misses += 1
+                if tier.epochs:
+                    if epochs is None:
+                        epochs = {}
+                    epochs[tier.index] = tier.store.epoch(k)
+                continue
+            try:
+                value = self._decode(tier, k, entry)
+            except Rejected as exc:
+                self._rejected(tier, k, exc)
+                self._drop(tier, k)
+                continue
+            tier.hits += 1
+            if breaker.failures:
+                breaker.success()
+            if tier.index:
+                self._promote(tier, k, entry, value, epochs)
+            return value
+        return MISSING
+
+    def _promote(
+        self, source: Tier, k: str, entry: Entry, value: Any, epochs: dict[int, int] | None
+    ) -> None:
+        live, encoded = self._promotion(source, k, entry, value)
+        for tier in self._tiers[: source.index]:
+            if not tier.breaker.allow():
+                continue
+            copy = live if tier.holds_objects else encoded
+            try:
+                if tier.epochs:
+                    tier.store.set(k, copy, (epochs or {}).get(tier.index))
+                else:
+                    tier.store.set(k, copy)
+            except Exception as exc:  # a failed copy costs a later miss, never the read
+                tier.errors += 1
+                tier.breaker.failure(exc)
+
+    def _store(
+        self, k: str, value: Any, expires_at: float | None, tags: tuple[str, ...],
+        meta: dict[str, Any] | None,
+    ) -> None:  # fmt: skip
+        live, encoded = self._entries(k, value, expires_at, tags, meta)
+        last = len(self._tiers) - 1
+        epochs = {t.index: t.store.epoch(k) for t in self._tiers if t.epochs and t.index < last}
+        for tier in reversed(self._tiers):
+            if not tier.breaker.allow():
+                continue
+            entry = live if tier.holds_objects else encoded
+            try:
+                if tier.index in epochs:
+                    tier.store.set(k, entry, epochs[tier.index])
+                else:
+                    tier.store.set(k, entry)
+            except Exception as exc:
+                self._failed(tier, exc, "set")
+                self._drop(tier, k)  # the old value must not come back later
+                continue
+            tier.sets += 1
+            if tier.breaker.failures:
+                tier.breaker.success()
+
+    def _delete_stored(self, k: str) -> bool:
+        found = False
+        for tier in reversed(self._tiers):
+            if not tier.breaker.allow():
+                continue
+            try:
+                found = tier.store.delete(k) or found
+            except Exception as exc:
+                self._failed(tier, exc, "delete")
+                continue
+            tier.deletes += 1
+        return found
+
+    def _drop(self, tier: Tier, k: str) -> None:
+        with contextlib.suppress(Exception):
+            tier.store.delete(k)
+
+    def _compute(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
+        meta: dict[str, Any] | None, lease: float,
+    ) -> Any:  # fmt: skip
+        """Compute and store, holding the cross-process lock of the lock tier if there is one."""
+        tier = self._lock_tier
+        if tier is None or not tier.breaker.allow():
+            return self._produce(k, factory, ttl, tags, meta)
+        name = "flight/" + k
+        token = uuid.uuid4().hex
+        delay = 0.002
+        while True:
+            try:
+                acquired = tier.store.acquire_lock(name, token, lease)
+            except Exception as exc:  # no lock to be had: compute without one
+                self._failed(tier, exc, "lock")
+                return self._produce(k, factory, ttl, tags, meta)
+            if acquired:
+                break
+            sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05)
+            value = self._lookup(k)
+            if value is not MISSING:
+                return value
+        try:
+            value = self._lookup(k)  # the previous holder may have stored it
+            if value is not MISSING:
+                return value
+            renewer = start_renewer(
+                lambda: tier.store.renew_lock(name, token, lease), lease / 3
+            )
+            try:
+                return self._produce(k, factory, ttl, tags, meta)
+            finally:
+                renewer.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                tier.store.release_lock(name, token)
+
+    def _produce(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
+        meta: dict[str, Any] | None,
+    ) -> Any:  # fmt: skip
+        value = call_factory(factory)
+        self._store(k, value, self._expires_at(ttl), tags, meta)
+        return value
