@@ -1,0 +1,35 @@
+# Two entry points do all the set-up on a fresh machine (see README.md):
+#   make demo   run the main job: `tiers demo` on the embedded default stack
+#   make test   install test dependencies, then lint, type-check and run the test suite
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test install lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[all,dev,bench]'
+
+demo: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[cli]'
+	$(BIN)/tiers demo
+
+lint: install
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
+	$(BIN)/mypy
+	$(BIN)/python scripts/unasync.py --check
+
+test: install lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

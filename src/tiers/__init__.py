@@ -1,0 +1,28 @@
+"""tiers: one cache API over memory, disk, folders, Redis and object storage.
+
+>>> import tiers
+>>> cache = tiers.Cache("memory://", "/tmp/my-cache")   # memory over disk
+>>> cache.set("answer", 42, ttl=3600)
+>>> cache.get("answer")
+42
+"""
+
+from ._cache import Cache
+from ._defaults import default_cache
+from ._hashing import hash_key
+from ._stores import DiskStore, MemoryStore, NullStore
+from ._types import MISSING, EntryInfo, Stats
+from ._version import __version__
+
+__all__ = [
+    "Cache",
+    "hash_key",
+    "MISSING",
+    "EntryInfo",
+    "Stats",
+    "MemoryStore",
+    "DiskStore",
+    "NullStore",
+    "default_cache",
+    "__version__",
+]
