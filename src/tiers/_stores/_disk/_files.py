@@ -9,14 +9,20 @@ a crashed writer (in ``tmp/``, or renamed but never committed) from files still 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import secrets
+import stat
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
-from ._layout import Layout, make_dir
+from ...errors import StorePermissionError
+from ._layout import Layout
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+_NAME = re.compile(r"[0-9a-f]{32}\Z")
 _STALE_SECONDS = 24 * 3600
 Buffer = bytes | bytearray | memoryview
 
@@ -37,32 +43,71 @@ def writer_pid(name: str) -> int | None:
 
 
 def write(layout: Layout, name: str, body: Buffer, *, durable: bool) -> None:
-    """Write `body` to ``data/`` under `name`, atomically. OSError (ENOSPC...) leaves nothing."""
-    tmp = layout.tmp / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+    """Write `body` to ``data/`` under `name`, atomically. OSError (ENOSPC...) leaves nothing.
+
+    Directories are walked by descriptor with O_NOFOLLOW: a symlink swapped in anywhere under
+    the store's root makes the write fail instead of landing outside.
+    """
+    tmp_dir = open_dir(layout, "tmp")
     try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600, dir_fd=tmp_dir)
         try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(body).cast("B")
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if durable:
-                os.fsync(fd)
-        finally:
+            try:
+                os.fchmod(fd, 0o600)
+                view = memoryview(body).cast("B")
+                while view:
+                    view = view[os.write(fd, view) :]
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            data_dir = _data_subdir(layout, name)
+            try:
+                os.rename(name, name, src_dir_fd=tmp_dir, dst_dir_fd=data_dir)
+                if durable:
+                    os.fsync(data_dir)
+            finally:
+                os.close(data_dir)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=tmp_dir)
+            raise
+    finally:
+        os.close(tmp_dir)
+
+
+def open_dir(layout: Layout, *parts: str) -> int:
+    """A descriptor of ``root/parts...``, refusing a symlink or non-directory at every step."""
+    fd = os.open(layout.root, _DIR)
+    try:
+        for part in parts:
+            inner = os.open(part, _DIR, dir_fd=fd)
             os.close(fd)
-        final = layout.data_path(name)
-        try:
-            os.rename(tmp, final)
-        except FileNotFoundError:
-            make_dir(final.parent)
-            os.rename(tmp, final)
-        if durable:
-            _fsync_dir(final.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            fd = inner
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StorePermissionError(
+                f"{layout.root}/{'/'.join(parts)} is a symlink or not a directory; refusing it"
+            ) from exc
         raise
+    return fd
+
+
+def _data_subdir(layout: Layout, name: str) -> int:
+    sub = name[2:4]
+    try:
+        return open_dir(layout, "data", sub)
+    except FileNotFoundError:
+        data = open_dir(layout, "data")
+        try:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(sub, 0o700, dir_fd=data)
+            fd = os.open(sub, _DIR, dir_fd=data)
+            os.fchmod(fd, 0o700)
+            return fd
+        finally:
+            os.close(data)
 
 
 def read(layout: Layout, name: str, size: int) -> bytes:
@@ -89,9 +134,17 @@ def read(layout: Layout, name: str, size: int) -> bytes:
 
 
 def unlink(layout: Layout, names: Iterable[str]) -> None:
+    """Remove value files (already absent ones are fine), never through a symlink."""
     for name in names:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(layout.data_path(name))
+        try:
+            fd = open_dir(layout, "data", name[2:4])
+        except (FileNotFoundError, StorePermissionError):
+            continue
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=fd)
+        finally:
+            os.close(fd)
 
 
 def register_process(layout: Layout) -> None:
@@ -124,15 +177,11 @@ def sweep_tmp(layout: Layout) -> int:
     """Remove files in ``tmp/`` left by writers that are gone (or older than a day)."""
     removed = 0
     now = time.time()
-    for entry in os.scandir(layout.tmp):
-        pid = writer_pid(entry.name)
-        try:
-            stale = now - entry.stat(follow_symlinks=False).st_mtime > _STALE_SECONDS
-        except FileNotFoundError:
-            continue
-        if stale or pid is None or not pid_alive(pid):
+    for fd, name, info in _files_in(layout, ("tmp",)):
+        pid = writer_pid(name)
+        if now - info.st_mtime > _STALE_SECONDS or pid is None or not pid_alive(pid):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+                os.unlink(name, dir_fd=fd)
                 removed += 1
     return removed
 
@@ -144,25 +193,41 @@ def sweep_orphans(
     by anyone, when older than a day: leftovers of a reused pid)."""
     removed = 0
     now = time.time()
-    with contextlib.suppress(FileNotFoundError):
-        for sub in os.scandir(layout.data):
-            if not sub.is_dir(follow_symlinks=False):
+    try:
+        subdirs = sorted(n for n in os.listdir(layout.data) if re.fullmatch("[0-9a-f]{2}", n))
+    except FileNotFoundError:
+        return 0
+    for sub in subdirs:
+        for fd, name, info in _files_in(layout, ("data", sub)):
+            if writer_pid(name) not in dead_pids and (
+                not every or now - info.st_mtime < _STALE_SECONDS
+            ):
                 continue
-            for entry in os.scandir(sub.path):
-                pid = writer_pid(entry.name)
-                if pid not in dead_pids:
-                    if not every:
-                        continue
-                    try:
-                        if now - entry.stat(follow_symlinks=False).st_mtime < _STALE_SECONDS:
-                            continue
-                    except FileNotFoundError:
-                        continue
-                if not is_referenced(entry.name):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
-                        removed += 1
+            if not is_referenced(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+                    removed += 1
     return removed
+
+
+def _files_in(layout: Layout, parts: tuple[str, ...]) -> Iterator[tuple[int, str, os.stat_result]]:
+    """(directory fd, name, stat) of the regular files named like ours in ``root/parts``."""
+    try:
+        fd = open_dir(layout, *parts)
+    except (FileNotFoundError, StorePermissionError):
+        return
+    try:
+        for name in os.listdir(fd):
+            if not _NAME.match(name):
+                continue
+            try:
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(info.st_mode):
+                yield fd, name, info
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
+from ._layout import make_dir
 from ._records import (
     STATS,
     DamagedRecord,
@@ -471,7 +472,7 @@ def _split_lock(raw: bytes) -> tuple[bytes, float]:
 
 
 def _open(path: Path) -> _Shared:
-    path.mkdir(mode=0o700, exist_ok=True)
+    make_dir(path)  # 0700, ours, not a symlink
     map_size = MAP_SIZE
     while True:
         try:

@@ -126,9 +126,11 @@ class DiskStore:
         path = self._layout.shard_dir(i)
         try:
             return Shard(path)
-        except DAMAGED_ERRORS:
+        except DAMAGED_ERRORS:  # the index file is unusable: start this shard afresh
             self._quarantine(path)
-            return Shard(path)
+            shard = Shard(path)
+            shard.count_removal("rejected")
+            return shard
 
     def _shard_inode(self, i: int) -> int:
         try:
