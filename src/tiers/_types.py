@@ -63,7 +63,8 @@ _COUNTERS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "r
 class TierStats:
     """Counters of one tier.
 
-    hits, misses, sets, deletes and errors count this process's calls through the cache;
+    hits, misses, sets and errors count this process's calls through the cache, deletes the
+    entries its calls removed;
     evictions, expirations and rejected (corrupted, unauthenticated or oversized entries)
     count what the store removed or refused, and items and bytes are its current contents
     (for a DiskStore: across all processes, as recorded on disk).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from datetime import timedelta
 
@@ -47,8 +48,11 @@ def parse_ttl(value: object, what: str = "ttl") -> float | None:
         return None
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf  # an int too large for a float: reported as not finite below
     else:
         raise TypeError(
             f"{what} must be seconds (int or float), a timedelta or None, "

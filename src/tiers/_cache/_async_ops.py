@@ -27,6 +27,7 @@ from ._async_prims import (
     wait_flight_async,
 )
 from ._core import CacheCore, Tier, file_bytes, write_temp_file
+from ._flight import INTERRUPTED
 
 
 class AsyncOps(CacheCore):
@@ -237,19 +238,31 @@ class AsyncOps(CacheCore):
         if value is not MISSING:
             return value
         self._misses += 1
-        future, leader = self._flights.join(k)
-        if not leader:
-            return await wait_flight_async(future)
-        try:
-            value = await self._compute_async(k, factory, ttl, checked_tags, checked_meta, lease_s)
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(value)
-            return value
-        finally:
-            self._flights.finish(k, future)
+        while True:
+            future, leader = self._flights.join(k)
+            if not leader:
+                value = await wait_flight_async(future)
+                if value is not INTERRUPTED:
+                    return value
+                value = await self._lookup_async(k)  # the leader was cancelled: try again
+                if value is not MISSING:
+                    return value
+                continue
+            try:
+                value = await self._compute_async(
+                    k, factory, ttl, checked_tags, checked_meta, lease_s
+                )
+            except Exception as exc:
+                future.set_exception(exc)
+                raise
+            except BaseException:
+                future.set_result(INTERRUPTED)
+                raise
+            else:
+                future.set_result(value)
+                return value
+            finally:
+                self._flights.finish(k, future)
 
     @asynccontextmanager
     async def getfile_async(
@@ -310,6 +323,8 @@ class AsyncOps(CacheCore):
             except Exception as exc:
                 self._failed(tier, exc, "get")
                 continue
+            if breaker.failures:
+                breaker.success()  # a miss is an answer too: the failures were not consecutive
             if entry is None:
                 tier.misses += 1
                 if tier.epochs:
@@ -324,8 +339,6 @@ class AsyncOps(CacheCore):
                 await self._drop_async(tier, k)
                 continue
             tier.hits += 1
-            if breaker.failures:
-                breaker.success()
             if tier.index:
                 await self._promote_async(tier, k, entry, value, epochs)
             return value
@@ -355,6 +368,7 @@ class AsyncOps(CacheCore):
         live, encoded = self._entries(k, value, expires_at, tags, meta)
         last = len(self._tiers) - 1
         epochs = {t.index: t.store.epoch(k) for t in self._tiers if t.epochs and t.index < last}
+        written = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
                 continue
@@ -365,9 +379,15 @@ class AsyncOps(CacheCore):
                 else:
                     await tier.store.set_async(k, entry)
             except Exception as exc:
+                if written or not self._raise:
+                    # Other tiers hold (or will hold) the new value: this tier's old copy must
+                    # not be served later, nor, when raising now, the faster tiers' copies.
+                    for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
+                        await self._drop_async(doomed, k)
+                # Under "raise" with nothing written yet, every tier keeps its previous value.
                 self._failed(tier, exc, "set")
-                await self._drop_async(tier, k)  # the old value must not come back later
                 continue
+            written = True
             tier.sets += 1
             if tier.breaker.failures:
                 tier.breaker.success()
@@ -378,11 +398,15 @@ class AsyncOps(CacheCore):
             if not tier.breaker.allow():
                 continue
             try:
-                found = await tier.store.delete_async(k) or found
+                removed = await tier.store.delete_async(k)
             except Exception as exc:
                 self._failed(tier, exc, "delete")
                 continue
-            tier.deletes += 1
+            if tier.breaker.failures:
+                tier.breaker.success()
+            if removed:
+                tier.deletes += 1
+                found = True
         return found
 
     async def _drop_async(self, tier: Tier, k: str) -> None:

@@ -60,19 +60,24 @@ class Cache(SyncOps, AsyncOps):
         return self.keys()
 
     def keys(self, *, tag: str | None = None, prefix: str | None = None) -> Iterator[str]:
-        """Keys of the most complete (last) tier, optionally only those with `tag` / `prefix`."""
+        """Keys of the most complete (last) tier, optionally only those with `tag` / `prefix`.
+
+        Bad arguments raise here, not at the first ``next()``.
+        """
         start = self._scan_prefix(tag, prefix)
         store = self._scan_tier.store
         if not hasattr(store, "keys"):
-            return
-        for stored in store.keys(start, tag):
-            yield self._user_key(stored)
+            return iter(())
+        return (self._user_key(stored) for stored in store.keys(start, tag))
 
-    async def keys_async(
+    def keys_async(
         self, *, tag: str | None = None, prefix: str | None = None
     ) -> AsyncIterator[str]:
-        """Like `keys` (the scan runs in a worker thread)."""
+        """Like `keys`, for ``async for`` (the scan runs in a worker thread)."""
         start = self._scan_prefix(tag, prefix)
+        return self._keys_async(start, tag)
+
+    async def _keys_async(self, start: str, tag: str | None) -> AsyncIterator[str]:
         store = self._scan_tier.store
         if not hasattr(store, "keys"):
             return

@@ -21,8 +21,8 @@ from .._codec import Codec, Rejected, resolve_compressor, resolve_secret, resolv
 from .._hashing import hash_key
 from .._paths import user_cache_dir
 from .._sizeof import estimate_size
-from .._stores import DiskStore, Entry, MemoryStore
-from .._stores._url import open_tier
+from .._stores import Entry
+from .._stores._url import plan_tier
 from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
 from .._units import parse_ttl
 from ..errors import ConfigError, StoreFullError, TierUnavailableError
@@ -101,10 +101,11 @@ class CacheCore:
         self._raise = on_tier_error == "raise"
         self._lease = float(lease)
         self._clock: Clock = SYSTEM_CLOCK
+        openers = [plan_tier(spec) for spec in tiers]  # every tier checked before any opens
         opened: list[tuple[Any, bool]] = []
         try:
-            for spec in tiers or _default_tiers():
-                opened.append(open_tier(spec))
+            for opener in openers or [plan_tier(spec) for spec in _default_tiers()]:
+                opened.append(opener())
         except BaseException:
             for store, owned in opened:
                 if owned:
@@ -338,7 +339,8 @@ def write_temp_file(data: bytes, suffix: str, directory: str | os.PathLike[str] 
 
 
 def _default_tiers() -> tuple[object, ...]:
-    return (MemoryStore(max_size=DEFAULT_MEMORY_SIZE), DiskStore(user_cache_dir() / "default"))
+    """Specs of the default stack (opened, and so closed, by the cache)."""
+    return (f"memory://?max_size={DEFAULT_MEMORY_SIZE}", user_cache_dir() / "default")
 
 
 __all__ = ["MISSING", "CacheCore", "Tier", "file_bytes", "write_temp_file"]

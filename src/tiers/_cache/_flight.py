@@ -9,7 +9,11 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Final
+
+INTERRUPTED: Final = object()
+"""The result of a flight whose leader was interrupted (cancelled, KeyboardInterrupt) rather
+than failed: that is not the waiters' business, so they try again and one of them leads."""
 
 
 class Flights:

@@ -23,6 +23,7 @@ from ._sync_prims import (
     wait_flight,
 )
 from ._core import CacheCore, Tier, file_bytes, write_temp_file
+from ._flight import INTERRUPTED
 
 
 class SyncOps(CacheCore):
@@ -233,19 +234,31 @@ class SyncOps(CacheCore):
         if value is not MISSING:
             return value
         self._misses += 1
-        future, leader = self._flights.join(k)
-        if not leader:
-            return wait_flight(future)
-        try:
-            value = self._compute(k, factory, ttl, checked_tags, checked_meta, lease_s)
-        except BaseException as exc:
-            future.set_exception(exc)
-            raise
-        else:
-            future.set_result(value)
-            return value
-        finally:
-            self._flights.finish(k, future)
+        while True:
+            future, leader = self._flights.join(k)
+            if not leader:
+                value = wait_flight(future)
+                if value is not INTERRUPTED:
+                    return value
+                value = self._lookup(k)  # the leader was cancelled: try again
+                if value is not MISSING:
+                    return value
+                continue
+            try:
+                value = self._compute(
+                    k, factory, ttl, checked_tags, checked_meta, lease_s
+                )
+            except Exception as exc:
+                future.set_exception(exc)
+                raise
+            except BaseException:
+                future.set_result(INTERRUPTED)
+                raise
+            else:
+                future.set_result(value)
+                return value
+            finally:
+                self._flights.finish(k, future)
 
     @contextmanager
     def getfile(
@@ -306,6 +319,8 @@ class SyncOps(CacheCore):
             except Exception as exc:
                 self._failed(tier, exc, "get")
                 continue
+            if breaker.failures:
+                breaker.success()  # a miss is an answer too: the failures were not consecutive
             if entry is None:
                 tier.misses += 1
                 if tier.epochs:
@@ -320,8 +335,6 @@ class SyncOps(CacheCore):
                 self._drop(tier, k)
                 continue
             tier.hits += 1
-            if breaker.failures:
-                breaker.success()
             if tier.index:
                 self._promote(tier, k, entry, value, epochs)
             return value
@@ -351,6 +364,7 @@ class SyncOps(CacheCore):
         live, encoded = self._entries(k, value, expires_at, tags, meta)
         last = len(self._tiers) - 1
         epochs = {t.index: t.store.epoch(k) for t in self._tiers if t.epochs and t.index < last}
+        written = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
                 continue
@@ -361,9 +375,15 @@ class SyncOps(CacheCore):
                 else:
                     tier.store.set(k, entry)
             except Exception as exc:
+                if written or not self._raise:
+                    # Other tiers hold (or will hold) the new value: this tier's old copy must
+                    # not be served later, nor, when raising now, the faster tiers' copies.
+                    for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
+                        self._drop(doomed, k)
+                # Under "raise" with nothing written yet, every tier keeps its previous value.
                 self._failed(tier, exc, "set")
-                self._drop(tier, k)  # the old value must not come back later
                 continue
+            written = True
             tier.sets += 1
             if tier.breaker.failures:
                 tier.breaker.success()
@@ -374,11 +394,15 @@ class SyncOps(CacheCore):
             if not tier.breaker.allow():
                 continue
             try:
-                found = tier.store.delete(k) or found
+                removed = tier.store.delete(k)
             except Exception as exc:
                 self._failed(tier, exc, "delete")
                 continue
-            tier.deletes += 1
+            if tier.breaker.failures:
+                tier.breaker.success()
+            if removed:
+                tier.deletes += 1
+                found = True
         return found
 
     def _drop(self, tier: Tier, k: str) -> None:

@@ -30,7 +30,7 @@ class ZlibCompressor:
 
     def decompress(self, data: bytes, size: int) -> bytes:
         inflater = zlib.decompressobj()
-        out = inflater.decompress(data, size)
+        out = inflater.decompress(data, max(size, 1))  # a max_length of 0 means "no limit"
         if len(out) != size or inflater.unconsumed_tail or not inflater.eof:
             raise ValueError("zlib payload does not inflate to its recorded size")
         return out
@@ -55,6 +55,11 @@ class ZstdCompressor:
 
     def decompress(self, data: bytes, size: int) -> bytes:
         try:
+            # A frame that records its own content size is inflated to that size, whatever
+            # max_output_size says: check it against the size the entry recorded first.
+            declared = self._zstd.frame_content_size(data)
+            if declared not in (-1, size) or size <= 0:
+                raise ValueError("zstd frame does not match its recorded size")
             out: bytes = self._zstd.ZstdDecompressor().decompress(data, max_output_size=size)
         except self._zstd.ZstdError as exc:
             raise ValueError(f"zstd payload is damaged: {exc}") from exc

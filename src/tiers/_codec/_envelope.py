@@ -56,9 +56,10 @@ class Codec:
         self._signer_source = signer_source  # callable returning the secret, resolved lazily
         self.name = serializer.name
         name = serializer.name.encode("ascii")
-        # The header of an uncompressed entry of this serializer, without its MAC: the common
-        # case, decoded without parsing.
-        self._plain = bytes((FORMAT, SIGNED if self.signed else 0, NONE_ID, len(name))) + name
+        # The header of an uncompressed entry of an unsigned serializer: the common case,
+        # decoded without parsing. Signed serializers never take this path: their entries
+        # are loaded only after the MAC verifies (a header without one is refused).
+        self._plain = None if self.signed else bytes((FORMAT, 0, NONE_ID, len(name))) + name
         self._loads = serializer.loads
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from .._clock import SYSTEM_CLOCK, Clock
@@ -145,9 +146,8 @@ class MemoryStore:
             found = self._data.get(key)
             if found is None or (found[1] is not None and found[1] <= self.clock.monotonic()):
                 return False
-            entry = found[0]
-            entry.expires_at = expires_at
-            self._data[key] = (entry, deadline)
+            # a new Entry: the one stored may be held by the writer or an earlier reader
+            self._data[key] = (replace(found[0], expires_at=expires_at), deadline)
             self._data.move_to_end(key)
             return True
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .._units import parse_size
 from ..errors import ConfigError
 from ._disk import DiskStore
 from ._memory import MemoryStore
@@ -25,33 +27,40 @@ _LATER = {
 _SCHEMES = "memory://, disk://, null://, or a plain path"
 
 
-def open_tier(spec: object) -> tuple[Any, bool]:
-    """(store, owned): `owned` is True when the store was built here from a path or URL."""
+def plan_tier(spec: object) -> Callable[[], tuple[Any, bool]]:
+    """Check `spec` completely and return what opens it, as ``(store, owned)``: `owned` when
+    built here from a path or URL. Nothing is created before the call, so a cache whose last
+    tier is misspelt leaves no directory behind for the first."""
     if isinstance(spec, Path) or (isinstance(spec, str) and "://" not in spec):
         if not str(spec):
             raise ConfigError("a tier path must not be empty")
-        return DiskStore(spec), True
+        return lambda: (DiskStore(spec), True)
     if isinstance(spec, os.PathLike):
-        return DiskStore(os.fspath(spec)), True
+        path = os.fspath(spec)
+        return lambda: (DiskStore(path), True)
     if isinstance(spec, str):
-        return _from_url(spec), True
+        opener = _from_url(spec)
+        return lambda: (opener(), True)
+    if isinstance(spec, type):
+        raise TypeError(f"a tier must be a store instance, not the class {spec.__qualname__!r}")
     missing = [m for m in _CORE_METHODS if not callable(getattr(spec, m, None))]
     if missing or not hasattr(spec, "holds_objects"):
         raise TypeError(
             f"a tier must be a store, a path or a URL, not {type(spec).__qualname__!r}"
             + (f" (it lacks {', '.join(missing)})" if missing else "")
         )
-    return spec, False
+    return lambda: (spec, False)
 
 
-def _from_url(url: str) -> Any:
+def _from_url(url: str) -> Callable[[], Any]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     options = _options(url, parts.query)
     if scheme == "memory":
         if parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(f"{url!r}: a memory:// URL takes no host or path, only options")
-        return MemoryStore(**_take(url, options, "max_size", "max_items"))
+        kwargs = _take(url, options, "max_size", "max_items")
+        return lambda: MemoryStore(**kwargs)
     if scheme == "disk":
         path = unquote(parts.netloc + parts.path)
         if not path:
@@ -59,10 +68,10 @@ def _from_url(url: str) -> Any:
         kwargs = _take(url, options, "max_size", "durable")
         if "durable" in kwargs:
             kwargs["durable"] = _flag(url, "durable", kwargs["durable"])
-        return DiskStore(path, **kwargs)
+        return lambda: DiskStore(path, **kwargs)
     if scheme == "null":
         _take(url, options)
-        return NullStore()
+        return NullStore
     if scheme in _LATER:
         raise ConfigError(
             f"{url!r}: {scheme}:// tiers need {_LATER[scheme]}, which this version of tiers "
@@ -88,9 +97,16 @@ def _take(url: str, options: dict[str, str], *allowed: str) -> dict[str, Any]:
         raise ConfigError(f"{url!r}: unknown option {unknown[0]!r} (expected: {expected})")
     out: dict[str, Any] = {}
     for name, value in options.items():
-        out[name] = int(value) if name == "max_items" and value.isdigit() else value
-        if name == "max_items" and not value.isdigit():
-            raise ConfigError(f"{url!r}: max_items must be a whole number, not {value!r}")
+        out[name] = value
+        if name == "max_items":
+            if not value.isdigit():
+                raise ConfigError(f"{url!r}: max_items must be a whole number, not {value!r}")
+            out[name] = int(value)
+        elif name == "max_size":
+            try:
+                out[name] = parse_size(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{url!r}: {exc}") from None
     return out
 
 

@@ -189,19 +189,23 @@ def sweep_tmp(layout: Layout) -> int:
 def sweep_orphans(
     layout: Layout, dead_pids: set[int], is_referenced: Callable[[str], bool], *, every: bool
 ) -> int:
-    """Remove value files no record references, written by `dead_pids` (or, with `every`,
-    by anyone, when older than a day: leftovers of a reused pid)."""
+    """Remove value files no record references whose writer is gone: in `dead_pids`, or any
+    pid no longer running (a file whose record another process replaced, that died before
+    unlinking it, carries its first writer's pid). With `every`, also those of live pids
+    older than a day: leftovers of a reused pid. A live writer's file may be in flight."""
     removed = 0
     now = time.time()
+    gone: dict[int | None, bool] = dict.fromkeys(dead_pids, True)
     try:
         subdirs = sorted(n for n in os.listdir(layout.data) if re.fullmatch("[0-9a-f]{2}", n))
     except FileNotFoundError:
         return 0
     for sub in subdirs:
         for fd, name, info in _files_in(layout, ("data", sub)):
-            if writer_pid(name) not in dead_pids and (
-                not every or now - info.st_mtime < _STALE_SECONDS
-            ):
+            pid = writer_pid(name)
+            if pid not in gone:
+                gone[pid] = pid is not None and not pid_alive(pid)
+            if not gone[pid] and (not every or now - info.st_mtime < _STALE_SECONDS):
                 continue
             if not is_referenced(name):
                 with contextlib.suppress(FileNotFoundError):

@@ -467,8 +467,11 @@ class Shard:
 
 
 def _split_lock(raw: bytes) -> tuple[bytes, float]:
-    token, _, until = raw.rpartition(b"\0")
-    return token, _LOCK.unpack(until)[0] if len(until) == _LOCK.size else 0.0
+    """(token, lease end) of ``token + NUL + double``; the double may hold NULs of its own."""
+    end = len(raw) - _LOCK.size
+    if end < 1 or raw[end - 1] != 0:
+        return raw, 0.0  # not a lock we wrote: an expired lease
+    return raw[: end - 1], _LOCK.unpack_from(raw, end)[0]
 
 
 def _open(path: Path) -> _Shared:

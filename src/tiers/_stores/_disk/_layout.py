@@ -63,8 +63,8 @@ def open_layout(path: str | os.PathLike[str]) -> Layout:
     _check_dir(root, fix_mode=True)
     marker = root / _MARKER
     if not created and not marker.exists():
-        stray = [p.name for p in root.iterdir() if p.name not in (".gitignore", "CACHEDIR.TAG")]
-        if stray:
+        stray = [p.name for p in root.iterdir() if not _is_ours_before_marker(p.name)]
+        if stray and not marker.exists():  # (it may have appeared while we listed)
             raise StorePermissionError(
                 f"{root} is not empty and is not a tiers store; use an empty or new directory"
             )
@@ -79,6 +79,14 @@ def open_layout(path: str | os.PathLike[str]) -> Layout:
         b"# This directory is a cache created by tiers (https://bford.info/cachedir/).\n",
     )
     return layout
+
+
+def _is_ours_before_marker(name: str) -> bool:
+    """Files a store has before its marker: cosmetic ones, and the marker being written by
+    another process creating the same store at this moment (`write_file_atomically`)."""
+    return name in (".gitignore", "CACHEDIR.TAG") or (
+        name.startswith(f".{_MARKER}.") and name.endswith(".tmp")
+    )
 
 
 def make_dir(directory: Path) -> None:

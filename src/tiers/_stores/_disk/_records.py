@@ -2,7 +2,8 @@
 
 Index key (``lkey``) of an entry: its UTF-8 key (``surrogatepass``) when at most 400 bytes,
 else the first 400 bytes, a ``0xFF`` byte (which UTF-8 never contains) and the BLAKE2b-256 of the
-whole key; such records also store the full key, which is compared on every hit.
+whole key; such records also store the full key, which is compared on every hit. The empty key
+(LMDB refuses empty keys) is the single byte ``0xFF``.
 
 Record (the index value)::
 
@@ -10,7 +11,9 @@ Record (the index value)::
     keys only) | inline body, or the 32-byte name of the file holding it | xxh3-64 of all before
 
 Secondary indexes are ordered byte strings: LRU ``stamp(8, big-endian) + lkey``, expiry
-``expires_us(8) + lkey``, tags ``tag + NUL + lkey``, files ``name -> lkey``.
+``expires_us(8) + lkey``, tags ``tag + NUL + lkey``, files ``name -> lkey``. A tag longer than
+`TAG_DIRECT_MAX` bytes is written as ``0xFF`` and its BLAKE2b-128 there, so that every index key
+fits LMDB's 511-byte limit.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ VERSION = 1
 IN_FILE = 1
 LONG_KEY = 2
 DIRECT_KEY_MAX = 400
+EMPTY_KEY = b"\xff"  # the index key of "" (UTF-8 never contains 0xFF)
+_LMDB_KEY_MAX = 511
+TAG_DIRECT_MAX = _LMDB_KEY_MAX - 1 - (DIRECT_KEY_MAX + 1 + 32)  # tag + NUL + the longest lkey
+_STAMP_MAX = 2**64 - 1
 FILE_NAME_SIZE = 32
 _FIXED = struct.Struct("<BBHHIIddQQQ")
 _CHECK = struct.Struct("<Q")
@@ -42,7 +49,7 @@ class DamagedRecord(ValueError):
 def index_key(key: str) -> bytes:
     raw = key.encode("utf-8", "surrogatepass")
     if len(raw) <= DIRECT_KEY_MAX:
-        return raw
+        return raw or EMPTY_KEY
     return raw[:DIRECT_KEY_MAX] + b"\xff" + hashlib.blake2b(raw, digest_size=32).digest()
 
 
@@ -50,7 +57,7 @@ def key_of(lkey: bytes, record_key: str | None) -> str:
     """The user key of an index key (long keys come from their record)."""
     if record_key is not None:
         return record_key
-    return lkey.decode("utf-8", "surrogatepass")
+    return "" if lkey == EMPTY_KEY else lkey.decode("utf-8", "surrogatepass")
 
 
 def prefix_bounds(prefix: str) -> bytes:
@@ -84,7 +91,7 @@ class Record:
         index = encoded_len + 2 * len(lkey) + 48
         if self.expires_at is not None:
             index += len(lkey) + 24
-        index += sum(len(t.encode("utf-8")) + len(lkey) + 24 for t in self.tags)
+        index += sum(len(t.encode("utf-8", "surrogatepass")) + len(lkey) + 24 for t in self.tags)
         if self.in_file:
             index += len(lkey) + FILE_NAME_SIZE + 24
             index += -(-self.size // 4096) * 4096
@@ -92,7 +99,7 @@ class Record:
 
 
 def pack(rec: Record) -> bytes:
-    tags = "\0".join(rec.tags).encode("utf-8")
+    tags = "\0".join(rec.tags).encode("utf-8", "surrogatepass")
     meta = b"" if rec.meta is None else json.dumps(rec.meta, separators=(",", ":")).encode()
     full = b"" if rec.full_key is None else rec.full_key.encode("utf-8", "surrogatepass")
     tail = rec.file_name.encode("ascii") if rec.file_name is not None else rec.inline
@@ -121,7 +128,7 @@ def unpack(data: bytes) -> Record:
     tags: tuple[str, ...] = ()
     meta = full_key = None
     if tags_len:
-        tags = tuple(data[pos : pos + tags_len].decode("utf-8").split("\0"))
+        tags = tuple(data[pos : pos + tags_len].decode("utf-8", "surrogatepass").split("\0"))
         pos += tags_len
     if meta_len:
         meta = json.loads(data[pos : pos + meta_len])
@@ -153,7 +160,10 @@ def lru_key(stamp: int, lkey: bytes) -> bytes:
 
 
 def expiry_key(expires_at: float, lkey: bytes) -> bytes:
-    return _STAMP.pack(max(0, int(expires_at * 1_000_000))) + lkey
+    micros = expires_at * 1_000_000
+    if not micros < _STAMP_MAX:  # past the year 586000, or infinite: the end of the order
+        return _STAMP.pack(_STAMP_MAX) + lkey
+    return _STAMP.pack(max(0, int(micros))) + lkey
 
 
 def split_stamped(key: bytes) -> tuple[int, bytes]:
@@ -162,7 +172,10 @@ def split_stamped(key: bytes) -> tuple[int, bytes]:
 
 
 def tag_key(tag: str, lkey: bytes) -> bytes:
-    return tag.encode("utf-8") + b"\0" + lkey
+    raw = tag.encode("utf-8", "surrogatepass")
+    if len(raw) > TAG_DIRECT_MAX:
+        raw = b"\xff" + hashlib.blake2b(raw, digest_size=16).digest()
+    return raw + b"\0" + lkey
 
 
 STATS = struct.Struct("<qqqqq")  # items, bytes, evictions, expirations, rejected

@@ -119,6 +119,7 @@ class DiskStore:
         self._total = 0
         self._total_at = -1.0
         self._last_stamp = 0
+        self._stamp_lock = threading.Lock()
         self._recover_leftovers()
         ensure_reserve(layout)
 
@@ -217,9 +218,10 @@ class DiskStore:
         return xxhash.xxh3_64_intdigest(lkey) % len(self._shards)
 
     def _stamp(self) -> int:
-        stamp = max(int(self.clock.time() * 1_000_000), self._last_stamp + 1)
-        self._last_stamp = stamp
-        return stamp
+        with self._stamp_lock:  # unique per process: a stamp is also the record's version
+            stamp = max(int(self.clock.time() * 1_000_000), self._last_stamp + 1)
+            self._last_stamp = stamp
+            return stamp
 
     def _guard(self, i: int, fn: Callable[..., _T], *args: Any) -> _T:
         """Run an index operation; translate LMDB errors (full disk, damage) at the boundary."""
@@ -281,7 +283,7 @@ class DiskStore:
         ):
             self._ready()
         lkey = key.encode("utf-8", "surrogatepass")
-        if len(lkey) > DIRECT_KEY_MAX:
+        if not lkey or len(lkey) > DIRECT_KEY_MAX:
             lkey = index_key(key)
         i = xxhash.xxh3_64_intdigest(lkey) % len(self._shards)
         shard = self._shards[i]
@@ -557,9 +559,10 @@ class DiskStore:
     # -- scans ------------------------------------------------------------------------------
 
     def _matching(
-        self, i: int, prefix: str, tag: str | None, now: float
+        self, i: int, prefix: str, tag: str | None, now: float | None
     ) -> Iterator[tuple[str, Record]]:
-        """Live (key, record) pairs of shard `i` under `prefix` (and with `tag`)."""
+        """Live (key, record) pairs of shard `i` under `prefix` (and with `tag`); expired ones
+        too when `now` is None."""
         shard = self._shards[i]
         if tag is not None:
             try:
@@ -572,7 +575,7 @@ class DiskStore:
                     rec = unpack(raw) if raw is not None else None
                 except DamagedRecord:
                     continue
-                if rec is not None and tag in rec.tags and self._live(rec, now):
+                if rec is not None and tag in rec.tags and (now is None or self._live(rec, now)):
                     key = key_of(lkey, rec.full_key)
                     if key.startswith(prefix):
                         yield key, rec
@@ -590,14 +593,15 @@ class DiskStore:
                 except DamagedRecord:
                     continue
                 key = key_of(lkey, rec.full_key)
-                if key.startswith(prefix) and self._live(rec, now):
+                if key.startswith(prefix) and (now is None or self._live(rec, now)):
                     yield key, rec
             if len(batch) < SCAN_BATCH:
                 return
             after = batch[-1][0]
 
     def _remove_matching(self, i: int, prefix: str, tag: str | None, now: float) -> int:
-        doomed = [index_key(key) for key, _rec in self._matching(i, prefix, tag, now)]
+        # expired entries go too (uncounted), as they do in clear() and evict() of MemoryStore
+        doomed = [index_key(key) for key, _rec in self._matching(i, prefix, tag, None)]
         removed = 0
         for start in range(0, len(doomed), SCAN_BATCH):
             try:
