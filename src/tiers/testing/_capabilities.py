@@ -1,0 +1,256 @@
+"""Conformance tests of the optional capabilities, each skipped when a store lacks it."""
+
+# ruff: noqa: S101  # a test suite: pytest reports failed asserts
+
+from __future__ import annotations
+
+from .._stores._protocol import Store
+from ._base import StoreTestBase
+from ._clock import FakeClock
+
+
+class CapabilityTests(StoreTestBase):
+    # -- keys and count -------------------------------------------------------------------
+
+    def test_keys_lists_live_keys_by_prefix_and_tag(self, store: Store, clock: FakeClock) -> None:
+        """keys() yields live keys only, filtered by prefix and/or tag."""
+        scan = self.need(store, "keys")
+        self.need_storage()
+        store.set("a/1", self.entry(store, tags=("t",)))
+        store.set("a/2", self.entry(store))
+        store.set("b/1", self.entry(store, tags=("t", "u")))
+        store.set("a/3", self.entry(store, tags=("t",), expires_at=clock.time() + 1))
+        clock.advance(2)
+        assert sorted(scan.keys()) == ["a/1", "a/2", "b/1"]
+        assert sorted(scan.keys("a/")) == ["a/1", "a/2"]
+        assert sorted(scan.keys(tag="t")) == ["a/1", "b/1"]
+        assert sorted(scan.keys("a/", "t")) == ["a/1"]
+        assert sorted(scan.keys(tag="u")) == ["b/1"]
+        assert list(scan.keys("zzz")) == []
+        assert list(scan.keys(tag="none")) == []
+
+    def test_count_counts_live_keys_by_prefix(self, store: Store, clock: FakeClock) -> None:
+        """count() agrees with keys(): live entries, optionally under a prefix."""
+        counter = self.need(store, "count")
+        assert counter.count() == 0
+        self.need_storage()
+        for key in ("a/1", "a/2", "b/1"):
+            store.set(key, self.entry(store))
+        store.set("a/3", self.entry(store, expires_at=clock.time() + 1))
+        assert (counter.count(), counter.count("a/")) == (4, 3)
+        clock.advance(2)
+        assert (counter.count(), counter.count("a/"), counter.count("b/")) == (3, 2, 1)
+        assert counter.count("zzz") == 0
+
+    def test_tags_of_any_content_work(self, store: Store) -> None:
+        """Long (256-byte), non-ASCII and surrogate tags round-trip, list and evict exactly."""
+        scan = self.need(store, "keys", "evict")
+        self.need_storage()
+        long_a, long_b = "t" * 255 + "a", "t" * 255 + "b"  # differ only at the end
+        odd = ("\u00e9", "e\u0301", "\ud800", "\U0001f642", " ")
+        key = "k" * 10_000
+        store.set(key, self.entry(store, tags=(long_a, *odd)))
+        store.set("short", self.entry(store, tags=(long_b,)))
+        assert tuple(self.assert_holds(store, key, b"value").tags) == (long_a, *odd)
+        for tag in (long_a, *odd):
+            assert list(scan.keys(tag=tag)) == [key], repr(tag[-3:])
+        assert list(scan.keys(tag=long_b)) == ["short"]
+        assert scan.evict("\u00e9") == 1
+        self.assert_absent(store, key)
+        assert scan.evict(long_a) == 0
+        assert scan.evict(long_b) == 1
+        assert list(scan.keys()) == []
+
+    # -- info and touch ---------------------------------------------------------------------
+
+    def test_info_returns_metadata_without_the_value(self, store: Store, clock: FakeClock) -> None:
+        """info carries created_at, expires_at, tags, meta and size, but no value."""
+        reader = self.need(store, "info")
+        assert reader.info("missing") is None
+        self.need_storage()
+        written = self.entry(
+            store, b"x" * 100, expires_at=clock.time() + 50, tags=("t",), meta={"m": [1]}
+        )
+        store.set("k", written)
+        info = reader.info("k")
+        assert info is not None
+        assert info.value is None
+        assert (info.created_at, info.expires_at) == (written.created_at, written.expires_at)
+        assert (tuple(info.tags), info.meta) == (("t",), {"m": [1]})
+        assert info.size >= 100
+        if not store.holds_objects:
+            assert bytes(info.header) == written.header
+        clock.advance(60)
+        assert reader.info("k") is None
+
+    def test_touch_extends_and_shortens_expiry(self, store: Store, clock: FakeClock) -> None:
+        """touch sets a new expiry (later, earlier or none) on a live entry."""
+        toucher = self.need(store, "touch")
+        self.need_storage()
+        start = clock.time()
+        store.set("k", self.entry(store, expires_at=start + 10))
+        assert toucher.touch("k", start + 100) is True
+        clock.advance(50)
+        assert self.assert_holds(store, "k", b"value").expires_at == start + 100
+        assert toucher.touch("k", clock.time() + 1) is True
+        clock.advance(2)
+        self.assert_absent(store, "k")
+        store.set("n", self.entry(store, expires_at=clock.time() + 1))
+        assert toucher.touch("n", None) is True
+        clock.advance(10 * 365 * 86400)
+        assert self.assert_holds(store, "n", b"value").expires_at is None
+
+    def test_touch_leaves_entries_handed_out_unchanged(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """touch changes the stored expiry, not Entry objects written or read before it."""
+        toucher = self.need(store, "touch")
+        self.need_storage()
+        expires = clock.time() + 10
+        written = self.entry(store, expires_at=expires)
+        store.set("k", written)
+        read = self.assert_holds(store, "k", b"value")
+        assert toucher.touch("k", clock.time() + 100) is True
+        assert (written.expires_at, read.expires_at) == (expires, expires)
+        assert self.assert_holds(store, "k", b"value").expires_at == clock.time() + 100
+
+    def test_touch_of_a_missing_or_expired_key_is_false(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """touch cannot bring back an expired entry, nor create one."""
+        toucher = self.need(store, "touch")
+        assert toucher.touch("missing", clock.time() + 10) is False
+        self.need_storage()
+        store.set("k", self.entry(store, expires_at=clock.time() + 1))
+        clock.advance(2)
+        assert toucher.touch("k", clock.time() + 100) is False
+        self.assert_absent(store, "k")
+
+    # -- expire, evict, pop ---------------------------------------------------------------
+
+    def test_expire_removes_and_counts_expired_entries(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """expire() removes exactly the expired entries and returns how many."""
+        expirer = self.need(store, "expire")
+        assert expirer.expire() == 0
+        self.need_storage()
+        for i in range(3):
+            store.set(f"short{i}", self.entry(store, expires_at=clock.time() + 10))
+        store.set("long", self.entry(store, expires_at=clock.time() + 1000))
+        store.set("never", self.entry(store))
+        expirations = store.stats().expirations
+        clock.advance(20)
+        assert expirer.expire() == 3
+        assert expirer.expire() == 0
+        stats = store.stats()
+        assert stats.expirations == expirations + 3
+        assert stats.items == 2
+        self.assert_holds(store, "long", b"value")
+        self.assert_holds(store, "never", b"value")
+
+    def test_evict_removes_only_tagged_entries(self, store: Store, clock: FakeClock) -> None:
+        """evict(tag) removes the live entries carrying the tag and returns how many."""
+        evicter = self.need(store, "evict")
+        assert evicter.evict("t1") == 0
+        self.need_storage()
+        store.set("a", self.entry(store, b"a", tags=("t1",)))
+        store.set("b", self.entry(store, b"b", tags=("t1", "t2")))
+        store.set("c", self.entry(store, b"c", tags=("t2",)))
+        store.set("d", self.entry(store, b"d"))
+        store.set("e", self.entry(store, b"e", tags=("t1",), expires_at=clock.time() + 1))
+        clock.advance(2)
+        assert evicter.evict("t1") == 2
+        self.assert_absent(store, "a")
+        self.assert_absent(store, "b")
+        self.assert_holds(store, "c", b"c")
+        self.assert_holds(store, "d", b"d")
+        assert evicter.evict("t1") == 0
+        assert evicter.evict("nope") == 0
+        assert evicter.evict("t2") == 1
+        self.assert_holds(store, "d", b"d")
+
+    def test_evict_removes_expired_tagged_entries_too(self, store: Store, clock: FakeClock) -> None:
+        """evict(tag) counts live entries only, but leaves no expired tagged one behind."""
+        evicter = self.need(store, "evict")
+        self.need_storage()
+        store.set("old", self.entry(store, tags=("t",), expires_at=clock.time() + 1))
+        store.set("other", self.entry(store, tags=("u",), expires_at=clock.time() + 1))
+        clock.advance(2)
+        assert evicter.evict("t") == 0
+        assert store.stats().items == 1  # "other": expired, not tagged "t"
+        if hasattr(store, "expire"):
+            assert self.need(store, "expire").expire() == 1
+
+    def test_evict_within_a_prefix(self, store: Store) -> None:
+        """evict(tag, prefix) leaves tagged entries outside the prefix."""
+        evicter = self.need(store, "evict")
+        self.need_storage()
+        for key in ("p/a", "p/b", "q/a", "p"):
+            store.set(key, self.entry(store, key.encode(), tags=("t",)))
+        assert evicter.evict("t", "p/") == 2
+        self.assert_absent(store, "p/a")
+        self.assert_absent(store, "p/b")
+        self.assert_holds(store, "q/a", b"q/a")
+        self.assert_holds(store, "p", b"p")
+
+    def test_pop_returns_and_removes(self, store: Store, clock: FakeClock) -> None:
+        """pop returns the live entry and removes it; None when missing or expired."""
+        popper = self.need(store, "pop")
+        assert popper.pop("missing") is None
+        self.need_storage()
+        store.set("k", self.entry(store, b"popped", tags=("t",), meta={"a": 1}))
+        got = popper.pop("k")
+        assert got is not None
+        assert self.body_of(store, got) == b"popped"
+        assert (tuple(got.tags), got.meta) == (("t",), {"a": 1})
+        self.assert_absent(store, "k")
+        assert popper.pop("k") is None
+        store.set("e", self.entry(store, expires_at=clock.time() + 1))
+        clock.advance(2)
+        assert popper.pop("e") is None
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def test_lock_is_exclusive_until_released_by_its_owner(self, store: Store) -> None:
+        """Another token cannot take, renew or release a held lock; the owner can."""
+        locks = self.need(store, "acquire_lock", "renew_lock", "release_lock")
+        assert locks.acquire_lock("L", "alice", 30) is True
+        assert locks.acquire_lock("L", "bob", 30) is False
+        assert locks.renew_lock("L", "bob", 30) is False
+        assert locks.release_lock("L", "bob") is False
+        assert locks.renew_lock("L", "alice", 30) is True
+        assert locks.acquire_lock("L", "bob", 30) is False
+        assert locks.release_lock("L", "alice") is True
+        assert locks.release_lock("L", "alice") is False
+        assert locks.renew_lock("L", "alice", 30) is False
+        assert locks.acquire_lock("L", "bob", 30) is True
+        assert locks.acquire_lock("other", "alice", 30) is True  # locks are independent
+
+    def test_lock_whose_lease_ran_out_can_be_taken(self, store: Store, clock: FakeClock) -> None:
+        """A lease that expired (a dead holder) lets another token in; the old owner is out."""
+        locks = self.need(store, "acquire_lock", "renew_lock", "release_lock")
+        assert locks.acquire_lock("L", "alice", 5) is True
+        clock.advance(3)
+        assert locks.acquire_lock("L", "bob", 5) is False
+        assert locks.renew_lock("L", "alice", 5) is True  # now held until +8
+        clock.advance(4)
+        assert locks.acquire_lock("L", "bob", 5) is False
+        clock.advance(2)
+        assert locks.acquire_lock("L", "bob", 5) is True
+        assert locks.renew_lock("L", "alice", 5) is False
+        assert locks.release_lock("L", "alice") is False
+        assert locks.release_lock("L", "bob") is True
+
+    def test_locks_and_entries_do_not_interfere(self, store: Store) -> None:
+        """Lock names are a namespace of their own, hostile names included."""
+        locks = self.need(store, "acquire_lock", "renew_lock", "release_lock")
+        for name in ("", "k", "\0", "x" * 10_000, "\ud800"):
+            assert locks.acquire_lock(name, "alice", 30) is True, repr(name[:20])
+            assert locks.acquire_lock(name, "bob", 30) is False, repr(name[:20])
+        if self.null:
+            return
+        store.set("k", self.entry(store))
+        self.assert_holds(store, "k", b"value")
+        assert locks.release_lock("k", "alice") is True
+        self.assert_holds(store, "k", b"value")
