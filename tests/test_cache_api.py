@@ -1059,3 +1059,39 @@ def test_a_set_failing_in_a_middle_tier_never_leaves_a_stale_value_above(mode: s
 def test_bad_on_tier_error_is_refused() -> None:
     with pytest.raises(ConfigError, match="on_tier_error"):
         Cache(MemoryStore(), on_tier_error="ignore")
+
+
+# -- closed caches, miss counting, sizes -------------------------------------------------------
+
+
+def test_a_closed_cache_raises_instead_of_failing_quietly(store_dir: Path) -> None:
+    cache = Cache(MemoryStore(), DiskStore(store_dir))
+    cache.set("k", 1)
+    cache.close()
+    for call in (
+        lambda: cache.get("k"),
+        lambda: cache.set("k", 2),
+        lambda: cache.delete("k"),
+        cache.clear,
+        cache.stats,
+        lambda: asyncio.run(cache.get_async("k")),
+    ):
+        with pytest.raises(tiers.errors.StoreError, match="is closed"):
+            call()
+
+
+def test_one_cold_get_or_set_is_one_miss_in_each_tier(store_dir: Path) -> None:
+    with Cache(MemoryStore(), DiskStore(store_dir)) as cache:
+        assert cache.get_or_set("k", lambda: 1) == 1
+        stats = cache.stats()
+        assert stats.misses == 1
+        assert [t.misses for t in stats.tiers] == [1, 1]
+
+
+def test_memory_only_caches_report_sizes() -> None:
+    cache = Cache(MemoryStore())
+    cache.set("k", b"x" * 10_000)
+    info = cache.info("k")
+    assert info is not None
+    assert info.size >= 10_000
+    assert cache.stats().bytes >= 10_000

@@ -83,7 +83,11 @@ class AsyncOps(CacheCore):
         return name
 
     async def pop_async(self, key: object, default: Any = MISSING) -> Any:
-        """Remove `key` from every tier and return its value; KeyError if absent and no default."""
+        """Remove `key` from every tier and return its value; KeyError if absent and no default.
+
+        (`MISSING` as `default` means "no default".) Each store removes atomically: among
+        processes popping one key of a shared tier, one gets its value.
+        """
         k = self._key(key)
         self._unbind(k)
         value: Any = MISSING
@@ -160,6 +164,7 @@ class AsyncOps(CacheCore):
 
     async def expire_async(self) -> int:
         """Remove expired entries from every tier; return how many (from the tier that had most)."""
+        self._check_open()
         counts = [0]
         for tier in reversed(self._tiers):
             if tier.expires and tier.breaker.allow():
@@ -171,6 +176,7 @@ class AsyncOps(CacheCore):
 
     async def evict_async(self, tag: str) -> int:
         """Remove the entries tagged `tag` from every tier; return how many."""
+        self._check_open()
         self._check_tags((tag,))
         counts = [0]
         for tier in reversed(self._tiers):
@@ -183,6 +189,7 @@ class AsyncOps(CacheCore):
 
     async def clear_async(self) -> int:
         """Remove every entry of this cache (its namespace) from every tier; return how many."""
+        self._check_open()
         self._unbind_all()
         counts = [0]
         for tier in reversed(self._tiers):
@@ -244,7 +251,7 @@ class AsyncOps(CacheCore):
                 value = await wait_flight_async(future)
                 if value is not INTERRUPTED:
                     return value
-                value = await self._lookup_async(k)  # the leader was cancelled: try again
+                value = await self._lookup_async(k, counted=False)  # the leader was cancelled
                 if value is not MISSING:
                     return value
                 continue
@@ -289,6 +296,7 @@ class AsyncOps(CacheCore):
 
     async def stats_async(self) -> Stats:
         """Totals and per-tier counters (see `Stats`)."""
+        self._check_open()
         counters = []
         for tier in self._tiers:
             try:
@@ -311,8 +319,12 @@ class AsyncOps(CacheCore):
 
     # -- internals --------------------------------------------------------------------------
 
-    async def _lookup_async(self, k: str) -> Any:
-        """The value of stored key `k` or MISSING; promotes what slower tiers return."""
+    async def _lookup_async(self, k: str, *, counted: bool = True) -> Any:
+        """The value of stored key `k` or MISSING; promotes what slower tiers return.
+
+        `counted=False` for the repeated looks of a caller waiting for another's computation:
+        their misses are not new misses.
+        """
         epochs: dict[int, int] | None = None
         for tier in self._tiers:
             breaker = tier.breaker
@@ -326,7 +338,7 @@ class AsyncOps(CacheCore):
             if breaker.failures:
                 breaker.success()  # a miss is an answer too: the failures were not consecutive
             if entry is None:
-                tier.misses += 1
+                tier.misses += counted
                 if tier.epochs:
                     if epochs is None:
                         epochs = {}
@@ -434,11 +446,11 @@ class AsyncOps(CacheCore):
                 break
             await sleep_async(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
-            value = await self._lookup_async(k)
+            value = await self._lookup_async(k, counted=False)
             if value is not MISSING:
                 return value
         try:
-            value = await self._lookup_async(k)  # the previous holder may have stored it
+            value = await self._lookup_async(k, counted=False)  # stored by the previous holder?
             if value is not MISSING:
                 return value
             renewer = start_renewer_async(

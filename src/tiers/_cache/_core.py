@@ -25,7 +25,7 @@ from .._stores import Entry
 from .._stores._url import plan_tier
 from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
 from .._units import parse_ttl
-from ..errors import ConfigError, StoreFullError, TierUnavailableError
+from ..errors import ConfigError, StoreError, StoreFullError, TierUnavailableError
 from ._breaker import Breaker
 from ._flight import Flights
 
@@ -40,7 +40,7 @@ class Tier:
 
     __slots__ = (
         "breaker", "deletes", "epochs", "errors", "evicts", "expires", "hits", "holds_objects",
-        "index", "infos", "locks", "misses", "name", "owned", "pops", "rejected", "sets", "sized",
+        "index", "infos", "locks", "misses", "name", "owned", "pops", "rejected", "sets",
         "store", "touches",
     )  # fmt: skip
 
@@ -54,7 +54,6 @@ class Tier:
         self.locks = self.has("acquire_lock")
         self.infos, self.pops, self.touches = self.has("info"), self.has("pop"), self.has("touch")
         self.expires, self.evicts = self.has("expire"), self.has("evict")
-        self.sized = self.holds_objects and getattr(store, "max_size", None) is not None
         self.breaker = Breaker(f"tier {index} ({self.name})")
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.rejected = 0
 
@@ -113,7 +112,6 @@ class CacheCore:
             raise
         self._tiers = [Tier(i, store, owned) for i, (store, owned) in enumerate(opened)]
         self._needs_bytes = any(not t.holds_objects for t in self._tiers)
-        self._sized = any(t.sized for t in self._tiers)
         lockers = [t for t in self._tiers if t.locks]
         self._lock_tier: Tier | None = lockers[-1] if lockers else None
         self._scan_tier = next((t for t in reversed(self._tiers) if t.has("keys")), self._tiers[-1])
@@ -127,11 +125,17 @@ class CacheCore:
 
     def _key(self, key: object) -> str:
         """The stored key: namespace + ':' + the key (non-str keys by their content hash)."""
+        if self._closed:
+            self._check_open()
         if type(key) is str:
             return self._prefix + key
         if isinstance(key, str):
             return self._prefix + str(key)
         return self._prefix + hash_key(key)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
 
     def _user_key(self, stored: str) -> str:
         return stored[len(self._prefix) :]
@@ -191,7 +195,7 @@ class CacheCore:
             header, body = self._codec.encode(key, value)
             size = len(header) + memoryview(body).nbytes
             encoded = Entry(body, header, now, expires_at, tags, meta, size)
-        elif self._sized:
+        else:
             size = estimate_size(value)
         return Entry(value, b"", now, expires_at, tags, meta, size), encoded
 

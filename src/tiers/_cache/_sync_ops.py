@@ -79,7 +79,11 @@ class SyncOps(CacheCore):
         return name
 
     def pop(self, key: object, default: Any = MISSING) -> Any:
-        """Remove `key` from every tier and return its value; KeyError if absent and no default."""
+        """Remove `key` from every tier and return its value; KeyError if absent and no default.
+
+        (`MISSING` as `default` means "no default".) Each store removes atomically: among
+        processes popping one key of a shared tier, one gets its value.
+        """
         k = self._key(key)
         self._unbind(k)
         value: Any = MISSING
@@ -156,6 +160,7 @@ class SyncOps(CacheCore):
 
     def expire(self) -> int:
         """Remove expired entries from every tier; return how many (from the tier that had most)."""
+        self._check_open()
         counts = [0]
         for tier in reversed(self._tiers):
             if tier.expires and tier.breaker.allow():
@@ -167,6 +172,7 @@ class SyncOps(CacheCore):
 
     def evict(self, tag: str) -> int:
         """Remove the entries tagged `tag` from every tier; return how many."""
+        self._check_open()
         self._check_tags((tag,))
         counts = [0]
         for tier in reversed(self._tiers):
@@ -179,6 +185,7 @@ class SyncOps(CacheCore):
 
     def clear(self) -> int:
         """Remove every entry of this cache (its namespace) from every tier; return how many."""
+        self._check_open()
         self._unbind_all()
         counts = [0]
         for tier in reversed(self._tiers):
@@ -240,7 +247,7 @@ class SyncOps(CacheCore):
                 value = wait_flight(future)
                 if value is not INTERRUPTED:
                     return value
-                value = self._lookup(k)  # the leader was cancelled: try again
+                value = self._lookup(k, counted=False)  # the leader was cancelled
                 if value is not MISSING:
                     return value
                 continue
@@ -285,6 +292,7 @@ class SyncOps(CacheCore):
 
     def stats(self) -> Stats:
         """Totals and per-tier counters (see `Stats`)."""
+        self._check_open()
         counters = []
         for tier in self._tiers:
             try:
@@ -307,8 +315,12 @@ class SyncOps(CacheCore):
 
     # -- internals --------------------------------------------------------------------------
 
-    def _lookup(self, k: str) -> Any:
-        """The value of stored key `k` or MISSING; promotes what slower tiers return."""
+    def _lookup(self, k: str, *, counted: bool = True) -> Any:
+        """The value of stored key `k` or MISSING; promotes what slower tiers return.
+
+        `counted=False` for the repeated looks of a caller waiting for another's computation:
+        their misses are not new misses.
+        """
         epochs: dict[int, int] | None = None
         for tier in self._tiers:
             breaker = tier.breaker
@@ -322,7 +334,7 @@ class SyncOps(CacheCore):
             if breaker.failures:
                 breaker.success()  # a miss is an answer too: the failures were not consecutive
             if entry is None:
-                tier.misses += 1
+                tier.misses += counted
                 if tier.epochs:
                     if epochs is None:
                         epochs = {}
@@ -430,11 +442,11 @@ class SyncOps(CacheCore):
                 break
             sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 0.05)
-            value = self._lookup(k)
+            value = self._lookup(k, counted=False)
             if value is not MISSING:
                 return value
         try:
-            value = self._lookup(k)  # the previous holder may have stored it
+            value = self._lookup(k, counted=False)  # stored by the previous holder?
             if value is not MISSING:
                 return value
             renewer = start_renewer(

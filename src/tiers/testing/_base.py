@@ -1,7 +1,5 @@
 """The base of `StoreTests`: how a store is made and installed, and the helpers tests share."""
 
-# ruff: noqa: S101  # a test suite: pytest reports failed asserts
-
 from __future__ import annotations
 
 import abc

@@ -1,7 +1,5 @@
 """Conformance tests of the optional capabilities, each skipped when a store lacks it."""
 
-# ruff: noqa: S101  # a test suite: pytest reports failed asserts
-
 from __future__ import annotations
 
 from .._stores._protocol import Store

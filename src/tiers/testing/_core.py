@@ -1,7 +1,5 @@
 """Conformance tests of the core every store has: get, set, delete, clear, expiry, stats."""
 
-# ruff: noqa: S101  # a test suite: pytest reports failed asserts
-
 from __future__ import annotations
 
 import pytest

@@ -1,7 +1,5 @@
 """Conformance tests of robustness: hostile keys, sizes, async, threads, pickling, null."""
 
-# ruff: noqa: S101  # a test suite: pytest reports failed asserts
-
 from __future__ import annotations
 
 import asyncio

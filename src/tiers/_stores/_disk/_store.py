@@ -748,6 +748,8 @@ def _rebuild(path: str, max_size: int | None, durable: bool) -> DiskStore:
 def _after_fork_in_child() -> None:
     for store in list(_LIVE_STORES):
         store._stale = True
+        store._lock = threading.Lock()  # another thread may have held it at the fork
+        store._stamp_lock = threading.Lock()
     _REGISTERED.clear()
 
 
