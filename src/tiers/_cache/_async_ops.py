@@ -125,22 +125,8 @@ class AsyncOps(CacheCore):
         return await self._delete_stored_async(k)
 
     async def has_async(self, key: object) -> bool:
-        """True if some tier holds `key` live (without loading its value)."""
-        k = self._key(key)
-        for tier in self._tiers:
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.infos:
-                    entry = await tier.store.info_async(k)
-                else:
-                    entry = await tier.store.get_async(k)
-            except Exception as exc:
-                self._failed(tier, exc, "look up")
-                continue
-            if entry is not None:
-                return True
-        return False
+        """True if some tier holds `key` live (without loading or verifying its value)."""
+        return await self._peek_async(self._key(key)) is not None
 
     async def touch_async(self, key: object, *, ttl: Any) -> bool:
         """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
@@ -203,20 +189,8 @@ class AsyncOps(CacheCore):
     async def info_async(self, key: object) -> EntryInfo | None:
         """What the first tier holding `key` knows about it, without the value; None if absent."""
         k = self._key(key)
-        for tier in self._tiers:
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.infos:
-                    entry = await tier.store.info_async(k)
-                else:
-                    entry = await tier.store.get_async(k)
-            except Exception as exc:
-                self._failed(tier, exc, "look up")
-                continue
-            if entry is not None:
-                return self._info(tier, self._user_key(k), entry)
-        return None
+        found = await self._peek_async(k)
+        return None if found is None else self._info(found[0], self._user_key(k), found[1])
 
     async def get_or_set_async(
         self,
@@ -355,6 +329,23 @@ class AsyncOps(CacheCore):
                 await self._promote_async(tier, k, entry, value, epochs)
             return value
         return MISSING
+
+    async def _peek_async(self, k: str) -> tuple[Tier, Entry] | None:
+        """The first tier holding `k` live and its entry, read without the value if it can."""
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.infos:
+                    entry = await tier.store.info_async(k)
+                else:
+                    entry = await tier.store.get_async(k)
+            except Exception as exc:
+                self._failed(tier, exc, "look up")
+                continue
+            if entry is not None:
+                return tier, entry
+        return None
 
     async def _promote_async(
         self, source: Tier, k: str, entry: Entry, value: Any, epochs: dict[int, int] | None

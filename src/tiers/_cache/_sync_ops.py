@@ -121,22 +121,8 @@ class SyncOps(CacheCore):
         return self._delete_stored(k)
 
     def has(self, key: object) -> bool:
-        """True if some tier holds `key` live (without loading its value)."""
-        k = self._key(key)
-        for tier in self._tiers:
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.infos:
-                    entry = tier.store.info(k)
-                else:
-                    entry = tier.store.get(k)
-            except Exception as exc:
-                self._failed(tier, exc, "look up")
-                continue
-            if entry is not None:
-                return True
-        return False
+        """True if some tier holds `key` live (without loading or verifying its value)."""
+        return self._peek(self._key(key)) is not None
 
     def touch(self, key: object, *, ttl: Any) -> bool:
         """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
@@ -199,20 +185,8 @@ class SyncOps(CacheCore):
     def info(self, key: object) -> EntryInfo | None:
         """What the first tier holding `key` knows about it, without the value; None if absent."""
         k = self._key(key)
-        for tier in self._tiers:
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.infos:
-                    entry = tier.store.info(k)
-                else:
-                    entry = tier.store.get(k)
-            except Exception as exc:
-                self._failed(tier, exc, "look up")
-                continue
-            if entry is not None:
-                return self._info(tier, self._user_key(k), entry)
-        return None
+        found = self._peek(k)
+        return None if found is None else self._info(found[0], self._user_key(k), found[1])
 
     def get_or_set(
         self,
@@ -351,6 +325,23 @@ class SyncOps(CacheCore):
                 self._promote(tier, k, entry, value, epochs)
             return value
         return MISSING
+
+    def _peek(self, k: str) -> tuple[Tier, Entry] | None:
+        """The first tier holding `k` live and its entry, read without the value if it can."""
+        for tier in self._tiers:
+            if not tier.breaker.allow():
+                continue
+            try:
+                if tier.infos:
+                    entry = tier.store.info(k)
+                else:
+                    entry = tier.store.get(k)
+            except Exception as exc:
+                self._failed(tier, exc, "look up")
+                continue
+            if entry is not None:
+                return tier, entry
+        return None
 
     def _promote(
         self, source: Tier, k: str, entry: Entry, value: Any, epochs: dict[int, int] | None

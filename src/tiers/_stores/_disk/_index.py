@@ -240,10 +240,7 @@ class Shard:
                 except DamagedRecord:
                     pass
             self._unlink_entry(txn, lkey, removed)
-            self._add_stats(
-                txn, items=-len(removed.records) - removed.damaged, nbytes=-removed.freed,
-                rejected=removed.damaged,
-            )  # fmt: skip
+            self._count_removed(txn, removed)
             return removed
 
         return self._write(txn_fn)
@@ -273,11 +270,7 @@ class Shard:
                     txn.delete(lru_key(stamp, lkey), db=self.lru)  # dangling: drop it
                     continue
                 self._unlink_entry(txn, lkey, removed)
-            n = len(removed.records)
-            self._add_stats(
-                txn, items=-n - removed.damaged, nbytes=-removed.freed, evictions=n,
-                rejected=removed.damaged,
-            )  # fmt: skip
+            self._count_removed(txn, removed, "evictions")
             return removed
 
         return self._write(txn_fn)
@@ -297,11 +290,7 @@ class Shard:
                 _, lkey = split_stamped(key)
                 if not self._unlink_entry(txn, lkey, removed):
                     txn.delete(key, db=self.expiry)
-            n = len(removed.records)
-            self._add_stats(
-                txn, items=-n - removed.damaged, nbytes=-removed.freed, expirations=n,
-                rejected=removed.damaged,
-            )  # fmt: skip
+            self._count_removed(txn, removed, "expirations")
             return removed
 
         return self._write(txn_fn)
@@ -369,10 +358,7 @@ class Shard:
             removed = Removed()
             for lkey in lkeys:
                 self._unlink_entry(txn, lkey, removed)
-            self._add_stats(
-                txn, items=-len(removed.records) - removed.damaged, nbytes=-removed.freed,
-                rejected=removed.damaged,
-            )  # fmt: skip
+            self._count_removed(txn, removed)
             return removed
 
         return self._write(txn_fn)
@@ -443,6 +429,14 @@ class Shard:
             txn.put(tag_key(tag, lkey), b"", db=self.tags)
         if rec.file_name is not None:
             txn.put(rec.file_name.encode("ascii"), lkey, db=self.files)
+
+    def _count_removed(self, txn: Any, removed: Removed, kind: str | None = None) -> None:
+        """Account for `removed` (damaged records count as rejected; the rest as `kind`)."""
+        counts = {kind: len(removed.records)} if kind else {}
+        self._add_stats(
+            txn, items=-len(removed.records) - removed.damaged, nbytes=-removed.freed,
+            rejected=removed.damaged, **counts,
+        )  # fmt: skip
 
     def _add_stats(
         self,
