@@ -1,0 +1,31 @@
+"""Benchmarks: tiers against its peers, in one run, as ratios (DESIGN.md §3).
+
+``python -m benchmarks`` (or ``make bench``) runs every comparison, each in a fresh
+subprocess; see docs/benchmarks.md for the options, the method and the latest results.
+"""
+
+from __future__ import annotations
+
+# Comparison name -> "module:function". Each function takes a `Settings` and returns rows;
+# `python -m benchmarks._one NAME` runs one of them in its own process.
+COMPARISONS: dict[str, str] = {
+    "memory-hit": "benchmarks.memory:get_hit",
+    "memory-miss": "benchmarks.memory:get_miss",
+    "disk-get-1k": "benchmarks.disk:get_1k",
+    "disk-set-1k": "benchmarks.disk:set_1k",
+    "disk-get-10m": "benchmarks.disk:get_10m",
+    "disk-set-10m": "benchmarks.disk:set_10m",
+    "disk-miss": "benchmarks.disk:get_miss",
+    "disk-scale": "benchmarks.scale:get_at_scale",
+    "disk-processes": "benchmarks.processes:two_writers",
+}
+
+
+def select(only: str | None) -> list[str]:
+    """The comparisons named by `only`: an exact name, or a group prefix such as ``disk``."""
+    if only is None:
+        return list(COMPARISONS)
+    chosen = [name for name in COMPARISONS if name == only or name.startswith(only + "-")]
+    if not chosen:
+        raise SystemExit(f"unknown comparison {only!r}; choose from: {', '.join(COMPARISONS)}")
+    return chosen
