@@ -309,7 +309,7 @@ class SyncOps(CacheCore):
                 breaker.success()  # a miss is an answer too: the failures were not consecutive
             if entry is None:
                 tier.misses += counted
-                if tier.epochs:
+                if tier.epochs and tier is not self._tiers[-1]:  # a slower tier may promote
                     if epochs is None:
                         epochs = {}
                     epochs[tier.index] = tier.store.epoch(k)

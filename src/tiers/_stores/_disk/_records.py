@@ -23,9 +23,10 @@ import json
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 import xxhash
+
+from .._protocol import Entry
 
 VERSION = 1
 IN_FILE = 1
@@ -66,21 +67,16 @@ def prefix_bounds(prefix: str) -> bytes:
 
 
 @dataclass(slots=True)
-class Record:
-    """A decoded index record."""
+class Record(Entry):
+    """A decoded index record: the entry itself (a disk hit returns it as is) plus what the
+    index keeps about it. `value` is the inline body, or b"" while the body is in a file."""
 
-    flags: int
-    created_at: float
-    expires_at: float | None
-    stamp: int  # LRU position: microseconds, strictly increasing within a process
-    size: int  # body bytes
-    body_hash: int  # xxh3-64 of the body
-    header: bytes
-    tags: tuple[str, ...]
-    meta: dict[str, Any] | None
-    full_key: str | None
-    inline: bytes  # the body, or b"" when it lives in a file
-    file_name: str | None
+    flags: int = 0
+    stamp: int = 0  # LRU position: microseconds, strictly increasing within a process
+    body_size: int = 0
+    body_hash: int = 0  # xxh3-64 of the body
+    full_key: str | None = None
+    file_name: str | None = None
 
     @property
     def in_file(self) -> bool:
@@ -94,7 +90,7 @@ class Record:
         index += sum(len(t.encode("utf-8", "surrogatepass")) + len(lkey) + 24 for t in self.tags)
         if self.in_file:
             index += len(lkey) + FILE_NAME_SIZE + 24
-            index += -(-self.size // 4096) * 4096
+            index += -(-self.body_size // 4096) * 4096
         return index
 
 
@@ -102,11 +98,11 @@ def pack(rec: Record) -> bytes:
     tags = "\0".join(rec.tags).encode("utf-8", "surrogatepass")
     meta = b"" if rec.meta is None else json.dumps(rec.meta, separators=(",", ":")).encode()
     full = b"" if rec.full_key is None else rec.full_key.encode("utf-8", "surrogatepass")
-    tail = rec.file_name.encode("ascii") if rec.file_name is not None else rec.inline
+    tail = rec.file_name.encode("ascii") if rec.file_name is not None else rec.value
     expires = _NO_EXPIRY if rec.expires_at is None else rec.expires_at
     fixed = _FIXED.pack(
         VERSION, rec.flags, len(rec.header), len(tags), len(meta), len(full),
-        rec.created_at, expires, rec.stamp, rec.size, rec.body_hash,
+        rec.created_at, expires, rec.stamp, rec.body_size, rec.body_hash,
     )  # fmt: skip
     body = b"".join((fixed, rec.header, tags, meta, full, tail))
     return body + _CHECK.pack(xxhash.xxh3_64_intdigest(body))
@@ -117,7 +113,7 @@ def unpack(data: bytes) -> Record:
     end = len(data) - 8
     if end < _FIXED.size:
         raise DamagedRecord("record too short")
-    if xxhash.xxh3_64_intdigest(memoryview(data)[:end]) != _CHECK.unpack_from(data, end)[0]:
+    if xxhash.xxh3_64_intdigest(data[:end]) != _CHECK.unpack_from(data, end)[0]:
         raise DamagedRecord("record checksum mismatch")
     (version, flags, head_len, tags_len, meta_len, key_len,
      created, expires, stamp, size, body_hash) = _FIXED.unpack_from(data)  # fmt: skip
@@ -146,8 +142,8 @@ def unpack(data: bytes) -> Record:
         inline, file_name = data[pos:end], None
     # positional: this runs on every disk hit, and keyword construction costs 3x more
     return Record(
-        flags, created, None if expires == _NO_EXPIRY else expires, stamp, size, body_hash,
-        header, tags, meta, full_key, inline, file_name,
+        inline, header, created, None if expires == _NO_EXPIRY else expires, tags, meta,
+        size + head_len, flags, stamp, size, body_hash, full_key, file_name,
     )  # fmt: skip
 
 

@@ -248,10 +248,12 @@ class DiskStore:
         files.unlink(self._layout, removed.files)
         return removed
 
-    def _entry(self, rec: Record, body: bytes | None) -> Entry:
-        # positional: this runs on every disk hit
-        size = rec.size + len(rec.header)
-        return Entry(body, rec.header, rec.created_at, rec.expires_at, rec.tags, rec.meta, size)
+    @staticmethod
+    def _entry(rec: Record, body: bytes | None) -> Entry:
+        """The record as the entry a read returns (a record is an Entry; each read decodes
+        its own, so setting its value is safe)."""
+        rec.value = body
+        return rec
 
     def _live(self, rec: Record, now: float) -> bool:
         return rec.expires_at is None or rec.expires_at > now
@@ -264,7 +266,7 @@ class DiskStore:
             return None
         rec = found[2]
         if rec.file_name is None:
-            return self._entry(rec, rec.inline)
+            return rec
         for _attempt in range(3):
             body = self._body(*found)
             if body is not _RETRY:
@@ -317,9 +319,9 @@ class DiskStore:
     def _body(self, i: int, lkey: bytes, rec: Record) -> object:
         """The record's value; None if damaged (removed), `_RETRY` if replaced meanwhile."""
         if rec.file_name is None:
-            return rec.inline
+            return rec.value
         try:
-            body = files.read(self._layout, rec.file_name, rec.size)
+            body = files.read(self._layout, rec.file_name, rec.body_size)
         except FileNotFoundError:
             current = self._shards[i].get(lkey)
             if current is None:
@@ -355,18 +357,20 @@ class DiskStore:
         lkey = index_key(key)
         i = self._shard_of(lkey)
         in_file = size > INLINE_MAX
+        header = bytes(entry.header)
         rec = Record(
-            flags=(IN_FILE if in_file else 0) | (LONG_KEY if len(lkey) > DIRECT_KEY_MAX else 0),
+            value=b"" if in_file else bytes(body),
+            header=header,
             created_at=entry.created_at,
             expires_at=entry.expires_at,
-            stamp=self._stamp(),
-            size=size,
-            body_hash=body_hash(body),
-            header=bytes(entry.header),
             tags=tuple(entry.tags),
             meta=dict(entry.meta) if entry.meta is not None else None,
+            size=size + len(header),
+            flags=(IN_FILE if in_file else 0) | (LONG_KEY if len(lkey) > DIRECT_KEY_MAX else 0),
+            stamp=self._stamp(),
+            body_size=size,
+            body_hash=body_hash(body),
             full_key=key if len(lkey) > DIRECT_KEY_MAX else None,
-            inline=b"" if in_file else bytes(body),
             file_name=files.new_name(i) if in_file else None,
         )
         packed = pack(rec)
@@ -477,9 +481,9 @@ class DiskStore:
             if not self._live(rec, self.clock.time()):
                 return None
             if rec.file_name is None:
-                return self._entry(rec, rec.inline)
+                return rec
             try:
-                body = files.read(self._layout, rec.file_name, rec.size)
+                body = files.read(self._layout, rec.file_name, rec.body_size)
             except (FileNotFoundError, files.DamagedFile):
                 return None
             return self._entry(rec, body) if body_hash(body) == rec.body_hash else None
@@ -686,7 +690,7 @@ class DiskStore:
         if found is None:
             return None
         if found[2].file_name is None:
-            return self._entry(found[2], found[2].inline)
+            return found[2]
         return await asyncio.to_thread(self.get, key)
 
     async def set_async(self, key: str, entry: Entry) -> bool:
