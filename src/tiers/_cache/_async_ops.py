@@ -13,10 +13,12 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .._codec import Rejected
+from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
 from .._types import MISSING, EntryInfo, Stats
 from ._async_prims import (
@@ -75,8 +77,6 @@ class AsyncOps(CacheCore):
     ) -> str:  # fmt: skip
         """Store `value`; with no `key`, under its content hash (`hash_key`). Returns the key."""
         if key is None:
-            from .._hashing import hash_key
-
             key = hash_key(value)
         name = key if isinstance(key, str) else self._user_key(self._key(key))
         await self.set_async(name, value, ttl=ttl, tags=tags, meta=meta)
@@ -141,9 +141,9 @@ class AsyncOps(CacheCore):
                     found = await tier.store.touch_async(k, expires_at) or found
                 else:
                     entry = await tier.store.get_async(k)
-                    if entry is not None:
-                        entry.expires_at = expires_at
-                        found = await tier.store.set_async(k, entry) or found
+                    if entry is not None:  # a copy: the store may have handed out its own
+                        renewed = replace(entry, expires_at=expires_at)
+                        found = await tier.store.set_async(k, renewed) or found
             except Exception as exc:
                 self._failed(tier, exc, "touch")
         return found

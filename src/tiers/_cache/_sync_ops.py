@@ -9,10 +9,12 @@ import random
 import uuid
 from collections.abc import Iterator, Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .._codec import Rejected
+from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
 from .._types import MISSING, EntryInfo, Stats
 from ._sync_prims import (
@@ -71,8 +73,6 @@ class SyncOps(CacheCore):
     ) -> str:  # fmt: skip
         """Store `value`; with no `key`, under its content hash (`hash_key`). Returns the key."""
         if key is None:
-            from .._hashing import hash_key
-
             key = hash_key(value)
         name = key if isinstance(key, str) else self._user_key(self._key(key))
         self.set(name, value, ttl=ttl, tags=tags, meta=meta)
@@ -137,9 +137,9 @@ class SyncOps(CacheCore):
                     found = tier.store.touch(k, expires_at) or found
                 else:
                     entry = tier.store.get(k)
-                    if entry is not None:
-                        entry.expires_at = expires_at
-                        found = tier.store.set(k, entry) or found
+                    if entry is not None:  # a copy: the store may have handed out its own
+                        renewed = replace(entry, expires_at=expires_at)
+                        found = tier.store.set(k, renewed) or found
             except Exception as exc:
                 self._failed(tier, exc, "touch")
         return found
