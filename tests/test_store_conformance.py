@@ -204,7 +204,7 @@ def test_disk_store_stamps_are_unique_across_threads(tmp_path: Path) -> None:
 
     def work(n: int) -> None:
         for _ in range(20_000):
-            stamps[n].append(store._stamp())
+            stamps[n].append(store._budget.stamp(store.clock.time()))
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as possible

@@ -12,13 +12,11 @@ import asyncio
 import atexit
 import contextlib
 import os
-import shutil
 import threading
-import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import lmdb
 import xxhash
@@ -28,7 +26,8 @@ from ..._units import parse_size
 from ...errors import StoreError, StoreFullError
 from .._protocol import Entry, StoreCounters
 from . import _files as files
-from ._index import DAMAGED_ERRORS, Removed, Shard
+from ._budget import Budget
+from ._index import Shard
 from ._layout import Layout, ensure_reserve, is_full, open_layout, release_reserve
 from ._records import (
     DIRECT_KEY_MAX,
@@ -43,18 +42,18 @@ from ._records import (
     prefix_bounds,
     unpack,
 )
+from ._shards import (
+    Damaged,
+    ShardSet,
+    forget_registrations,
+    recover_leftovers,
+    unregister_all,
+)
 
 INLINE_MAX = 32 * 1024
-TOUCH_GRANULARITY_US = 1_000_000  # an access moves an entry up the LRU if its stamp is older
-TOUCH_BATCH = 1024
-TOUCH_MAX_AGE = 2.0
-REFRESH_SECONDS = 0.1  # how stale this process's view of the total size may get
-INODE_CHECK_SECONDS = 1.0  # how often to notice a shard another process rebuilt
 SCAN_BATCH = 512
-_T = TypeVar("_T")
 
-_LIVE_STORES: weakref.WeakSet[DiskStore] = weakref.WeakSet()
-_REGISTERED: set[Path] = set()
+_LIVE_STORES: weakref.WeakSet[DiskStore] = weakref.WeakSet()  # to mark stale after a fork
 
 
 class DiskStore:
@@ -103,150 +102,38 @@ class DiskStore:
         """The store's resolved directory."""
         return self._layout.root
 
-    # -- opening --------------------------------------------------------------------------
+    # -- opening ------------------------------------------------------------------------
 
     def _open(self) -> None:
         layout = open_layout(self.path)
         self._layout: Layout = layout
-        self._pid = os.getpid()
         self._stale = False
-        self._shards = [self._open_shard(i) for i in range(layout.shards)]
-        self._inodes = [self._shard_inode(i) for i in range(layout.shards)]
-        self._inodes_checked = time.monotonic()
-        self._pending: list[dict[bytes, int]] = [{} for _ in self._shards]
-        self._pending_count = 0
-        self._pending_since = 0.0
-        self._total = 0
-        self._total_at = -1.0
-        self._last_stamp = 0
-        self._stamp_lock = threading.Lock()
-        self._recover_leftovers()
+        self._index = ShardSet(layout, repr(self))
+        self._budget = Budget(self._index, self.max_size)
+        recover_leftovers(layout, self._index.owns_file)
         ensure_reserve(layout)
 
-    def _open_shard(self, i: int) -> Shard:
-        path = self._layout.shard_dir(i)
-        try:
-            return Shard(path)
-        except DAMAGED_ERRORS:  # the index file is unusable: start this shard afresh
-            self._quarantine(path)
-            shard = Shard(path)
-            shard.count_removal("rejected")
-            return shard
-
-    def _shard_inode(self, i: int) -> int:
-        try:
-            return self._shards[i].inode()
-        except FileNotFoundError:
-            return -1
-
-    def _recover_leftovers(self) -> None:
-        """Clean what crashed processes left: temp files and uncommitted value files."""
-        layout = self._layout
-        if layout.root not in _REGISTERED:
-            files.register_process(layout)
-            _REGISTERED.add(layout.root)
-        files.sweep_tmp(layout)
-        dead = files.dead_processes(layout)
-        marker = layout.procs / ".swept"
-        try:
-            every = time.time() - marker.stat().st_mtime > 24 * 3600
-        except FileNotFoundError:
-            every = True
-        if dead or every:
-            files.sweep_orphans(layout, dead, self._owns_file, every=every)
-            files.forget_processes(layout, dead)
-            if every:
-                with contextlib.suppress(OSError):
-                    marker.touch(mode=0o600)
-
-    def _owns_file(self, name: str) -> bool:
-        try:
-            shard = int(name[:2], 16)
-        except ValueError:
-            return False
-        return shard < len(self._shards) and self._shards[shard].owns_file(name)
-
-    def _ready(self) -> list[Shard]:
-        """The shards, reopened after a fork and after another process rebuilt one."""
+    def _ready(self) -> ShardSet:
+        """The shards, reopened after a fork (and after another process rebuilt one)."""
         if self._stale:
-            self._reopen_after_fork()
+            with self._lock:
+                if self._stale:
+                    self._index.forget()
+                    self._open()
         if self._closed:
             raise StoreError(f"{self!r} is closed")
-        now = time.monotonic()
-        if now - self._inodes_checked > INODE_CHECK_SECONDS:
-            self._inodes_checked = now
-            for i in range(len(self._shards)):
-                if self._shard_inode(i) != self._inodes[i]:
-                    self._reopen_shard(i)
-        return self._shards
+        self._index.check()
+        return self._index
 
-    def _reopen_after_fork(self) -> None:
-        with self._lock:
-            if self._stale:
-                for shard in self._shards:
-                    shard.forget()
-                self._open()
+    def _route(self, key: str) -> tuple[int, Shard, bytes]:
+        """(shard number, shard, index key) of `key`."""
+        index = self._ready()
+        lkey = index_key(key)
+        i = index.of(lkey)
+        return i, index.shards[i], lkey
 
-    def _reopen_shard(self, i: int) -> None:
-        with self._lock:
-            self._shards[i].abandon()
-            self._shards[i] = self._open_shard(i)
-            self._inodes[i] = self._shard_inode(i)
-
-    def _recover(self, i: int) -> None:
-        """Shard `i` is damaged: rebuild it empty (its value files become orphans, swept)."""
-        with self._lock:
-            if self._shard_inode(i) != self._inodes[i]:
-                pass  # another process rebuilt it already
-            else:
-                self._shards[i].abandon()
-                self._quarantine(self._layout.shard_dir(i))
-            self._shards[i] = self._open_shard(i)
-            self._inodes[i] = self._shard_inode(i)
-            self._shards[i].count_removal("rejected")
-        files.sweep_orphans(self._layout, set(), self._owns_file, every=False)
-
-    def _quarantine(self, path: Path) -> None:
-        doomed = path.with_name(f"{path.name}.damaged.{os.getpid()}.{time.time_ns()}")
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(path, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-
-    # -- helpers ----------------------------------------------------------------------------
-
-    def _shard_of(self, lkey: bytes) -> int:
-        return xxhash.xxh3_64_intdigest(lkey) % len(self._shards)
-
-    def _stamp(self) -> int:
-        with self._stamp_lock:  # unique per process: a stamp is also the record's version
-            stamp = max(int(self.clock.time() * 1_000_000), self._last_stamp + 1)
-            self._last_stamp = stamp
-            return stamp
-
-    def _guard(self, i: int, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run an index operation; translate LMDB errors (full disk, damage) at the boundary."""
-        try:
-            return fn(*args)
-        except lmdb.MapFullError as exc:
-            raise StoreFullError(28, f"{self!r}: the index of shard {i} is full") from exc
-        except DAMAGED_ERRORS as exc:
-            self._recover(i)
-            raise _Damaged from exc
-        except lmdb.Error as exc:
-            if "No space left" in str(exc) or "quota" in str(exc).lower():
-                raise StoreFullError(28, f"{self!r}: no space left on the device") from exc
-            raise StoreError(f"{self!r}: {exc}") from exc
-
-    def _removing(self, i: int, fn: Callable[..., Removed], *args: Any) -> Removed:
-        """Run a removal; on a full disk give up the reserve file once and retry."""
-        try:
-            removed = self._guard(i, fn, *args)
-        except StoreFullError:
-            if not release_reserve(self._layout):
-                raise
-            removed = self._guard(i, fn, *args)
-        files.unlink(self._layout, removed.files)
-        return removed
+    def _owns_file(self, name: str) -> bool:
+        return self._index.owns_file(name)
 
     @staticmethod
     def _entry(rec: Record, body: bytes | None) -> Entry:
@@ -255,7 +142,8 @@ class DiskStore:
         rec.value = body
         return rec
 
-    def _live(self, rec: Record, now: float) -> bool:
+    @staticmethod
+    def _live(rec: Record, now: float) -> bool:
         return rec.expires_at is None or rec.expires_at > now
 
     # -- core -------------------------------------------------------------------------------
@@ -278,24 +166,20 @@ class DiskStore:
 
     def _lookup(self, key: str) -> tuple[int, bytes, Record] | None:
         """Find the live record of `key` (removing it if expired or damaged). Hot path."""
-        if (
-            self._stale
-            or self._closed
-            or time.monotonic() - self._inodes_checked > INODE_CHECK_SECONDS
-        ):
-            self._ready()
+        index = self._ready() if self._stale or self._closed else self._index
+        index.check()
         lkey = key.encode("utf-8", "surrogatepass")
         if not lkey or len(lkey) > DIRECT_KEY_MAX:
             lkey = index_key(key)
-        i = xxhash.xxh3_64_intdigest(lkey) % len(self._shards)
-        shard = self._shards[i]
+        i = xxhash.xxh3_64_intdigest(lkey) % len(index.shards)  # index.of(), inlined
+        shard = index.shards[i]
         try:
             with shard.env.begin(db=shard.entries) as txn:
                 raw = txn.get(lkey)
         except lmdb.Error:
             try:
-                raw = self._guard(i, shard.get, lkey)
-            except _Damaged:
+                raw = index.guard(i, shard.get, lkey)
+            except Damaged:
                 return None
         if raw is None:
             return None
@@ -312,8 +196,8 @@ class DiskStore:
             if expires is not None and expires <= now:
                 self._discard(i, lkey, rec.stamp, "expirations")
                 return None
-            if self.max_size is not None and now * 1_000_000 - rec.stamp > TOUCH_GRANULARITY_US:
-                self._note_access(i, lkey)
+            if self.max_size is not None:
+                self._budget.accessed(i, lkey, rec.stamp, now)
         return i, lkey, rec
 
     def _body(self, i: int, lkey: bytes, rec: Record) -> object:
@@ -323,7 +207,7 @@ class DiskStore:
         try:
             body = files.read(self._layout, rec.file_name, rec.body_size)
         except FileNotFoundError:
-            current = self._shards[i].get(lkey)
+            current = self._index.shards[i].get(lkey)
             if current is None:
                 return None  # deleted meanwhile: a plain miss
             try:
@@ -343,19 +227,19 @@ class DiskStore:
 
     def _discard(self, i: int, lkey: bytes, stamp: int | None, kind: str | None) -> None:
         """Remove an expired or damaged entry found by a read (if nobody replaced it)."""
+        index = self._index
         try:
-            removed = self._removing(i, self._shards[i].delete, lkey, stamp)
+            removed = index.removing(i, index.shards[i].delete, lkey, stamp)
             if kind is not None and removed.records:
-                self._guard(i, self._shards[i].count_removal, kind, len(removed.records))
-        except (_Damaged, StoreError):
+                index.guard(i, index.shards[i].count_removal, kind, len(removed.records))
+        except (Damaged, StoreError):
             pass  # a read never fails because a cleanup could not run
 
     def set(self, key: str, entry: Entry) -> bool:
-        shards = self._ready()
+        i, shard, lkey = self._route(key)
+        index = self._index
         body = entry.value
         size = memoryview(body).nbytes
-        lkey = index_key(key)
-        i = self._shard_of(lkey)
         in_file = size > INLINE_MAX
         header = bytes(entry.header)
         rec = Record(
@@ -367,7 +251,7 @@ class DiskStore:
             meta=dict(entry.meta) if entry.meta is not None else None,
             size=size + len(header),
             flags=(IN_FILE if in_file else 0) | (LONG_KEY if len(lkey) > DIRECT_KEY_MAX else 0),
-            stamp=self._stamp(),
+            stamp=self._budget.stamp(self.clock.time()),
             body_size=size,
             body_hash=body_hash(body),
             full_key=key if len(lkey) > DIRECT_KEY_MAX else None,
@@ -376,8 +260,8 @@ class DiskStore:
         packed = pack(rec)
         cost = rec.cost(lkey, len(packed))
         if self.max_size is not None and cost > self.max_size:
-            self._removing(i, shards[i].delete, lkey, None)
-            self._guard(i, shards[i].count_removal, "rejected")
+            index.removing(i, shard.delete, lkey, None)
+            index.guard(i, shard.count_removal, "rejected")
             return False
         if rec.file_name is not None:
             try:
@@ -388,64 +272,52 @@ class DiskStore:
                     raise StoreFullError(exc.errno, message) from exc
                 raise StoreError(f"{self!r}: cannot write a value file: {exc}") from exc
         try:
-            removed = self._guard(i, shards[i].put, lkey, rec, packed, cost)
+            removed = index.guard(i, shard.put, lkey, rec, packed, cost)
         except BaseException:
             if rec.file_name is not None:
                 files.unlink(self._layout, [rec.file_name])
             raise
         files.unlink(self._layout, removed.files)
         if self.durable:
-            shards[i].sync()
-        if self.max_size is not None:
-            self._total += cost - removed.freed
-            self._enforce_limit()
+            shard.sync()
+        self._budget.wrote(cost - removed.freed)
         return True
 
     def delete(self, key: str) -> bool:
-        shards = self._ready()
-        lkey = index_key(key)
-        i = self._shard_of(lkey)
+        i, shard, lkey = self._route(key)
         try:
-            removed = self._removing(i, shards[i].delete, lkey, None)
-        except _Damaged:
+            removed = self._index.removing(i, shard.delete, lkey, None)
+        except Damaged:
             return False
         now = self.clock.time()
         return any(self._live(r, now) for r in removed.records)
 
     def clear(self, prefix: str = "") -> int:
-        shards = self._ready()
+        index = self._ready()
         now = self.clock.time()
         count = 0
-        for i, shard in enumerate(shards):
+        for i, shard in enumerate(index.shards):
             if prefix:
                 count += self._remove_matching(i, prefix, None, now)
                 continue
             try:
-                expired = self._guard(i, shard.count_expired, now)
+                expired = index.guard(i, shard.count_expired, now)
                 try:
-                    items, names = self._guard(i, shard.clear_all)
+                    items, names = index.guard(i, shard.clear_all)
                 except StoreFullError:
                     if not release_reserve(self._layout):
                         raise
-                    items, names = self._guard(i, shard.clear_all)
-            except _Damaged:
+                    items, names = index.guard(i, shard.clear_all)
+            except Damaged:
                 continue
             files.unlink(self._layout, names)
             count += max(0, items - expired)
-        self._total_at = -1.0
+        self._budget.forget_total()
         ensure_reserve(self._layout)
         return count
 
     def stats(self) -> StoreCounters:
-        shards = self._ready()
-        totals = [0, 0, 0, 0, 0]
-        for i, shard in enumerate(shards):
-            try:
-                for n, value in enumerate(self._guard(i, shard.stats)):
-                    totals[n] += value
-            except _Damaged:
-                continue
-        items, nbytes, evictions, expirations, rejected = totals
+        items, nbytes, evictions, expirations, rejected = self._ready().totals()
         return StoreCounters(
             evictions=evictions, expirations=expirations, rejected=rejected, items=items,
             bytes=nbytes,
@@ -455,9 +327,8 @@ class DiskStore:
         if self._closed:
             return
         if not self._stale:
-            self._flush_touches()
-            for shard in self._shards:
-                shard.close()
+            self._budget.flush()
+            self._index.close()
         self._closed = True
 
     # -- capabilities -----------------------------------------------------------------------
@@ -467,12 +338,10 @@ class DiskStore:
         return None if found is None else self._entry(found[2], None)
 
     def pop(self, key: str) -> Entry | None:
-        shards = self._ready()
-        lkey = index_key(key)
-        i = self._shard_of(lkey)
+        i, shard, lkey = self._route(key)
         try:
-            removed = self._guard(i, shards[i].delete, lkey, None)
-        except _Damaged:
+            removed = self._index.guard(i, shard.delete, lkey, None)
+        except Damaged:
             return None
         if not removed.records:
             return None
@@ -491,23 +360,21 @@ class DiskStore:
             files.unlink(self._layout, removed.files)
 
     def touch(self, key: str, expires_at: float | None) -> bool:
-        shards = self._ready()
-        lkey = index_key(key)
-        i = self._shard_of(lkey)
+        i, shard, lkey = self._route(key)
         try:
-            return self._guard(i, shards[i].set_expiry, lkey, expires_at, self.clock.time())
-        except _Damaged:
+            return self._index.guard(i, shard.set_expiry, lkey, expires_at, self.clock.time())
+        except Damaged:
             return False
 
     def expire(self) -> int:
-        shards = self._ready()
+        index = self._ready()
         now = self.clock.time()
         count = 0
-        for i, shard in enumerate(shards):
+        for i, shard in enumerate(index.shards):
             while True:
                 try:
-                    removed = self._removing(i, shard.expire, now)
-                except _Damaged:
+                    removed = index.removing(i, shard.expire, now)
+                except Damaged:
                     break
                 count += len(removed.records)
                 if len(removed.records) + removed.damaged < 1000:
@@ -515,50 +382,43 @@ class DiskStore:
         return count
 
     def evict(self, tag: str, prefix: str = "") -> int:
-        shards = self._ready()
+        index = self._ready()
         now = self.clock.time()
-        return sum(self._remove_matching(i, prefix, tag, now) for i in range(len(shards)))
+        return sum(self._remove_matching(i, prefix, tag, now) for i in range(len(index.shards)))
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
-        for i in range(len(self._ready())):
+        for i in range(len(self._ready().shards)):
             for key, _rec in self._matching(i, prefix, tag, self.clock.time()):
                 yield key
 
     def count(self, prefix: str = "") -> int:
         if prefix:
             return sum(1 for _ in self.keys(prefix))
-        shards = self._ready()
+        index = self._ready()
         now = self.clock.time()
         total = 0
-        for i, shard in enumerate(shards):
+        for i, shard in enumerate(index.shards):
             try:
-                total += self._guard(i, shard.stats)[0] - self._guard(i, shard.count_expired, now)
-            except _Damaged:
+                total += index.guard(i, shard.stats)[0] - index.guard(i, shard.count_expired, now)
+            except Damaged:
                 continue
         return max(0, total)
 
     # -- locks (single-flight across processes) -------------------------------------------
 
-    def _lock_key(self, name: str) -> tuple[int, bytes]:
-        lkey = index_key(name)
-        return self._shard_of(lkey), lkey
-
     def acquire_lock(self, name: str, token: str, lease: float) -> bool:
-        shards = self._ready()
-        i, lkey = self._lock_key(name)
+        i, shard, lkey = self._route(name)
         now = self.clock.time()
-        return self._guard(i, shards[i].acquire_lock, lkey, token.encode(), now + lease, now)
+        return self._index.guard(i, shard.acquire_lock, lkey, token.encode(), now + lease, now)
 
     def renew_lock(self, name: str, token: str, lease: float) -> bool:
-        shards = self._ready()
-        i, lkey = self._lock_key(name)
+        i, shard, lkey = self._route(name)
         expires = self.clock.time() + lease
-        return self._guard(i, shards[i].renew_lock, lkey, token.encode(), expires)
+        return self._index.guard(i, shard.renew_lock, lkey, token.encode(), expires)
 
     def release_lock(self, name: str, token: str) -> bool:
-        shards = self._ready()
-        i, lkey = self._lock_key(name)
-        return self._guard(i, shards[i].release_lock, lkey, token.encode())
+        i, shard, lkey = self._route(name)
+        return self._index.guard(i, shard.release_lock, lkey, token.encode())
 
     # -- scans ------------------------------------------------------------------------------
 
@@ -567,11 +427,11 @@ class DiskStore:
     ) -> Iterator[tuple[str, Record]]:
         """Live (key, record) pairs of shard `i` under `prefix` (and with `tag`); expired ones
         too when `now` is None."""
-        shard = self._shards[i]
+        shard = self._index.shards[i]
         if tag is not None:
             try:
-                lkeys = self._guard(i, shard.tagged, tag)
-            except _Damaged:
+                lkeys = self._index.guard(i, shard.tagged, tag)
+            except Damaged:
                 return
             for lkey in lkeys:
                 raw = shard.get(lkey)
@@ -588,8 +448,8 @@ class DiskStore:
         after: bytes | None = None
         while True:
             try:
-                batch = self._guard(i, shard.scan, start, after, SCAN_BATCH)
-            except _Damaged:
+                batch = self._index.guard(i, shard.scan, start, after, SCAN_BATCH)
+            except Damaged:
                 return
             for lkey, raw in batch:
                 try:
@@ -610,78 +470,11 @@ class DiskStore:
         for start in range(0, len(doomed), SCAN_BATCH):
             try:
                 batch = doomed[start : start + SCAN_BATCH]
-                chunk = self._removing(i, self._shards[i].remove_many, batch)
-            except _Damaged:
+                chunk = self._index.removing(i, self._index.shards[i].remove_many, batch)
+            except Damaged:
                 break
             removed += sum(1 for r in chunk.records if self._live(r, now))
         return removed
-
-    # -- size limit and LRU -------------------------------------------------------------------
-
-    def _note_access(self, i: int, lkey: bytes) -> None:
-        with self._lock:
-            if not self._pending_count:
-                self._pending_since = time.monotonic()
-            self._pending[i][lkey] = self._stamp()
-            self._pending_count += 1
-            due = (
-                self._pending_count >= TOUCH_BATCH
-                or time.monotonic() - self._pending_since > TOUCH_MAX_AGE
-            )
-        if due:
-            self._flush_touches()
-
-    def _flush_touches(self) -> None:
-        with self._lock:
-            pending, self._pending = self._pending, [{} for _ in self._shards]
-            self._pending_count = 0
-        for i, stamps in enumerate(pending):
-            if stamps:
-                with contextlib.suppress(_Damaged, StoreError):
-                    self._guard(i, self._shards[i].restamp, stamps)
-
-    def _sum_bytes(self) -> int:
-        total = 0
-        for i, shard in enumerate(self._shards):
-            with contextlib.suppress(_Damaged):
-                total += self._guard(i, shard.stats)[1]
-        self._total = total
-        self._total_at = time.monotonic()
-        return total
-
-    def _enforce_limit(self) -> None:
-        """Evict least recently used entries until the store fits in `max_size`."""
-        limit = self.max_size
-        if limit is None:
-            return
-        stale = time.monotonic() - self._total_at > REFRESH_SECONDS
-        if not stale and self._total <= limit:
-            return
-        if self._sum_bytes() <= limit:
-            return
-        self._flush_touches()
-        for _round in range(10_000):
-            excess = self._sum_bytes() - limit
-            if excess <= 0:
-                return
-            candidates = []
-            for i, shard in enumerate(self._shards):
-                with contextlib.suppress(_Damaged):
-                    oldest = self._guard(i, shard.oldest_costs, 64)
-                    candidates += [(stamp, i, lkey, cost) for stamp, lkey, cost in oldest]
-            if not candidates:
-                return
-            candidates.sort()
-            victims: list[list[tuple[int, bytes]]] = [[] for _ in self._shards]
-            for stamp, i, lkey, cost in candidates:
-                victims[i].append((stamp, lkey))
-                excess -= cost
-                if excess <= 0:
-                    break
-            for i, chosen in enumerate(victims):
-                if chosen:
-                    with contextlib.suppress(_Damaged):
-                        self._removing(i, self._shards[i].evict, chosen)
 
     # -- async twins: index work is in-memory fast; file I/O and bulk work go to a thread --
 
@@ -738,10 +531,6 @@ class DiskStore:
         return self.release_lock(name, token)
 
 
-class _Damaged(Exception):
-    """The shard was damaged and rebuilt: the operation found nothing."""
-
-
 _RETRY = object()
 
 
@@ -751,19 +540,16 @@ def _rebuild(path: str, max_size: int | None, durable: bool) -> DiskStore:
 
 def _after_fork_in_child() -> None:
     for store in list(_LIVE_STORES):
-        store._stale = True
+        store._stale = True  # reopened on its next use, with a new ShardSet and Budget
         store._lock = threading.Lock()  # another thread may have held it at the fork
-        store._stamp_lock = threading.Lock()
-    _REGISTERED.clear()
+    forget_registrations()
 
 
 def _unregister_at_exit() -> None:
     for store in list(_LIVE_STORES):
         with contextlib.suppress(Exception):
             store.close()
-    for root in list(_REGISTERED):
-        with contextlib.suppress(Exception):
-            files.unregister_process(Layout(root, 0))
+    unregister_all()
 
 
 if hasattr(os, "register_at_fork"):
