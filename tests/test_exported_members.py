@@ -15,7 +15,7 @@ DESIGNED = {
     "default_cache", "__version__",
 }  # fmt: skip
 EXPORTED_NOW = {
-    "Cache", "hash_key", "MISSING", "EntryInfo", "Stats", "MemoryStore", "DiskStore",
+    "Cache", "memoize", "hash_key", "MISSING", "EntryInfo", "Stats", "MemoryStore", "DiskStore",
     "NullStore", "default_cache", "__version__",
 }  # fmt: skip
 

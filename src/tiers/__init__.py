@@ -8,7 +8,7 @@
 """
 
 from ._cache import Cache
-from ._defaults import default_cache
+from ._defaults import default_cache, memoize
 from ._hashing import hash_key
 from ._stores import DiskStore, MemoryStore, NullStore
 from ._types import MISSING, EntryInfo, Stats
@@ -16,6 +16,7 @@ from ._version import __version__
 
 __all__ = [
     "Cache",
+    "memoize",
     "hash_key",
     "MISSING",
     "EntryInfo",

@@ -1,10 +1,15 @@
-"""`default_cache()`: the process-wide cache over the default stack, built on first use."""
+"""`default_cache()` and `memoize()`: the entry points that need no Cache of one's own."""
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Callable, Iterable
+from typing import Any, overload
 
 from ._cache import Cache
+from ._cache._memoize import Memoized, P, R
+from ._types import MISSING
 
 _lock = threading.Lock()
 _default: Cache | None = None
@@ -21,3 +26,50 @@ def default_cache() -> Cache:
             if _default is None:
                 _default = Cache()
     return _default
+
+
+@overload
+def memoize(func: Callable[P, R], /) -> Memoized[P, R]: ...  # type: ignore[overload-overlap]
+
+
+@overload
+def memoize(
+    *tiers: object,
+    ttl: Any = ...,
+    tags: Iterable[str] | str = ...,
+    name: str | None = ...,
+    version: str | int | None = ...,
+    ignore: Iterable[str] | str = ...,
+    key: Callable[..., Any] | None = ...,
+    lease: float | None = ...,
+    **cache_options: Any,
+) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
+
+
+def memoize(
+    *tiers: object,
+    ttl: Any = MISSING,
+    tags: Iterable[str] | str = (),
+    name: str | None = None,
+    version: str | int | None = None,
+    ignore: Iterable[str] | str = (),
+    key: Callable[..., Any] | None = None,
+    lease: float | None = None,
+    **cache_options: Any,
+) -> Any:
+    """``@tiers.memoize(*tiers, ttl=..., **cache_options)``: memoize into a `Cache` over these
+    tiers (built here with `cache_options`), or into `default_cache()` when none are given.
+    Bare ``@tiers.memoize`` uses the default cache. Options as `Cache.memoize`."""
+    options = {"ttl": ttl, "tags": tags, "name": name, "version": version, "ignore": ignore,
+               "key": key, "lease": lease}  # fmt: skip
+    if len(tiers) == 1 and _is_function(tiers[0]) and not cache_options:
+        return default_cache().memoize(**options)(tiers[0])  # type: ignore[arg-type]
+    cache = default_cache() if not tiers and not cache_options else Cache(*tiers, **cache_options)
+    return cache.memoize(**options)
+
+
+def _is_function(candidate: object) -> bool:
+    """A bare ``@tiers.memoize`` receives the function where tiers would be."""
+    if isinstance(candidate, (str, os.PathLike, staticmethod, classmethod)):
+        return isinstance(candidate, (staticmethod, classmethod))
+    return callable(candidate) and not hasattr(candidate, "holds_objects")

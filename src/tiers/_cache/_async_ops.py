@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -28,7 +29,7 @@ from ._async_prims import (
     to_thread_async,
     wait_flight_async,
 )
-from ._core import CacheCore, Tier, file_bytes, write_temp_file
+from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
 from ._flight import INTERRUPTED
 
 
@@ -215,6 +216,15 @@ class AsyncOps(CacheCore):
         self._expires_at(ttl)  # validate now; the expiry itself counts from the computation
         checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
         lease_s = self._check_lease(lease)
+        return await self._get_or_compute_async(
+            k, factory, ttl, checked_tags, checked_meta, lease_s
+        )
+
+    async def _get_or_compute_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float,
+    ) -> Any:  # fmt: skip
+        """`get_or_set` past argument checks (memoize checks its options once and calls this)."""
         value = await self._lookup_async(k)
         if value is not MISSING:
             return value
@@ -230,9 +240,7 @@ class AsyncOps(CacheCore):
                     return value
                 continue
             try:
-                value = await self._compute_async(
-                    k, factory, ttl, checked_tags, checked_meta, lease_s
-                )
+                value = await self._compute_async(k, factory, ttl, tags, meta, lease)
             except Exception as exc:
                 future.set_exception(exc)
                 raise
@@ -417,8 +425,8 @@ class AsyncOps(CacheCore):
             await tier.store.delete_async(k)
 
     async def _compute_async(
-        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
-        meta: dict[str, Any] | None, lease: float,
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float,
     ) -> Any:  # fmt: skip
         """Compute and store, holding the cross-process lock of the lock tier if there is one."""
         tier = self._lock_tier
@@ -456,9 +464,11 @@ class AsyncOps(CacheCore):
                 await tier.store.release_lock_async(name, token)
 
     async def _produce_async(
-        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
-        meta: dict[str, Any] | None,
-    ) -> Any:  # fmt: skip
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta
+    ) -> Any:
+        started = time.perf_counter()
         value = await call_factory_async(factory)
+        if callable(meta):  # provenance: completed with the computation's duration
+            meta = meta(time.perf_counter() - started)
         await self._store_async(k, value, self._expires_at(ttl), tags, meta)
         return value

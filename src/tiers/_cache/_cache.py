@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import Any, overload
 
 from .._types import MISSING
 from ._async_ops import AsyncOps
+from ._memoize import Memoized, P, R, check_options, decorate
 from ._sync_ops import SyncOps
 
 
@@ -32,6 +33,56 @@ class Cache(SyncOps, AsyncOps):
         stores = tuple(t.store for t in self._tiers)
         owned = tuple(t.owned for t in self._tiers)
         return (_rebuild, (stores, owned, self._options))
+
+    # -- memoization -----------------------------------------------------------------------
+
+    @overload
+    def memoize(self, func: Callable[P, R], /) -> Memoized[P, R]: ...
+
+    @overload
+    def memoize(
+        self,
+        func: None = None,
+        /,
+        *,
+        ttl: Any = ...,
+        tags: Iterable[str] | str = ...,
+        name: str | None = ...,
+        version: str | int | None = ...,
+        ignore: Iterable[str] | str = ...,
+        key: Callable[..., Any] | None = ...,
+        lease: float | None = ...,
+    ) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
+
+    def memoize(
+        self,
+        func: Callable[..., Any] | None = None,
+        /,
+        *,
+        ttl: Any = MISSING,
+        tags: Iterable[str] | str = (),
+        name: str | None = None,
+        version: str | int | None = None,
+        ignore: Iterable[str] | str = (),
+        key: Callable[..., Any] | None = None,
+        lease: float | None = None,
+    ) -> Any:
+        """Decorator caching a function's results in this cache (``@cache.memoize`` or
+        ``@cache.memoize(ttl=..., version=...)``); see docs/memoize.md.
+
+        Works on functions, methods, static and class methods, and ``async def``. The key is
+        ``name`` (default ``module.qualname``), ``version`` and the content hash of the bound
+        arguments without those named in `ignore`; `key` replaces the hash with its own
+        callable's (called with the same arguments). Concurrent callers of a cold key wait for
+        one computation (as `get_or_set`). Each entry's meta records its provenance.
+        """
+        options = check_options(
+            self, ttl=ttl, tags=tags, name=name, version=version, ignore=ignore, key=key,
+            lease=lease,
+        )  # fmt: skip
+        if func is not None:
+            return decorate(self, func, **options)
+        return lambda function: decorate(self, function, **options)
 
     # -- mapping protocol ----------------------------------------------------------------
 

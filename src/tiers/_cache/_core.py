@@ -11,7 +11,8 @@ import os
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from ._breaker import Breaker
 from ._flight import Flights
 
 log = logging.getLogger("tiers")
+Meta = dict[str, Any] | Callable[[float], dict[str, Any]] | None
+"""An entry's meta, or (memoize) a callable making it from the computation's duration."""
 _POLICIES = ("degrade", "raise")
 _MAX_TAG = 256
 DEFAULT_MEMORY_SIZE = "64MB"
@@ -41,7 +44,7 @@ class Tier:
     __slots__ = (
         "breaker", "deletes", "epochs", "errors", "evicts", "expires", "hits", "holds_objects",
         "index", "infos", "locks", "misses", "name", "owned", "pops", "rejected", "sets",
-        "store", "touches",
+        "store", "store_links", "touches",
     )  # fmt: skip
 
     def __init__(self, index: int, store: Any, owned: bool) -> None:
@@ -54,6 +57,7 @@ class Tier:
         self.locks = self.has("acquire_lock")
         self.infos, self.pops, self.touches = self.has("info"), self.has("pop"), self.has("touch")
         self.expires, self.evicts = self.has("expire"), self.has("evict")
+        self.store_links = self.has("link")  # a memory store memoize's fast path can index
         self.breaker = Breaker(f"tier {index} ({self.name})")
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.rejected = 0
 
@@ -116,6 +120,7 @@ class CacheCore:
         self._lock_tier: Tier | None = lockers[-1] if lockers else None
         self._scan_tier = next((t for t in reversed(self._tiers) if t.has("keys")), self._tiers[-1])
         self._flights = Flights()
+        self._memos: weakref.WeakSet[Any] = weakref.WeakSet()  # memoized functions (stats)
         self._binds: dict[str, weakref.finalize[Any, Any]] = {}
         self._binds_lock = threading.Lock()
         self._misses = 0
@@ -278,6 +283,9 @@ class CacheCore:
                     items=store_counts.items, bytes=store_counts.bytes,
                 )
             )  # fmt: skip
+        fast = sum(memo.hits for memo in list(self._memos))  # memoize's memory-tier fast path
+        if fast:
+            per_tier[0] = replace(per_tier[0], hits=per_tier[0].hits + fast)
         hits = sum(t.hits for t in per_tier)
         return Stats.from_tiers(hits, self._misses, tuple(per_tier))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 import uuid
 from collections.abc import Iterator, Callable
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from ._sync_prims import (
     to_thread,
     wait_flight,
 )
-from ._core import CacheCore, Tier, file_bytes, write_temp_file
+from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
 from ._flight import INTERRUPTED
 
 
@@ -211,6 +212,15 @@ class SyncOps(CacheCore):
         self._expires_at(ttl)  # validate now; the expiry itself counts from the computation
         checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
         lease_s = self._check_lease(lease)
+        return self._get_or_compute(
+            k, factory, ttl, checked_tags, checked_meta, lease_s
+        )
+
+    def _get_or_compute(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float,
+    ) -> Any:  # fmt: skip
+        """`get_or_set` past argument checks (memoize checks its options once and calls this)."""
         value = self._lookup(k)
         if value is not MISSING:
             return value
@@ -226,9 +236,7 @@ class SyncOps(CacheCore):
                     return value
                 continue
             try:
-                value = self._compute(
-                    k, factory, ttl, checked_tags, checked_meta, lease_s
-                )
+                value = self._compute(k, factory, ttl, tags, meta, lease)
             except Exception as exc:
                 future.set_exception(exc)
                 raise
@@ -413,8 +421,8 @@ class SyncOps(CacheCore):
             tier.store.delete(k)
 
     def _compute(
-        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
-        meta: dict[str, Any] | None, lease: float,
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float,
     ) -> Any:  # fmt: skip
         """Compute and store, holding the cross-process lock of the lock tier if there is one."""
         tier = self._lock_tier
@@ -452,9 +460,11 @@ class SyncOps(CacheCore):
                 tier.store.release_lock(name, token)
 
     def _produce(
-        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...],
-        meta: dict[str, Any] | None,
-    ) -> Any:  # fmt: skip
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta
+    ) -> Any:
+        started = time.perf_counter()
         value = call_factory(factory)
+        if callable(meta):  # provenance: completed with the computation's duration
+            meta = meta(time.perf_counter() - started)
         self._store(k, value, self._expires_at(ttl), tags, meta)
         return value

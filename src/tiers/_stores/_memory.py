@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -13,6 +13,22 @@ from .._units import parse_count, parse_size
 from ._protocol import Entry, StoreCounters
 
 _STRIPES = 256
+
+
+class Slot:
+    """What the store keeps per key. Read without the lock by memoized functions' fast path
+    (see `link`), hence the flat, immutable-but-for-`touched` shape."""
+
+    __slots__ = ("deadline", "entry", "touched", "value")
+
+    def __init__(self, entry: Entry, deadline: float | None) -> None:
+        self.entry = entry
+        self.value = entry.value
+        self.deadline = deadline  # monotonic, or None
+        self.touched = False  # hit through a link since it was last considered for eviction
+
+    def live(self, now: float) -> bool:
+        return self.deadline is None or self.deadline > now
 
 
 class MemoryStore:
@@ -30,9 +46,9 @@ class MemoryStore:
         self.max_items = parse_count(max_items, "max_items")
         self.clock: Clock = SYSTEM_CLOCK
         self._lock = threading.Lock()
-        # key -> (entry, monotonic deadline or None)
-        self._data: OrderedDict[str, tuple[Entry, float | None]] = OrderedDict()
+        self._data: OrderedDict[str, Slot] = OrderedDict()
         self._tags: dict[str, set[str]] = {}
+        self._links: dict[str, list[tuple[dict[Hashable, Slot], Hashable]]] = {}
         self._bytes = 0
         self._epochs = [0] * _STRIPES
         self._evictions = self._expirations = self._rejected = 0
@@ -52,31 +68,32 @@ class MemoryStore:
 
     def get(self, key: str) -> Entry | None:
         with self._lock:
-            found = self._data.get(key)
-            if found is None:
+            slot = self._data.get(key)
+            if slot is None:
                 return None
-            entry, deadline = found
-            if deadline is not None and deadline <= self.clock.monotonic():
-                self._drop(key, entry)
+            if slot.deadline is not None and slot.deadline <= self.clock.monotonic():
+                self._drop(key, slot)
                 self._expirations += 1
                 return None
             self._data.move_to_end(key)
-            return entry
+            return slot.entry
 
     def set(self, key: str, entry: Entry, epoch: int | None = None) -> bool:
         deadline = self._deadline(entry.expires_at)
         with self._lock:
             stripe = hash(key) % _STRIPES
+            stale = epoch is not None and self._epochs[stripe] != epoch
             old = self._data.get(key)
             if old is not None:
-                self._drop(key, old[0])
-            self._epochs[stripe] += 1
-            if epoch is not None and self._epochs[stripe] != epoch + 1:
+                self._drop(key, old)  # (bumps the epoch)
+            else:
+                self._epochs[stripe] += 1
+            if stale:
                 return False  # written or deleted meanwhile: leave the key absent
             if self.max_size is not None and entry.size > self.max_size:
                 self._rejected += 1
                 return False
-            self._data[key] = (entry, deadline)
+            self._data[key] = Slot(entry, deadline)
             self._bytes += entry.size
             for tag in entry.tags:
                 self._tags.setdefault(tag, set()).add(key)
@@ -86,24 +103,18 @@ class MemoryStore:
     def delete(self, key: str) -> bool:
         with self._lock:
             self._epochs[hash(key) % _STRIPES] += 1
-            found = self._data.get(key)
-            if found is None:
+            slot = self._data.get(key)
+            if slot is None:
                 return False
-            self._drop(key, found[0])
-            return found[1] is None or found[1] > self.clock.monotonic()
+            self._drop(key, slot)
+            return slot.live(self.clock.monotonic())
 
     def clear(self, prefix: str = "") -> int:
         with self._lock:
             self._epochs = [e + 1 for e in self._epochs]
-            if not prefix:
-                count = self._live_count()
-                self._data.clear()
-                self._tags.clear()
-                self._bytes = 0
-                return count
-            removed = self._remove_where(lambda key, _item: key.startswith(prefix))
             now = self.clock.monotonic()
-            return sum(1 for deadline in removed if deadline is None or deadline > now)
+            doomed = [key for key in self._data if key.startswith(prefix)]
+            return sum(self._drop(key, self._data[key]).live(now) for key in doomed)
 
     def stats(self) -> StoreCounters:
         with self._lock:
@@ -124,6 +135,21 @@ class MemoryStore:
         with self._lock:
             return self._epochs[hash(key) % _STRIPES]
 
+    def link(self, index: dict[Hashable, Slot], alias: Hashable, key: str) -> bool:
+        """Make ``index[alias]`` the slot of `key` for as long as that slot is stored.
+
+        Memoized functions keep such an index from their raw arguments to slots, and read it
+        without taking the lock: the store removes the alias whenever the slot goes (deleted,
+        replaced, evicted, expired, cleared), so a found slot is current but for its deadline.
+        """
+        with self._lock:
+            slot = self._data.get(key)
+            if slot is None or not slot.live(self.clock.monotonic()):
+                return False
+            index[alias] = slot
+            self._links.setdefault(key, []).append((index, alias))
+            return True
+
     def info(self, key: str) -> Entry | None:
         entry = self.get(key)
         return None if entry is None else entry.without_value()
@@ -131,53 +157,51 @@ class MemoryStore:
     def pop(self, key: str) -> Entry | None:
         with self._lock:
             self._epochs[hash(key) % _STRIPES] += 1
-            found = self._data.get(key)
-            if found is None:
+            slot = self._data.get(key)
+            if slot is None:
                 return None
-            self._drop(key, found[0])
-            if found[1] is not None and found[1] <= self.clock.monotonic():
+            self._drop(key, slot)
+            if not slot.live(self.clock.monotonic()):
                 self._expirations += 1
                 return None
-            return found[0]
+            return slot.entry
 
     def touch(self, key: str, expires_at: float | None) -> bool:
         deadline = self._deadline(expires_at)
         with self._lock:
-            found = self._data.get(key)
-            if found is None or (found[1] is not None and found[1] <= self.clock.monotonic()):
+            slot = self._data.get(key)
+            if slot is None or not slot.live(self.clock.monotonic()):
                 return False
-            # a new Entry: the one stored may be held by the writer or an earlier reader
-            self._data[key] = (replace(found[0], expires_at=expires_at), deadline)
-            self._data.move_to_end(key)
+            # a new Entry and slot: the old ones may be held by readers and linked indexes
+            self._drop(key, slot)
+            self._data[key] = Slot(replace(slot.entry, expires_at=expires_at), deadline)
+            self._bytes += slot.entry.size
+            for tag in slot.entry.tags:
+                self._tags.setdefault(tag, set()).add(key)
             return True
 
     def expire(self) -> int:
         now = self.clock.monotonic()
         with self._lock:
-            expired = self._remove_where(lambda _k, item: item[1] is not None and item[1] <= now)
-            removed = len(expired)
-            self._expirations += removed
-            return removed
+            doomed = [key for key, slot in self._data.items() if not slot.live(now)]
+            for key in doomed:
+                self._drop(key, self._data[key])
+            self._expirations += len(doomed)
+            return len(doomed)
 
     def evict(self, tag: str, prefix: str = "") -> int:
         with self._lock:
-            keys = [k for k in self._tags.get(tag, ()) if k.startswith(prefix)]
             now = self.clock.monotonic()
-            removed = 0
-            for key in keys:
-                entry, deadline = self._data[key]
-                self._drop(key, entry)
-                self._epochs[hash(key) % _STRIPES] += 1
-                removed += deadline is None or deadline > now
-            return removed
+            doomed = [key for key in self._tags.get(tag, ()) if key.startswith(prefix)]
+            return sum(self._drop(key, self._data[key]).live(now) for key in doomed)
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         now = self.clock.monotonic()
         with self._lock:
             source = list(self._tags.get(tag, ())) if tag is not None else list(self._data)
-            snapshot = [(k, self._data[k][1]) for k in source]
-        for key, deadline in snapshot:
-            if key.startswith(prefix) and (deadline is None or deadline > now):
+            snapshot = [(key, self._data[key]) for key in source]
+        for key, slot in snapshot:
+            if key.startswith(prefix) and slot.live(now):
                 yield key
 
     def count(self, prefix: str = "") -> int:
@@ -228,35 +252,35 @@ class MemoryStore:
             return None
         return self.clock.monotonic() + (expires_at - self.clock.time())
 
-    def _drop(self, key: str, entry: Entry) -> None:
+    def _drop(self, key: str, slot: Slot) -> Slot:
+        """Remove `key` (its slot, tags, links and epoch) and return its slot."""
         del self._data[key]
-        self._bytes -= entry.size
-        for tag in entry.tags:
+        self._epochs[hash(key) % _STRIPES] += 1
+        self._bytes -= slot.entry.size
+        for tag in slot.entry.tags:
             members = self._tags.get(tag)
             if members is not None:
                 members.discard(key)
                 if not members:
                     del self._tags[tag]
+        for index, alias in self._links.pop(key, ()):
+            if index.get(alias) is slot:
+                del index[alias]
+        return slot
 
     def _shrink(self) -> None:
+        """Evict least recently used entries until both bounds hold. A slot hit through a link
+        (which does not reorder, being lock-free) gets a second chance at the back."""
         while (self.max_items is not None and len(self._data) > self.max_items) or (
             self.max_size is not None and self._bytes > self.max_size
         ):
-            key, (entry, _deadline) = next(iter(self._data.items()))
-            self._drop(key, entry)
+            key, slot = next(iter(self._data.items()))
+            if slot.touched:
+                slot.touched = False
+                self._data.move_to_end(key)
+                continue
+            self._drop(key, slot)
             self._evictions += 1
-
-    def _live_count(self) -> int:
-        now = self.clock.monotonic()
-        return sum(1 for _e, d in self._data.values() if d is None or d > now)
-
-    def _remove_where(self, predicate: Any) -> list[float | None]:
-        """Remove matching entries; return their deadlines (callers count live or expired)."""
-        doomed = [(k, item) for k, item in self._data.items() if predicate(k, item)]
-        for key, (entry, _deadline) in doomed:
-            self._drop(key, entry)
-            self._epochs[hash(key) % _STRIPES] += 1
-        return [deadline for _k, (_e, deadline) in doomed]
 
 
 def _rebuild(max_size: int | None, max_items: int | None) -> MemoryStore:

@@ -1,0 +1,435 @@
+"""Memoization: ``cache.memoize(...)`` and ``tiers.memoize(*tiers, ...)``.
+
+An entry's key is ``name[@version]/hash`` inside the cache's namespace, where `hash` is the
+`hash_key` of the *bound* arguments (defaults applied, `ignore`d names left out), so ``f(1)``,
+``f(x=1)`` and ``f()`` with ``x=1`` by default are one entry. Its `meta` records provenance.
+
+The memory-tier hit is kept cheap (see docs/decisions/0006-memoize-fast-path.md): for functions
+whose parameters are all named (no ``*args``/``**kwargs``), the wrapper is generated with the
+function's own parameter list, as dataclasses generate ``__init__``, so Python binds defaults.
+A call first looks its arguments, each with its exact type, up in an index of the memory
+tier's slots (`MemoryStore.link`); a hit costs one dict lookup and never computes the content
+hash. Aliases are made only for arguments whose Python equality agrees with `hash_key`:
+exactly str, bytes, int, bool, None and non-zero, non-NaN floats. Anything else, and every
+miss, takes the full path: content hash, tiers, single-flight computation.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import keyword
+import math
+import reprlib
+from collections.abc import Callable, Hashable, Iterable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+
+from .._hashing import hash_key
+from .._version import __version__
+
+if TYPE_CHECKING:
+    from ._cache import Cache
+    from ._core import Tier
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Memoized(Protocol[P, R_co]):
+    """A memoized function: called as the original, plus `cache`, `key` and `invalidate`."""
+
+    @property
+    def cache(self) -> Cache: ...
+
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]: ...
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key (without the namespace) a call with these arguments uses."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Delete the cached result of a call with these arguments; True if there was one."""
+        ...
+
+
+_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+          inspect.Parameter.KEYWORD_ONLY)  # fmt: skip
+_ALIASABLE = frozenset({str, bytes, int, bool, type(None), float})
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
+_ARGS_REPR_MAX = 200
+
+
+class Memo:
+    """Everything a memoized function needs besides its wrapper: key building, the full call
+    path and the alias index of the memory tier."""
+
+    __slots__ = (
+        "__weakref__", "cache", "fast_tier", "func", "hits", "ignore", "index", "key_fn",
+        "keyed", "lease", "name", "names", "plain", "prefix", "signature", "tags",
+        "ttl", "version",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        cache: Cache,
+        func: Callable[..., Any],
+        *,
+        ttl: Any,
+        tags: tuple[str, ...],
+        name: str,
+        version: str | int | None,
+        ignore: frozenset[str],
+        key: Callable[..., Any] | None,
+        lease: float,
+    ) -> None:
+        self.cache = cache
+        self.func = func
+        self.ttl, self.tags, self.lease = ttl, tags, lease
+        self.name = name
+        self.version = version
+        self.ignore = ignore
+        self.key_fn = key
+        self.signature = inspect.signature(func)
+        params = list(self.signature.parameters.values())
+        self.names = [p.name for p in params]
+        self.keyed = [p.name for p in params if p.name not in ignore]
+        self.plain = all(p.kind in _PLAIN for p in params)
+        self.prefix = f"{name}@{version}/" if version is not None else f"{name}/"
+        self.hits = 0  # fast-path hits (counted by the generated wrapper)
+        self.index: dict[Hashable, Any] = {}
+        first = cache._tiers[0]
+        self.fast_tier: Tier | None = first if first.store_links else None
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments of a call by parameter name, defaults applied."""
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+        bound.apply_defaults()
+        return bound.arguments
+
+    def user_key(self, arguments: dict[str, Any]) -> str:
+        """``name[@version]/hash`` for these bound arguments."""
+        if self.key_fn is not None:
+            made = self.key_fn(**arguments)
+            try:
+                return self.prefix + hash_key(made)
+            except TypeError as exc:
+                raise TypeError(
+                    f"the key function of {self.name} returned a {type(made).__qualname__!r} "
+                    f"that cannot be hashed: {exc}"
+                ) from None
+        pairs = tuple((n, _keyable(arguments[n])) for n in self.keyed)
+        try:
+            return self.prefix + hash_key(pairs)
+        except TypeError:
+            for param, value in pairs:
+                try:
+                    hash_key(value)
+                except TypeError as exc:
+                    raise TypeError(
+                        f"{self.name}() cannot use argument {param!r} of type "
+                        f"{type(value).__qualname__!r} in a cache key ({exc}); leave it out "
+                        f"with ignore=({param!r},) or give the type a __cache_key__() method"
+                    ) from None
+            raise
+
+    def provenance(self, arguments: dict[str, Any]) -> Callable[[float], dict[str, Any]]:
+        """The entry's meta, completed with the computation's duration."""
+
+        def meta(duration: float) -> dict[str, Any]:
+            return {
+                "function": self.name,
+                "version": self.version,
+                "duration_s": round(duration, 6),
+                "computed_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "tiers_version": __version__,
+                "args": _describe(self.name, arguments),
+            }
+
+        return meta
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def split(self, arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """(positional, keyword) arguments that call the function with `arguments`."""
+        params = self.signature.parameters
+        positional: list[Any] = []
+        keywords: dict[str, Any] = {}
+        for name, value in arguments.items():
+            kind = params[name].kind
+            if kind == inspect.Parameter.VAR_POSITIONAL:
+                positional.extend(value)
+            elif kind == inspect.Parameter.VAR_KEYWORD:
+                keywords.update(value)
+            elif kind == inspect.Parameter.KEYWORD_ONLY:
+                keywords[name] = value
+            else:
+                positional.append(value)
+        return positional, keywords
+
+    def _prepare(self, arguments: dict[str, Any]) -> tuple[str, Callable[[], Any], Any]:
+        stored = self.cache._key(self.user_key(arguments))
+        positional, keywords = self.split(arguments)
+        func = self.func
+        return stored, lambda: func(*positional, **keywords), self.provenance(arguments)
+
+    def call(self, values: tuple[Any, ...], alias: Hashable | None) -> Any:
+        """The full path of a call whose arguments are `values` (in parameter order)."""
+        arguments = dict(zip(self.names, values, strict=True))
+        stored, compute, meta = self._prepare(arguments)
+        value = self.cache._get_or_compute(stored, compute, self.ttl, self.tags, meta, self.lease)
+        self._link(alias, stored)
+        return value
+
+    async def call_async(self, values: tuple[Any, ...], alias: Hashable | None) -> Any:
+        arguments = dict(zip(self.names, values, strict=True))
+        stored, compute, meta = self._prepare(arguments)
+        value = await self.cache._get_or_compute_async(
+            stored, compute, self.ttl, self.tags, meta, self.lease
+        )
+        self._link(alias, stored)
+        return value
+
+    def call_bound(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The full path for functions with ``*args``/``**kwargs`` (no fast path)."""
+        arguments = self.bind(args, kwargs)
+        stored, compute, meta = self._prepare(arguments)
+        return self.cache._get_or_compute(stored, compute, self.ttl, self.tags, meta, self.lease)
+
+    async def call_bound_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        arguments = self.bind(args, kwargs)
+        stored, compute, meta = self._prepare(arguments)
+        return await self.cache._get_or_compute_async(
+            stored, compute, self.ttl, self.tags, meta, self.lease
+        )
+
+    def _link(self, alias: Hashable | None, stored: str) -> None:
+        """Let the fast path find `stored` by `alias` (typed raw arguments) from now on."""
+        tier = self.fast_tier
+        if alias is None or tier is None or not _aliasable(alias):
+            return
+        if tier.breaker.allow():
+            tier.store.link(self.index, alias, stored)
+
+
+def check_options(
+    cache: Cache,
+    *,
+    ttl: Any,
+    tags: Any,
+    name: object,
+    version: object,
+    ignore: object,
+    key: object,
+    lease: object,
+) -> dict[str, Any]:
+    """The decorator's options, checked once (each bad one is a one-sentence error)."""
+    cache._expires_at(ttl)
+    if name is not None and (not isinstance(name, str) or not name):
+        raise TypeError(f"name must be a non-empty str or None, not {name!r}")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, (str, int))):
+        kind = type(version).__qualname__
+        raise TypeError(f"version must be a str, an int or None, not {kind!r}")
+    if isinstance(ignore, str):
+        ignore = (ignore,)
+    if not isinstance(ignore, Iterable) or not all(isinstance(n, str) for n in ignore):
+        raise TypeError(f"ignore must be parameter names (strings), not {ignore!r}")
+    if key is not None and not callable(key):
+        raise TypeError(f"key must be a callable or None, not {type(key).__qualname__!r}")
+    return {
+        "ttl": ttl, "tags": cache._check_tags(tags), "name": name, "version": version,
+        "ignore": frozenset(ignore), "key": key, "lease": cache._check_lease(lease),
+    }  # fmt: skip
+
+
+def decorate(
+    cache: Cache,
+    func: Callable[..., Any],
+    *,
+    ttl: Any,
+    tags: tuple[str, ...],
+    name: str | None,
+    version: str | int | None,
+    ignore: frozenset[str],
+    key: Callable[..., Any] | None,
+    lease: float,
+) -> Any:
+    """The memoized version of `func` (staticmethod/classmethod objects are unwrapped and
+    wrapped again)."""
+    if isinstance(func, (staticmethod, classmethod)):
+        inner = decorate(
+            cache, func.__func__, ttl=ttl, tags=tags, name=name, version=version,
+            ignore=ignore, key=key, lease=lease,
+        )  # fmt: skip
+        return type(func)(inner)
+    if not callable(func):
+        raise TypeError(f"memoize needs a function, not {type(func).__qualname__!r}")
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise TypeError(
+            f"memoize cannot cache the generator function {func.__qualname__}(); "
+            "return a list instead"
+        )
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"memoize cannot read the signature of {func!r}: {exc}") from None
+    unknown = sorted(ignore - set(params))
+    if unknown:
+        raise ValueError(
+            f"ignore names {unknown[0]!r}, but {_qualname(func)}() has no such parameter"
+        )
+    memo = Memo(
+        cache, func, ttl=ttl, tags=tags, name=name or _default_name(func), version=version,
+        ignore=ignore, key=key, lease=lease,
+    )  # fmt: skip
+    wrapper = _generate(memo) if _generatable(memo) else _generic(memo)
+    functools.update_wrapper(wrapper, func)
+
+    def key_of(*args: Any, **kwargs: Any) -> str:
+        return memo.user_key(memo.bind(args, kwargs))
+
+    def invalidate(*args: Any, **kwargs: Any) -> bool:
+        return cache.delete(key_of(*args, **kwargs))
+
+    wrapper.cache = cache  # type: ignore[attr-defined]
+    wrapper.key = key_of  # type: ignore[attr-defined]
+    wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+    wrapper.__tiers_memo__ = memo  # type: ignore[attr-defined]
+    cache._memos.add(memo)
+    return wrapper
+
+
+# -- wrappers ------------------------------------------------------------------------------
+
+_FAST_PATH = """
+{async_}def {name}({params}):
+    _tiers_alias = ({parts})
+    try:
+        _tiers_slot = _tiers_index[_tiers_alias]
+    except KeyError:
+        _tiers_slot = None
+    except TypeError:  # an unhashable argument: no alias, the full path
+        _tiers_slot = _tiers_alias = None
+    if _tiers_slot is not None:
+        _tiers_deadline = _tiers_slot.deadline
+        if _tiers_deadline is None or _tiers_deadline > _tiers_store.clock.monotonic():
+            _tiers_slot.touched = True
+            _tiers_memo.hits += 1
+            return _tiers_slot.value
+    return {await_}_tiers_memo.{call}(({values}), _tiers_alias)
+"""
+
+
+def _generatable(memo: Memo) -> bool:
+    return (
+        memo.plain
+        and memo.fast_tier is not None
+        and memo.key_fn is None
+        and not any(n.startswith("_tiers_") or keyword.iskeyword(n) for n in memo.names)
+    )
+
+
+def _generate(memo: Memo) -> Callable[..., Any]:
+    """A wrapper with the function's own parameters and the lock-free memory fast path."""
+    params = list(memo.signature.parameters.values())
+    namespace: dict[str, Any] = {
+        "_tiers_index": memo.index,
+        "_tiers_memo": memo,
+        "_tiers_store": memo.fast_tier.store if memo.fast_tier else None,
+        "_tiers_type": type,
+    }
+    rendered: list[str] = []
+    seen_keyword_only = False
+    for i, param in enumerate(params):
+        if param.kind == param.KEYWORD_ONLY and not seen_keyword_only:
+            rendered.append("*")
+            seen_keyword_only = True
+        text = param.name
+        if param.default is not param.empty:
+            namespace[f"_tiers_default_{i}"] = param.default
+            text += f"=_tiers_default_{i}"
+        rendered.append(text)
+        if param.kind == param.POSITIONAL_ONLY and (
+            i + 1 == len(params) or params[i + 1].kind != param.POSITIONAL_ONLY
+        ):
+            rendered.append("/")
+    parts = "".join(f"{n}, _tiers_type({n}), " for n in memo.keyed)
+    is_async = inspect.iscoroutinefunction(memo.func)
+    source = _FAST_PATH.format(
+        async_="async " if is_async else "",
+        await_="await " if is_async else "",
+        name="memoized",
+        params=", ".join(rendered),
+        parts=parts,
+        call="call_async" if is_async else "call",
+        values="".join(f"{n}, " for n in memo.names),
+    )
+    exec(compile(source, f"<tiers memoize {memo.name}>", "exec"), namespace)  # noqa: S102
+    made: Callable[..., Any] = namespace["memoized"]
+    return made
+
+
+def _generic(memo: Memo) -> Callable[..., Any]:
+    """A wrapper for any signature: binds the arguments, then takes the full path."""
+    if inspect.iscoroutinefunction(memo.func):
+
+        async def memoized_async(*args: Any, **kwargs: Any) -> Any:
+            return await memo.call_bound_async(args, kwargs)
+
+        return memoized_async
+
+    def memoized(*args: Any, **kwargs: Any) -> Any:
+        return memo.call_bound(args, kwargs)
+
+    return memoized
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _aliasable(alias: Hashable) -> bool:
+    """Whether Python equality of these typed arguments implies equal content hashes."""
+    if not isinstance(alias, tuple):
+        return False
+    for value, kind in zip(alias[::2], alias[1::2], strict=True):
+        if kind not in _ALIASABLE:
+            return False
+        if kind is float and (value == 0.0 or math.isnan(value)):  # -0.0 == 0.0; NaN != NaN
+            return False
+    return True
+
+
+def _keyable(value: Any) -> Any:
+    """Classes (a classmethod's ``cls``) are keyed by their qualified name."""
+    if isinstance(value, type):
+        return ("tiers:class", value.__module__, value.__qualname__)
+    return value
+
+
+def _describe(name: str, arguments: dict[str, Any]) -> str:
+    text = (
+        f"{name.rsplit('.', 1)[-1]}("
+        + ", ".join(f"{k}={_REPR.repr(v)}" for k, v in arguments.items())
+        + ")"
+    )
+    return text if len(text) <= _ARGS_REPR_MAX else text[: _ARGS_REPR_MAX - 1] + "…"
+
+
+def _qualname(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", None) or repr(func)
+
+
+def _default_name(func: Callable[..., Any]) -> str:
+    module = getattr(func, "__module__", None) or "?"
+    return f"{module}.{_qualname(func)}"
