@@ -1,8 +1,17 @@
 """Stores: where entries live. One module (or package) per store."""
 
 from ._disk import DiskStore
+from ._folder import FolderStore
 from ._memory import MemoryStore
 from ._null import NullStore
 from ._protocol import Entry, Store, StoreCounters
 
-__all__ = ["DiskStore", "Entry", "MemoryStore", "NullStore", "Store", "StoreCounters"]
+__all__ = [
+    "DiskStore",
+    "Entry",
+    "FolderStore",
+    "MemoryStore",
+    "NullStore",
+    "Store",
+    "StoreCounters",
+]

@@ -11,12 +11,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from .._units import parse_size
 from ..errors import ConfigError
 from ._disk import DiskStore
+from ._folder import FolderStore
 from ._memory import MemoryStore
 from ._null import NullStore
 
 _CORE_METHODS = ("get", "set", "delete", "clear", "stats", "close")
 _LATER = {
-    "folder": "FolderStore",
     "redis": "RedisStore",
     "rediss": "RedisStore",
     "s3": "ObjectStore",
@@ -24,7 +24,7 @@ _LATER = {
     "az": "ObjectStore",
     "file": "ObjectStore",
 }
-_SCHEMES = "memory://, disk://, null://, or a plain path"
+_SCHEMES = "memory://, disk://, folder://, null://, or a plain path"
 
 
 def plan_tier(spec: object) -> Callable[[], tuple[Any, bool]]:
@@ -69,6 +69,12 @@ def _from_url(url: str) -> Callable[[], Any]:
         if "durable" in kwargs:
             kwargs["durable"] = _flag(url, "durable", kwargs["durable"])
         return lambda: DiskStore(path, **kwargs)
+    if scheme == "folder":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ConfigError(f"{url!r}: a folder:// URL needs a path, as in folder:///srv/results")
+        _take(url, options)
+        return lambda: FolderStore(path)
     if scheme == "null":
         _take(url, options)
         return NullStore

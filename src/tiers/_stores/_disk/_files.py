@@ -9,7 +9,6 @@ a crashed writer (in ``tmp/``, or renamed but never committed) from files still 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import secrets
@@ -18,10 +17,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 
 from ...errors import StorePermissionError
+from .. import _fs
+from .._fs import pid_alive
 from ._layout import Layout
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW
+_NOFOLLOW = _fs.NOFOLLOW
+_DIR = _fs.DIR_FLAGS
 _NAME = re.compile(r"[0-9a-f]{32}\Z")
 _STALE_SECONDS = 24 * 3600
 Buffer = bytes | bytearray | memoryview
@@ -54,9 +55,7 @@ def write(layout: Layout, name: str, body: Buffer, *, durable: bool) -> None:
         try:
             try:
                 os.fchmod(fd, 0o600)
-                view = memoryview(body).cast("B")
-                while view:
-                    view = view[os.write(fd, view) :]
+                _fs.write_all(fd, body)
                 if durable:
                     os.fsync(fd)
             finally:
@@ -78,20 +77,7 @@ def write(layout: Layout, name: str, body: Buffer, *, durable: bool) -> None:
 
 def open_dir(layout: Layout, *parts: str) -> int:
     """A descriptor of ``root/parts...``, refusing a symlink or non-directory at every step."""
-    fd = os.open(layout.root, _DIR)
-    try:
-        for part in parts:
-            inner = os.open(part, _DIR, dir_fd=fd)
-            os.close(fd)
-            fd = inner
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise StorePermissionError(
-                f"{layout.root}/{'/'.join(parts)} is a symlink or not a directory; refusing it"
-            ) from exc
-        raise
-    return fd
+    return _fs.open_dir(layout.root, *parts)
 
 
 def _data_subdir(layout: Layout, name: str) -> int:
@@ -147,30 +133,13 @@ def unlink(layout: Layout, names: Iterable[str]) -> None:
             os.close(fd)
 
 
-def register_process(layout: Layout) -> None:
-    path = layout.procs / str(os.getpid())
-    with contextlib.suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600))
-
-
-def unregister_process(layout: Layout) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(layout.procs / str(os.getpid()))
-
-
 def dead_processes(layout: Layout) -> set[int]:
     """Pids registered in ``procs/`` that no longer run (they crashed with the store open)."""
-    dead = set()
-    for entry in os.scandir(layout.procs):
-        if entry.name.isdigit() and not pid_alive(int(entry.name)):
-            dead.add(int(entry.name))
-    return dead
+    return _fs.dead_processes(layout.procs)
 
 
 def forget_processes(layout: Layout, pids: Iterable[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            os.unlink(layout.procs / str(pid))
+    _fs.forget_processes(layout.procs, pids)
 
 
 def sweep_tmp(layout: Layout) -> int:
@@ -232,25 +201,6 @@ def _files_in(layout: Layout, parts: tuple[str, ...]) -> Iterator[tuple[int, str
                 yield fd, name, info
     finally:
         os.close(fd)
-
-
-def pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return True
-    # A zombie (dead, not yet reaped by its parent) still answers kill(0): check its state.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except OSError:
-        return True
 
 
 def _fsync_dir(directory: os.PathLike[str] | str) -> None:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from ._layout import make_dir
+from .._fs import make_dir
 from ._records import (
     STATS,
     DamagedRecord,

@@ -21,6 +21,7 @@ import lmdb
 import xxhash
 
 from ...errors import StoreError, StoreFullError
+from .. import _fs
 from . import _files as files
 from ._index import DAMAGED_ERRORS, Removed, Shard
 from ._layout import Layout, release_reserve
@@ -28,8 +29,6 @@ from ._layout import Layout, release_reserve
 INODE_CHECK_SECONDS = 1.0  # how often to notice a shard another process rebuilt
 _SWEEP_EVERY_SECONDS = 24 * 3600
 _T = TypeVar("_T")
-
-_REGISTERED: set[Path] = set()  # store roots this process is registered in (procs/<pid>)
 
 
 class Damaged(Exception):
@@ -146,9 +145,7 @@ class ShardSet:
 def recover_leftovers(layout: Layout, owns_file: Callable[[str], bool]) -> None:
     """Register this process with the store and clean what crashed processes left: their
     temp files and their value files no record references (and, once a day, any old ones)."""
-    if layout.root not in _REGISTERED:
-        files.register_process(layout)
-        _REGISTERED.add(layout.root)
+    _fs.register_once(layout.procs)
     files.sweep_tmp(layout)
     dead = files.dead_processes(layout)
     marker = layout.procs / ".swept"
@@ -162,18 +159,6 @@ def recover_leftovers(layout: Layout, owns_file: Callable[[str], bool]) -> None:
         if every:
             with contextlib.suppress(OSError):
                 marker.touch(mode=0o600)
-
-
-def forget_registrations() -> None:
-    """After a fork: the child is a new process, not yet registered anywhere."""
-    _REGISTERED.clear()
-
-
-def unregister_all() -> None:
-    """At exit: this process no longer has any store open."""
-    for root in list(_REGISTERED):
-        with contextlib.suppress(Exception):
-            files.unregister_process(Layout(root, 0))
 
 
 def _quarantine(path: Path) -> None:

@@ -24,11 +24,12 @@ import xxhash
 from ..._clock import SYSTEM_CLOCK, Clock
 from ..._units import parse_size
 from ...errors import StoreError, StoreFullError
+from .._fs import forget_registrations, is_full, unregister_all
 from .._protocol import Entry, StoreCounters
 from . import _files as files
 from ._budget import Budget
 from ._index import Shard
-from ._layout import Layout, ensure_reserve, is_full, open_layout, release_reserve
+from ._layout import Layout, ensure_reserve, open_layout, release_reserve
 from ._records import (
     DIRECT_KEY_MAX,
     IN_FILE,
@@ -45,9 +46,7 @@ from ._records import (
 from ._shards import (
     Damaged,
     ShardSet,
-    forget_registrations,
     recover_leftovers,
-    unregister_all,
 )
 
 INLINE_MAX = 32 * 1024

@@ -1,0 +1,290 @@
+"""Operations on entry folders: write whole, read consistently, replace and remove atomically.
+
+Protocol (every path walked by descriptor with O_NOFOLLOW from the root):
+
+- A write builds ``.tmp/<pid>.<random>/`` holding the data file and ``metadata.json``, then
+  renames it to the entry's name. If the entry exists, it takes the folder's exclusive
+  `flock`, moves the data file in (a new, unique name) and renames ``metadata.json`` over the
+  old one — the commit point — then removes every other file in the folder.
+- A read takes the folder's shared flock while it reads ``metadata.json`` and opens the data
+  file it names, so it never sees a half-replaced entry, nor a data file removed under it.
+- A removal takes the exclusive lock and renames the folder into ``.trash/`` (one atomic step
+  for readers), then deletes it there.
+- Whoever holds a folder's lock checks that the name still leads to the folder it locked (a
+  removal may have renamed it away meanwhile) and starts over if not.
+
+Nothing is ever written inside an entry folder except under its exclusive lock, so whoever
+holds it may delete any file ``metadata.json`` does not name: the leftovers of a writer killed
+inside its commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+
+from ...errors import StorePermissionError
+from .._fs import DIR_FLAGS, NOFOLLOW, Buffer, flock, remove_tree, write_all
+from ._naming import METADATA, temp_name
+
+TMP, TRASH = ".tmp", ".trash"
+_READ = os.O_RDONLY | NOFOLLOW
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
+_NOT_A_FILE = (errno.ENOENT, errno.ELOOP)
+
+
+class DataFileDamaged(ValueError):
+    """The data file is missing or its size is not the one metadata.json records."""
+
+
+@contextlib.contextmanager
+def locked(root_fd: int, name: str, *, exclusive: bool) -> Iterator[int | None]:
+    """The entry folder `name`, opened and flock-ed (None if there is none)."""
+    while True:
+        fd = open_entry(root_fd, name)
+        if fd is None:
+            yield None
+            return
+        try:
+            flock(fd, exclusive=exclusive)
+            if _still_named(root_fd, name, fd):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # removed (or replaced) while we waited: look again
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def open_entry(root_fd: int, name: str) -> int | None:
+    """The folder `name` (None if absent); `StorePermissionError` for a symlink or a file."""
+    try:
+        return open_subdir(root_fd, name)
+    except FileNotFoundError:
+        return None
+
+
+def open_subdir(dir_fd: int, name: str) -> int:
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StorePermissionError(
+                f"{name} in the store is a symlink or a file, not a directory; refusing it"
+            ) from exc
+        raise
+
+
+def _still_named(root_fd: int, name: str, fd: int) -> bool:
+    try:
+        at_name = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (at_name.st_dev, at_name.st_ino) == (held.st_dev, held.st_ino)
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def read_metadata(fd: int) -> bytes | None:
+    """The bytes of the folder's metadata.json; None if it has none."""
+    try:
+        mfd = os.open(METADATA, _READ, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in _NOT_A_FILE:
+            return None  # missing, or a symlink planted in its place: never followed
+        raise
+    try:
+        info = os.fstat(mfd)
+        return _read_all(mfd, info.st_size) if stat.S_ISREG(info.st_mode) else None
+    finally:
+        os.close(mfd)
+
+
+def open_data(fd: int, data: str) -> int:
+    """A descriptor of the data file `data` (`DataFileDamaged` if it is missing)."""
+    try:
+        return os.open(data, _READ, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in _NOT_A_FILE:
+            raise DataFileDamaged(f"data file {data} is missing (or a symlink)") from None
+        raise
+
+
+def read_data(dfd: int, size: int) -> bytes:
+    """The data file's bytes, which must be `size` of them; closes `dfd`."""
+    try:
+        info = os.fstat(dfd)
+        actual = info.st_size if stat.S_ISREG(info.st_mode) else -1
+        if actual != size:
+            raise DataFileDamaged(f"data file has {actual} bytes, metadata.json says {size}")
+        return _read_all(dfd, size)
+    finally:
+        os.close(dfd)
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    data = os.read(fd, size) if size else b""
+    if len(data) < size:  # a short read (huge files, signals): finish it
+        parts = [data]
+        got = len(data)
+        while got < size:
+            chunk = os.read(fd, size - got)
+            if not chunk:
+                raise DataFileDamaged("file ended early")
+            parts.append(chunk)
+            got += len(chunk)
+        data = b"".join(parts)
+    return data
+
+
+def folder_sizes(root_fd: int, name: str) -> tuple[bool, int]:
+    """(whether the folder holds a metadata.json, bytes of its files)."""
+    fd = open_entry(root_fd, name)
+    if fd is None:
+        return False, 0
+    has_metadata, total = False, 0
+    try:
+        with os.scandir(fd) as found:
+            for item in found:
+                with contextlib.suppress(FileNotFoundError):
+                    total += item.stat(follow_symlinks=False).st_size
+                has_metadata = has_metadata or item.name == METADATA
+    finally:
+        os.close(fd)
+    return has_metadata, total
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def write(root_fd: int, name: str, data: str, body: Buffer, metadata: bytes) -> None:
+    """Store the entry folder `name` holding `body` as `data` and `metadata`, atomically:
+    readers see the previous entry or this one. OSError (ENOSPC...) leaves nothing behind."""
+    tmp_fd = open_subdir(root_fd, TMP)
+    tname = temp_name()
+    try:
+        os.mkdir(tname, 0o700, dir_fd=tmp_fd)
+        try:
+            tfd = os.open(tname, DIR_FLAGS, dir_fd=tmp_fd)
+            try:
+                os.fchmod(tfd, 0o700)
+                create_file(tfd, data, body)
+                create_file(tfd, METADATA, metadata)
+                _commit(root_fd, tmp_fd, tname, tfd, name, data)
+            finally:
+                os.close(tfd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                remove_tree(tmp_fd, tname)
+            raise
+    finally:
+        os.close(tmp_fd)
+
+
+def _commit(root_fd: int, tmp_fd: int, tname: str, tfd: int, name: str, data: str) -> None:
+    while True:
+        try:
+            os.rename(tname, name, src_dir_fd=tmp_fd, dst_dir_fd=root_fd)
+            return  # a new entry: the whole folder appeared at once
+        except OSError as exc:
+            if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+                raise StorePermissionError(f"entry {name} is not a folder; refusing it") from exc
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        with locked(root_fd, name, exclusive=True) as fd:
+            if fd is None:
+                continue  # removed meanwhile: the rename may work now
+            os.rename(data, data, src_dir_fd=tfd, dst_dir_fd=fd)
+            os.rename(METADATA, METADATA, src_dir_fd=tfd, dst_dir_fd=fd)  # the commit point
+            remove_others(fd, data)
+        os.rmdir(tname, dir_fd=tmp_fd)
+        return
+
+
+def replace_metadata(root_fd: int, fd: int, metadata: bytes) -> None:
+    """Replace the metadata.json of the folder `fd` (whose exclusive lock the caller holds)."""
+    tmp_fd = open_subdir(root_fd, TMP)
+    tname = temp_name()
+    try:
+        create_file(tmp_fd, tname, metadata)
+        try:
+            os.rename(tname, METADATA, src_dir_fd=tmp_fd, dst_dir_fd=fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tname, dir_fd=tmp_fd)
+            raise
+    finally:
+        os.close(tmp_fd)
+
+
+def create_file(dir_fd: int, name: str, body: Buffer) -> None:
+    """A new 0600 file `name` in `dir_fd` holding `body` (removed again if writing fails)."""
+    fd = os.open(name, _CREATE, 0o600, dir_fd=dir_fd)
+    try:
+        os.fchmod(fd, 0o600)
+        write_all(fd, body)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
+        raise
+    os.close(fd)
+
+
+def remove_others(fd: int, data: str) -> int:
+    """Delete what the locked folder `fd` holds besides metadata.json and `data`."""
+    removed = 0
+    for other in os.listdir(fd):
+        if other not in (METADATA, data):
+            remove_tree(fd, other)
+            removed += 1
+    return removed
+
+
+# -- removing --------------------------------------------------------------------------------
+
+
+def trash(root_fd: int, name: str, fd: int) -> str | None:
+    """Take the locked folder `name` out of the root in one step (into ``.trash/``); return
+    its name there, to `discard` once unlocked. If there is no room to rename it (a full
+    disk can refuse to grow ``.trash/``), delete it in place: metadata.json first, so readers
+    (who wait for the lock) find it gone; then None."""
+    try:
+        trash_fd = os.open(TRASH, DIR_FLAGS, dir_fd=root_fd)
+    except OSError:
+        trash_fd = -1
+    if trash_fd >= 0:
+        tname = temp_name()
+        try:
+            os.rename(name, tname, src_dir_fd=root_fd, dst_dir_fd=trash_fd)
+            return tname
+        except OSError:
+            pass
+        finally:
+            os.close(trash_fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(METADATA, dir_fd=fd)
+    remove_others(fd, METADATA)
+    with contextlib.suppress(OSError):
+        os.rmdir(name, dir_fd=root_fd)
+    return None
+
+
+def discard(root_fd: int, trashed: str | None) -> None:
+    """Delete a folder `trash` moved into ``.trash/`` (a killed process's is swept later)."""
+    if trashed is None:
+        return
+    with contextlib.suppress(OSError):
+        trash_fd = os.open(TRASH, DIR_FLAGS, dir_fd=root_fd)
+        try:
+            remove_tree(trash_fd, trashed)
+        finally:
+            os.close(trash_fd)

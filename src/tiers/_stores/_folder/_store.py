@@ -1,0 +1,402 @@
+"""FolderStore: one folder per entry, human-browsable, shared by threads and processes.
+
+Each entry is ``<root>/<slug>-<hash>/`` holding the value as it was encoded (``data.<random>``
+with an extension naming its serializer, so ``cat data.*.json`` shows a JSON cache's value) and
+a pretty-printed ``metadata.json``. Writes, replacements and removals are atomic for readers
+(`_entry_dir`); the data file's xxh3-64 checksum is verified on every read, and metadata.json
+carries one of its own: damage is a miss, the folder removed and counted. See docs/folder.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..._clock import SYSTEM_CLOCK, Clock
+from ...errors import StoreError, StoreFullError, TiersError
+from .._fs import is_full, open_dir
+from .._protocol import Entry, StoreCounters
+from . import _entry_dir as dirs
+from ._counters import Counters
+from ._locks import Locks
+from ._metadata import DamagedMetadata, Metadata, checksum, decode, encode
+from ._naming import ENTRY_DIR, data_file, entry_dir
+from ._root import open_folder_root, recover, register
+
+
+class FolderStore:
+    """A store keeping each entry in a folder of its own under `path`, readable by people:
+    the encoded value in a data file and everything else in ``metadata.json``.
+
+    Persistent and shared by the threads and processes of one host; every write is atomic
+    (a reader sees the old entry or the new one) and survives the writer being killed;
+    every read is checked. Listing, counting and evicting by tag scan every folder.
+    """
+
+    holds_objects: ClassVar[bool] = False
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            kind = type(path).__qualname__
+            raise TypeError(f"FolderStore path must be a str or a path, not {kind!r}")
+        self.path = Path(path)
+        self.clock: Clock = SYSTEM_CLOCK
+        self._closed = False
+        with self._translated("open the store"):
+            self._root = open_folder_root(self.path)
+            self._counters = Counters(self._root)
+            self._counters.create()
+            self._locks = Locks(self._root)
+            recover(self._root, self._clean_entries)
+
+    def __repr__(self) -> str:
+        return f"FolderStore({str(self.path)!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FolderStore, (str(self.path),))
+
+    @property
+    def directory(self) -> Path:
+        """The store's resolved directory."""
+        return self._root
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """OS errors as store errors: `StoreFullError` for no space, else `StoreError`."""
+        try:
+            yield
+        except TiersError:
+            raise
+        except OSError as exc:
+            if is_full(exc):
+                raise StoreFullError(exc.errno, f"{self!r}: no space left on the device") from exc
+            raise StoreError(f"{self!r}: cannot {action}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _at_root(self, action: str, *, writing: bool = False) -> Iterator[int]:
+        """A descriptor of the root (checked: a real directory, not a symlink)."""
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        with self._translated(action):
+            if writing:
+                register(self._root)  # (again after a fork) before leaving anything behind
+            root_fd = open_dir(self._root)
+            try:
+                yield root_fd
+            finally:
+                os.close(root_fd)
+
+    def _valid(self, raw: bytes | None, key: str | None, name: str) -> Metadata | None:
+        """The metadata in `raw` if it is sound and belongs in folder `name` (and to `key`)."""
+        if raw is None:
+            return None
+        try:
+            m = decode(raw)
+        except DamagedMetadata:
+            return None
+        if m.key != key if key is not None else entry_dir(m.key) != name:
+            return None  # another key's folder (swapped, or copied by hand)
+        return m
+
+    def _remove_if(self, root_fd: int, name: str, raw: bytes | None, kind: str | None) -> bool:
+        """Remove folder `name` if its metadata.json still reads `raw` (nobody replaced the
+        entry meanwhile); count the removal under `kind`."""
+        with dirs.locked(root_fd, name, exclusive=True) as fd:
+            if fd is None or dirs.read_metadata(fd) != raw:
+                return False
+            trashed = dirs.trash(root_fd, name, fd)
+        dirs.discard(root_fd, trashed)
+        if kind is not None:
+            self._counters.add(kind)
+        return True
+
+    @staticmethod
+    def _entry(m: Metadata, body: bytes | None) -> Entry:
+        return Entry(
+            body, m.header, m.created_at, m.expires_at, m.tags, m.meta, m.size + len(m.header)
+        )
+
+    # -- core -----------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        return self._read(key, with_value=True)
+
+    def _read(self, key: str, *, with_value: bool) -> Entry | None:
+        name = entry_dir(key)
+        with self._at_root("read an entry") as root_fd:
+            kind = "rejected"
+            data_fd = -1
+            with dirs.locked(root_fd, name, exclusive=False) as fd:
+                if fd is None:
+                    return None
+                raw = dirs.read_metadata(fd)
+                m = self._valid(raw, key, name)
+                if m is not None and not m.live(self.clock.time()):
+                    kind = "expirations"
+                elif m is not None and not with_value:
+                    return self._entry(m, None)
+                elif m is not None:
+                    with contextlib.suppress(dirs.DataFileDamaged):
+                        data_fd = dirs.open_data(fd, m.data)
+            if m is not None and data_fd >= 0:
+                with contextlib.suppress(dirs.DataFileDamaged):
+                    body = dirs.read_data(data_fd, m.size)
+                    if checksum(body) == m.checksum:
+                        return self._entry(m, body)
+            with contextlib.suppress(OSError, TiersError):  # a read never fails to clean up
+                self._remove_if(root_fd, name, raw, kind)
+            return None
+
+    def set(self, key: str, entry: Entry) -> bool:
+        body = entry.value
+        header = bytes(entry.header)
+        expires = entry.expires_at
+        if not math.isfinite(entry.created_at) or not (expires is None or math.isfinite(expires)):
+            raise ValueError("created_at and expires_at must be finite epoch seconds")
+        data = data_file(header)
+        m = Metadata(
+            key, header, entry.created_at, expires, tuple(entry.tags),
+            dict(entry.meta) if entry.meta is not None else None, data,
+            memoryview(body).nbytes, checksum(body),
+        )  # fmt: skip
+        try:
+            metadata = encode(m)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"meta must be a dict of JSON values: {exc}") from exc
+        with self._at_root("write an entry", writing=True) as root_fd:
+            dirs.write(root_fd, entry_dir(key), data, body, metadata)
+        return True
+
+    def delete(self, key: str) -> bool:
+        name = entry_dir(key)
+        with self._at_root("delete an entry") as root_fd:
+            with dirs.locked(root_fd, name, exclusive=True) as fd:
+                if fd is None:
+                    return False
+                m = self._valid(dirs.read_metadata(fd), key, name)
+                trashed = dirs.trash(root_fd, name, fd)
+            dirs.discard(root_fd, trashed)
+        return m is not None and m.live(self.clock.time())
+
+    def clear(self, prefix: str = "") -> int:
+        now = self.clock.time()
+        count = 0
+        with self._at_root("clear the store") as root_fd:
+            for name, raw, m in self._scan(root_fd):
+                if prefix and (m is None or not m.key.startswith(prefix)):
+                    continue
+                if self._remove_if(root_fd, name, raw, None) and m is not None and m.live(now):
+                    count += 1
+        return count
+
+    def stats(self) -> StoreCounters:
+        items = size = 0
+        with self._at_root("read the stats") as root_fd:
+            for name in _entry_names(root_fd):
+                with contextlib.suppress(TiersError):
+                    has_metadata, nbytes = dirs.folder_sizes(root_fd, name)
+                    items += has_metadata
+                    size += nbytes
+        counts = self._counters.read()
+        return StoreCounters(
+            evictions=counts["evictions"], expirations=counts["expirations"],
+            rejected=counts["rejected"], items=items, bytes=size,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self._closed = True
+
+    # -- capabilities ---------------------------------------------------------------------
+
+    def info(self, key: str) -> Entry | None:
+        return self._read(key, with_value=False)
+
+    def pop(self, key: str) -> Entry | None:
+        name = entry_dir(key)
+        found: Entry | None = None
+        with self._at_root("pop an entry") as root_fd:
+            with dirs.locked(root_fd, name, exclusive=True) as fd:
+                if fd is None:
+                    return None
+                m = self._valid(dirs.read_metadata(fd), key, name)
+                kind: str | None = "rejected"
+                if m is not None and not m.live(self.clock.time()):
+                    kind = "expirations"
+                elif m is not None:
+                    with contextlib.suppress(dirs.DataFileDamaged):
+                        body = dirs.read_data(dirs.open_data(fd, m.data), m.size)
+                        if checksum(body) == m.checksum:
+                            found, kind = self._entry(m, body), None
+                trashed = dirs.trash(root_fd, name, fd)
+            dirs.discard(root_fd, trashed)
+        if kind is not None:
+            self._counters.add(kind)
+        return found
+
+    def touch(self, key: str, expires_at: float | None) -> bool:
+        if expires_at is not None and not math.isfinite(expires_at):
+            raise ValueError("expires_at must be finite epoch seconds or None")
+        name = entry_dir(key)
+        with self._at_root("touch an entry", writing=True) as root_fd:
+            with dirs.locked(root_fd, name, exclusive=True) as fd:
+                if fd is None:
+                    return False
+                m = self._valid(dirs.read_metadata(fd), key, name)
+                if m is not None and m.live(self.clock.time()):
+                    dirs.replace_metadata(root_fd, fd, encode(replace(m, expires_at=expires_at)))
+                    return True
+                trashed = dirs.trash(root_fd, name, fd)
+            dirs.discard(root_fd, trashed)
+        self._counters.add("rejected" if m is None else "expirations")
+        return False
+
+    def expire(self) -> int:
+        now = self.clock.time()
+        count = 0
+        with self._at_root("expire entries") as root_fd:
+            for name, raw, m in self._scan(root_fd):
+                if m is not None and not m.live(now) and self._remove_if(root_fd, name, raw, None):
+                    count += 1
+        self._counters.add("expirations", count)
+        return count
+
+    def evict(self, tag: str, prefix: str = "") -> int:
+        now = self.clock.time()
+        count = 0
+        with self._at_root("evict entries") as root_fd:
+            for name, raw, m in self._scan(root_fd):
+                if m is None or tag not in m.tags or not m.key.startswith(prefix):
+                    continue
+                if self._remove_if(root_fd, name, raw, None) and m.live(now):
+                    count += 1
+        return count
+
+    def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
+        now = self.clock.time()
+        with self._at_root("list keys") as root_fd:
+            found = [
+                m.key
+                for _name, _raw, m in self._scan(root_fd)
+                if m is not None
+                and m.live(now)
+                and m.key.startswith(prefix)
+                and (tag is None or tag in m.tags)
+            ]
+        return iter(found)
+
+    def count(self, prefix: str = "") -> int:
+        return sum(1 for _ in self.keys(prefix))
+
+    # -- locks (single-flight across processes) -------------------------------------------
+
+    def acquire_lock(self, name: str, token: str, lease: float) -> bool:
+        now = self.clock.time()
+        with self._at_root("take a lock"):
+            return self._locks.acquire(name, token, now + lease, now)
+
+    def renew_lock(self, name: str, token: str, lease: float) -> bool:
+        with self._at_root("renew a lock"):
+            return self._locks.renew(name, token, self.clock.time() + lease)
+
+    def release_lock(self, name: str, token: str) -> bool:
+        with self._at_root("release a lock"):
+            return self._locks.release(name, token)
+
+    # -- scans and recovery ---------------------------------------------------------------
+
+    def _scan(self, root_fd: int) -> Iterator[tuple[str, bytes | None, Metadata | None]]:
+        """(folder name, metadata.json bytes, metadata if sound) of every entry folder."""
+        for name in _entry_names(root_fd):
+            try:
+                fd = dirs.open_entry(root_fd, name)
+            except TiersError:
+                continue  # a symlink or file planted under an entry's name: never followed
+            if fd is None:
+                continue
+            try:
+                raw = dirs.read_metadata(fd)
+            finally:
+                os.close(fd)
+            yield name, raw, self._valid(raw, None, name)
+
+    def _clean_entries(self) -> None:
+        """Delete the files a killed writer left in entry folders (see `_entry_dir`)."""
+        with self._at_root("clean up after crashed writers") as root_fd:
+            for name in _entry_names(root_fd):
+                with contextlib.suppress(TiersError, OSError):
+                    fd = dirs.open_entry(root_fd, name)
+                    if fd is None:
+                        continue
+                    try:
+                        extra = len(os.listdir(fd)) > 2
+                    finally:
+                        os.close(fd)
+                    if extra:
+                        self._clean_entry(root_fd, name)
+
+    def _clean_entry(self, root_fd: int, name: str) -> None:
+        with dirs.locked(root_fd, name, exclusive=True) as fd:
+            if fd is None:
+                return
+            m = self._valid(dirs.read_metadata(fd), None, name)
+            if m is not None:
+                dirs.remove_others(fd, m.data)
+
+    # -- async twins: the blocking file work runs in a thread ------------------------------
+
+    async def get_async(self, key: str) -> Entry | None:
+        return await asyncio.to_thread(self.get, key)
+
+    async def set_async(self, key: str, entry: Entry) -> bool:
+        return await asyncio.to_thread(self.set, key, entry)
+
+    async def delete_async(self, key: str) -> bool:
+        return await asyncio.to_thread(self.delete, key)
+
+    async def clear_async(self, prefix: str = "") -> int:
+        return await asyncio.to_thread(self.clear, prefix)
+
+    async def stats_async(self) -> StoreCounters:
+        return await asyncio.to_thread(self.stats)
+
+    async def close_async(self) -> None:
+        self.close()
+
+    async def info_async(self, key: str) -> Entry | None:
+        return await asyncio.to_thread(self.info, key)
+
+    async def pop_async(self, key: str) -> Entry | None:
+        return await asyncio.to_thread(self.pop, key)
+
+    async def touch_async(self, key: str, expires_at: float | None) -> bool:
+        return await asyncio.to_thread(self.touch, key, expires_at)
+
+    async def expire_async(self) -> int:
+        return await asyncio.to_thread(self.expire)
+
+    async def evict_async(self, tag: str, prefix: str = "") -> int:
+        return await asyncio.to_thread(self.evict, tag, prefix)
+
+    async def count_async(self, prefix: str = "") -> int:
+        return await asyncio.to_thread(self.count, prefix)
+
+    async def acquire_lock_async(self, name: str, token: str, lease: float) -> bool:
+        return await asyncio.to_thread(self.acquire_lock, name, token, lease)
+
+    async def renew_lock_async(self, name: str, token: str, lease: float) -> bool:
+        return await asyncio.to_thread(self.renew_lock, name, token, lease)
+
+    async def release_lock_async(self, name: str, token: str) -> bool:
+        return await asyncio.to_thread(self.release_lock, name, token)
+
+
+def _entry_names(root_fd: int) -> list[str]:
+    return [name for name in os.listdir(root_fd) if ENTRY_DIR.match(name)]
