@@ -295,6 +295,7 @@ class AsyncOps(CacheCore):
             return
         self._closed = True
         self._unbind_all()
+        self._unlink_memos()
         for tier in self._tiers:
             if tier.owned:
                 await tier.store.close_async()

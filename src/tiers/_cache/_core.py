@@ -121,6 +121,7 @@ class CacheCore:
         self._scan_tier = next((t for t in reversed(self._tiers) if t.has("keys")), self._tiers[-1])
         self._flights = Flights()
         self._memos: weakref.WeakSet[Any] = weakref.WeakSet()  # memoized functions (stats)
+        self._memo_hits = 0  # fast-path hits of memoized functions that are gone
         self._binds: dict[str, weakref.finalize[Any, Any]] = {}
         self._binds_lock = threading.Lock()
         self._misses = 0
@@ -283,7 +284,8 @@ class CacheCore:
                     items=store_counts.items, bytes=store_counts.bytes,
                 )
             )  # fmt: skip
-        fast = sum(memo.hits for memo in list(self._memos))  # memoize's memory-tier fast path
+        # memoize's memory-tier fast path
+        fast = self._memo_hits + sum(memo.hits for memo in list(self._memos))
         if fast:
             per_tier[0] = replace(per_tier[0], hits=per_tier[0].hits + fast)
         hits = sum(t.hits for t in per_tier)
@@ -303,6 +305,12 @@ class CacheCore:
     def _unbind(self, key: str) -> None:
         if self._binds:
             self._bind(key, None)
+
+    def _unlink_memos(self) -> None:
+        """On close: memoized functions stop answering from the memory tier's slots (their
+        calls raise, as every other call of a closed cache does)."""
+        for memo in list(self._memos):
+            memo.index.clear()
 
     def _unbind_all(self) -> None:
         with self._binds_lock:

@@ -23,7 +23,7 @@ import math
 import reprlib
 from collections.abc import Callable, Hashable, Iterable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 from .._hashing import hash_key
 from .._version import __version__
@@ -33,12 +33,18 @@ if TYPE_CHECKING:
     from ._core import Tier
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
+S = TypeVar("S")
 
 
 class Memoized(Protocol[P, R_co]):
     """A memoized function: called as the original, plus `cache`, `key` and `invalidate`."""
+
+    __name__: str
+    __qualname__: str
+    __module__: str
 
     @property
     def cache(self) -> Cache: ...
@@ -55,6 +61,16 @@ class Memoized(Protocol[P, R_co]):
     def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Delete the cached result of a call with these arguments; True if there was one."""
         ...
+
+    # A memoized method: read from the class, the wrapper itself (``Cls.f.key(obj, x)``);
+    # from an instance, a bound method taking the parameters after ``self``.
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Memoized[P, R_co]: ...
+
+    @overload
+    def __get__(
+        self: Memoized[Concatenate[S, P2], R], instance: S, owner: type[Any] | None = None
+    ) -> Callable[P2, R]: ...
 
 
 _PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD,
@@ -107,6 +123,12 @@ class Memo:
         first = cache._tiers[0]
         self.fast_tier: Tier | None = first if first.store_links else None
 
+    def __del__(self) -> None:
+        # The function is gone; its fast-path hits stay in the cache's stats.
+        cache = getattr(self, "cache", None)
+        if cache is not None:
+            cache._memo_hits += getattr(self, "hits", 0)
+
     # -- keys -------------------------------------------------------------------------------
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -146,13 +168,16 @@ class Memo:
 
     def provenance(self, arguments: dict[str, Any]) -> Callable[[float], dict[str, Any]]:
         """The entry's meta, completed with the computation's duration."""
+        clock = self.cache._clock
 
         def meta(duration: float) -> dict[str, Any]:
             return {
                 "function": self.name,
                 "version": self.version,
                 "duration_s": round(duration, 6),
-                "computed_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                "computed_at": datetime.fromtimestamp(clock.time(), timezone.utc).isoformat(
+                    timespec="milliseconds"
+                ),
                 "tiers_version": __version__,
                 "args": _describe(self.name, arguments),
             }
@@ -431,5 +456,44 @@ def _qualname(func: Callable[..., Any]) -> str:
 
 
 def _default_name(func: Callable[..., Any]) -> str:
+    """``module.qualname``, deterministic across processes (never an address):
+
+    - a lambda (all of a module's share one qualname) adds where it starts, ``:line:column``;
+    - what carries bound state adds that state's content hash, as `self` is part of a method's
+      key: a partial (``f(<hash of its arguments>)``), a bound method (``C.m[<hash of its
+      object>]``), a callable object (``C[<hash of the object>]``). State that cannot be
+      hashed is a TypeError asking for ``name=``.
+    """
+    if isinstance(func, functools.partial):
+        bound = _state_hash(func, (func.args, func.keywords), "arguments")
+        return f"{_default_name(func.func)}({bound})"
+    if inspect.ismethod(func):
+        return f"{_default_name(func.__func__)}[{_state_hash(func, func.__self__, 'object')}]"
+    qualname = getattr(func, "__qualname__", None)
+    if not isinstance(qualname, str):  # an instance with __call__
+        kind = type(func)
+        return f"{kind.__module__}.{kind.__qualname__}[{_state_hash(func, func, 'state')}]"
     module = getattr(func, "__module__", None) or "?"
-    return f"{module}.{_qualname(func)}"
+    name = f"{module}.{qualname}"
+    code = getattr(func, "__code__", None)
+    if "<lambda>" in name and code is not None:
+        name += f":{code.co_firstlineno}"
+        positions = getattr(code, "co_positions", None)  # Python 3.11+
+        if positions is not None:
+            name += ":" + str(min((p[2] for p in positions() if p[2]), default=0))
+    return name
+
+
+def _state_hash(func: Callable[..., Any], state: Any, what: str) -> str:
+    try:
+        return hash_key(_keyable(state))
+    except TypeError as exc:
+        raise TypeError(
+            f"memoize cannot name {_qualname(type(func))} {_describe_callable(func)} "
+            f"deterministically: its bound {what} cannot be hashed ({exc}); pass name=..."
+        ) from None
+
+
+def _describe_callable(func: Callable[..., Any]) -> str:
+    inner = getattr(func, "func", None) or getattr(func, "__func__", None)
+    return repr(getattr(inner, "__qualname__", type(func).__qualname__))

@@ -291,6 +291,7 @@ class SyncOps(CacheCore):
             return
         self._closed = True
         self._unbind_all()
+        self._unlink_memos()
         for tier in self._tiers:
             if tier.owned:
                 tier.store.close()
