@@ -422,21 +422,20 @@ def test_a_failed_write_never_leaves_the_old_value_to_be_served_later(
     assert held(degraded, "k") == ["new"] * depth
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CACHE LIMITATION: a tier that is down during a set or delete cannot drop its old "
-    "copy, and nothing remembers that it is stale: once it answers again, a read that misses "
-    "the faster tiers gets the old value (see the report)",
-)
 def test_a_tier_down_during_a_write_does_not_serve_the_old_value_after_it_heals(
     degraded: Cache, faulty: FaultyStore
 ) -> None:
     degraded.set("k", "old")
+    degraded.set("gone", "old")
     faulty.failing = True  # gone entirely: the set and the clean-up delete both fail
     degraded.set("k", "new")
+    assert degraded.delete("gone") is True
     faulty.failing = False
     degraded._tiers[0].store.clear()
     assert degraded.get("k") == "new"
+    assert degraded.get("gone") is None
+    assert not degraded.has("gone")
+    assert "gone" not in faulty.inner._data  # the read healed the tier: its old copy is gone
 
 
 # -- a failing middle tier: "raise" --------------------------------------------------------------

@@ -313,6 +313,9 @@ class AsyncOps(CacheCore):
             breaker = tier.breaker
             if breaker.open_until and not breaker.allow():
                 continue
+            if tier.stale and k in tier.stale:  # its copy may predate a write: a miss here
+                await self._drop_async(tier, k)
+                continue
             try:
                 entry = await tier.store.get_async(k)
             except Exception as exc:
@@ -342,7 +345,7 @@ class AsyncOps(CacheCore):
     async def _peek_async(self, k: str) -> tuple[Tier, Entry] | None:
         """The first tier holding `k` live and its entry, read without the value if it can."""
         for tier in self._tiers:
-            if not tier.breaker.allow():
+            if not tier.breaker.allow() or (tier.stale and k in tier.stale):
                 continue
             try:
                 if tier.infos:
@@ -372,6 +375,8 @@ class AsyncOps(CacheCore):
             except Exception as exc:  # a failed copy costs a later miss, never the read
                 tier.errors += 1
                 tier.breaker.failure(exc)
+            else:
+                tier.stale.discard(k)
 
     async def _store_async(
         self, k: str, value: Any, expires_at: float | None, tags: tuple[str, ...],
@@ -383,6 +388,7 @@ class AsyncOps(CacheCore):
         written = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
+                self._missed(tier, k)
                 continue
             entry = live if tier.holds_objects else encoded
             try:
@@ -401,6 +407,8 @@ class AsyncOps(CacheCore):
                 continue
             written = True
             tier.sets += 1
+            if tier.stale:
+                tier.stale.discard(k)
             if tier.breaker.failures:
                 tier.breaker.success()
 
@@ -408,12 +416,16 @@ class AsyncOps(CacheCore):
         found = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
+                self._missed(tier, k)
                 continue
             try:
                 removed = await tier.store.delete_async(k)
             except Exception as exc:
-                self._failed(tier, exc, "delete")
+                self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
+                self._missed(tier, k)
                 continue
+            if tier.stale:
+                tier.stale.discard(k)
             if tier.breaker.failures:
                 tier.breaker.success()
             if removed:
@@ -422,8 +434,13 @@ class AsyncOps(CacheCore):
         return found
 
     async def _drop_async(self, tier: Tier, k: str) -> None:
-        with contextlib.suppress(Exception):
+        """Remove `k` from `tier` if it can; else remember that its copy must not be served."""
+        try:
             await tier.store.delete_async(k)
+        except Exception:
+            self._missed(tier, k)
+        else:
+            tier.stale.discard(k)
 
     async def _compute_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,

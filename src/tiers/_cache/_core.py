@@ -35,6 +35,7 @@ Meta = dict[str, Any] | Callable[[float], dict[str, Any]] | None
 """An entry's meta, or (memoize) a callable making it from the computation's duration."""
 _POLICIES = ("degrade", "raise")
 _MAX_TAG = 256
+_STALE_MAX = 100_000
 DEFAULT_MEMORY_SIZE = "64MB"
 
 
@@ -44,7 +45,7 @@ class Tier:
     __slots__ = (
         "breaker", "deletes", "epochs", "errors", "evicts", "expires", "hits", "holds_objects",
         "index", "infos", "locks", "misses", "name", "owned", "pops", "rejected", "sets",
-        "store", "store_links", "touches",
+        "stale", "store", "store_links", "touches",
     )  # fmt: skip
 
     def __init__(self, index: int, store: Any, owned: bool) -> None:
@@ -59,6 +60,9 @@ class Tier:
         self.expires, self.evicts = self.has("expire"), self.has("evict")
         self.store_links = self.has("link")  # a memory store memoize's fast path can index
         self.breaker = Breaker(f"tier {index} ({self.name})")
+        # keys whose write or delete this tier missed while failing: its copy may be stale, so
+        # reads skip it there until a delete or a write succeeds (this process only)
+        self.stale: set[str] = set()
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.rejected = 0
 
     def has(self, capability: str) -> bool:
@@ -247,6 +251,20 @@ class CacheCore:
                 tier=tier.index,
             ) from exc
         tier.breaker.failure(exc)
+
+    def _missed(self, tier: Tier, key: str) -> None:
+        """`tier` missed a write or delete of `key`: never serve its copy until it is healed.
+        (Under "raise" the caller was told instead, and the tier keeps being asked.)"""
+        if self._raise:
+            return
+        if len(tier.stale) < _STALE_MAX:
+            tier.stale.add(key)
+        elif len(tier.stale) == _STALE_MAX:
+            tier.stale.add(key)
+            log.warning(
+                "tiers: %s missed over %d writes while failing; it may serve stale values "
+                "for the others once it answers again", tier.name, _STALE_MAX,
+            )  # fmt: skip
 
     def _rejected(self, tier: Tier, key: str, exc: Rejected) -> None:
         tier.rejected += 1

@@ -309,6 +309,9 @@ class SyncOps(CacheCore):
             breaker = tier.breaker
             if breaker.open_until and not breaker.allow():
                 continue
+            if tier.stale and k in tier.stale:  # its copy may predate a write: a miss here
+                self._drop(tier, k)
+                continue
             try:
                 entry = tier.store.get(k)
             except Exception as exc:
@@ -338,7 +341,7 @@ class SyncOps(CacheCore):
     def _peek(self, k: str) -> tuple[Tier, Entry] | None:
         """The first tier holding `k` live and its entry, read without the value if it can."""
         for tier in self._tiers:
-            if not tier.breaker.allow():
+            if not tier.breaker.allow() or (tier.stale and k in tier.stale):
                 continue
             try:
                 if tier.infos:
@@ -368,6 +371,8 @@ class SyncOps(CacheCore):
             except Exception as exc:  # a failed copy costs a later miss, never the read
                 tier.errors += 1
                 tier.breaker.failure(exc)
+            else:
+                tier.stale.discard(k)
 
     def _store(
         self, k: str, value: Any, expires_at: float | None, tags: tuple[str, ...],
@@ -379,6 +384,7 @@ class SyncOps(CacheCore):
         written = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
+                self._missed(tier, k)
                 continue
             entry = live if tier.holds_objects else encoded
             try:
@@ -397,6 +403,8 @@ class SyncOps(CacheCore):
                 continue
             written = True
             tier.sets += 1
+            if tier.stale:
+                tier.stale.discard(k)
             if tier.breaker.failures:
                 tier.breaker.success()
 
@@ -404,12 +412,16 @@ class SyncOps(CacheCore):
         found = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
+                self._missed(tier, k)
                 continue
             try:
                 removed = tier.store.delete(k)
             except Exception as exc:
-                self._failed(tier, exc, "delete")
+                self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
+                self._missed(tier, k)
                 continue
+            if tier.stale:
+                tier.stale.discard(k)
             if tier.breaker.failures:
                 tier.breaker.success()
             if removed:
@@ -418,8 +430,13 @@ class SyncOps(CacheCore):
         return found
 
     def _drop(self, tier: Tier, k: str) -> None:
-        with contextlib.suppress(Exception):
+        """Remove `k` from `tier` if it can; else remember that its copy must not be served."""
+        try:
             tier.store.delete(k)
+        except Exception:
+            self._missed(tier, k)
+        else:
+            tier.stale.discard(k)
 
     def _compute(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
