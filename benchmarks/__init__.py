@@ -18,6 +18,10 @@ COMPARISONS: dict[str, str] = {
     "disk-miss": "benchmarks.disk:get_miss",
     "disk-scale": "benchmarks.scale:get_at_scale",
     "disk-processes": "benchmarks.processes:two_writers",
+    "memoize-memory": "benchmarks.memoize:memory_hit",
+    "memoize-disk": "benchmarks.memoize:disk_hit",
+    "memoize-numpy": "benchmarks.memoize:numpy_argument",
+    "hash-key": "benchmarks.memoize:hash_keys",
 }
 
 

@@ -164,13 +164,15 @@ def time_once(case: Callable[[], object]) -> int:
 
 def measure(
     cases: Mapping[str, Callable[[], object]],
-    ops: int,
+    ops: int | Mapping[str, int],
     settings: Settings,
     *,
     repeats: int | None = None,
 ) -> Measured:
-    """Best-of-`repeats` ops/s of each case; every case performs `ops` operations per run."""
+    """Best-of-`repeats` ops/s of each case; every case performs `ops` operations per run
+    (or ``ops[name]``: slow peers may run a shorter loop than fast ones)."""
     names = list(cases)
+    counts = ops if isinstance(ops, Mapping) else dict.fromkeys(names, ops)
     for name in names:  # warm-up: imports, page cache, lazily opened handles
         cases[name]()
     times: dict[str, list[int]] = {name: [] for name in names}
@@ -183,7 +185,7 @@ def measure(
             if name.startswith("tiers"):
                 profile(name, cases[name])
     return Measured(
-        {name: ops * 1e9 / min(t) for name, t in times.items()},
+        {name: counts[name] * 1e9 / min(t) for name, t in times.items()},
         {name: spread_of(t) for name, t in times.items()},
     )
 

@@ -11,7 +11,10 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-LIBRARIES = ("tiers", "diskcache", "cachetools", "cachebox", "lmdb", "xxhash")
+LIBRARIES = (
+    "tiers", "diskcache", "cachetools", "cachebox", "lmdb", "xxhash", "joblib", "cachier",
+    "numpy", "pandas",
+)  # fmt: skip
 
 
 def cpu_model() -> str:
