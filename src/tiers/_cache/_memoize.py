@@ -23,7 +23,7 @@ import math
 import reprlib
 from collections.abc import Callable, Hashable, Iterable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .._hashing import hash_key
 from .._version import __version__
@@ -88,7 +88,7 @@ class Memo:
 
     __slots__ = (
         "__weakref__", "cache", "fast_tier", "func", "hits", "ignore", "index", "key_fn",
-        "keyed", "lease", "name", "names", "plain", "prefix", "signature", "tags",
+        "keyed", "lease", "name", "names", "plain", "prefix", "signature", "single", "tags",
         "ttl", "version",
     )  # fmt: skip
 
@@ -117,6 +117,7 @@ class Memo:
         self.names = [p.name for p in params]
         self.keyed = [p.name for p in params if p.name not in ignore]
         self.plain = all(p.kind in _PLAIN for p in params)
+        self.single = len(self.keyed) == 1
         self.prefix = f"{name}@{version}/" if version is not None else f"{name}/"
         self.hits = 0  # fast-path hits (counted by the generated wrapper)
         self.index: dict[Hashable, Any] = {}
@@ -245,7 +246,11 @@ class Memo:
         if alias is None or tier is None or not _aliasable(alias):
             return
         if tier.breaker.allow():
-            tier.store.link(self.index, alias, stored)
+            if self.single:  # index[type][value]: the alias is (value, type)
+                pair = cast("tuple[Hashable, type]", alias)
+                tier.store.link(self.index.setdefault(pair[1], {}), pair[0], stored)
+            else:
+                tier.store.link(self.index, alias, stored)
 
 
 def check_options(
@@ -337,36 +342,42 @@ def decorate(
 
 # -- wrappers ------------------------------------------------------------------------------
 
+# The lookup is ``index[(a, type(a), b, type(b), ...)]``, or ``index[type(a)][a]`` for one
+# keyed parameter (no tuple to build: the commonest case is the cheapest).
 _FAST_PATH = """
 {async_}def {name}({params}):
-    _tiers_alias = ({parts})
     try:
-        _tiers_slot = _tiers_index[_tiers_alias]
+        _tiers_slot = {lookup}
     except KeyError:
         _tiers_slot = None
-    except TypeError:  # an unhashable argument: no alias, the full path
-        _tiers_slot = _tiers_alias = None
+    except TypeError:  # an unhashable argument: the full path, no alias
+        return {await_}_tiers_memo.{call}(({values}), None)
     if _tiers_slot is not None:
         _tiers_deadline = _tiers_slot.deadline
         if _tiers_deadline is None or _tiers_deadline > _tiers_store.clock.monotonic():
             _tiers_slot.touched = True
             _tiers_memo.hits += 1
             return _tiers_slot.value
-    return {await_}_tiers_memo.{call}(({values}), _tiers_alias)
+    return {await_}_tiers_memo.{call}(({values}), {alias})
+"""
+
+# Without a memory tier to index (or with a key= callable, which must run on every call): the
+# same signature, so Python binds the arguments, straight to the full path.
+_FULL_PATH = """
+{async_}def {name}({params}):
+    return {await_}_tiers_memo.{call}(({values}), None)
 """
 
 
 def _generatable(memo: Memo) -> bool:
-    return (
-        memo.plain
-        and memo.fast_tier is not None
-        and memo.key_fn is None
-        and not any(n.startswith("_tiers_") or keyword.iskeyword(n) for n in memo.names)
+    return memo.plain and not any(
+        n.startswith("_tiers_") or keyword.iskeyword(n) for n in memo.names
     )
 
 
 def _generate(memo: Memo) -> Callable[..., Any]:
-    """A wrapper with the function's own parameters and the lock-free memory fast path."""
+    """A wrapper with the function's own parameters (and, with a memory tier, the lock-free
+    fast path)."""
     params = list(memo.signature.parameters.values())
     namespace: dict[str, Any] = {
         "_tiers_index": memo.index,
@@ -390,13 +401,20 @@ def _generate(memo: Memo) -> Callable[..., Any]:
         ):
             rendered.append("/")
     parts = "".join(f"{n}, _tiers_type({n}), " for n in memo.keyed)
+    if memo.single:
+        (only,) = memo.keyed
+        lookup = f"_tiers_index[_tiers_type({only})][{only}]"
+    else:
+        lookup = f"_tiers_index[({parts})]"
     is_async = inspect.iscoroutinefunction(memo.func)
-    source = _FAST_PATH.format(
+    fast = memo.fast_tier is not None and memo.key_fn is None
+    source = (_FAST_PATH if fast else _FULL_PATH).format(
         async_="async " if is_async else "",
         await_="await " if is_async else "",
         name="memoized",
         params=", ".join(rendered),
-        parts=parts,
+        lookup=lookup,
+        alias=f"({parts})",
         call="call_async" if is_async else "call",
         values="".join(f"{n}, " for n in memo.names),
     )
