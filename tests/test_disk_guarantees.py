@@ -214,27 +214,6 @@ def test_random_index_damage_never_raises(filled: DiskStore, store_dir: Path) ->
 # -- disk full ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 6 MiB tmpfs mounted for the test (needs root and mount(8))."""
-    if not IS_ROOT or sys.platform != "linux":
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m,mode=0700", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 @pytest.mark.parametrize("size", [300_000, 2_000], ids=["files", "inline"])
 def test_disk_full_raises_store_full_and_recovers(tiny_disk: Path, size: int) -> None:
     store = DiskStore(tiny_disk / "store")

@@ -185,6 +185,23 @@ def flock(fd: int, *, exclusive: bool) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
 
 
+def read_exact(fd: int, size: int) -> bytes:
+    """`size` bytes from `fd`, finishing short reads (huge files, signals); EOFError if the
+    file ends first."""
+    data = os.read(fd, size) if size else b""
+    if len(data) < size:
+        parts = [data]
+        got = len(data)
+        while got < size:
+            chunk = os.read(fd, size - got)
+            if not chunk:
+                raise EOFError(f"the file ended after {got} of {size} bytes")
+            parts.append(chunk)
+            got += len(chunk)
+        data = b"".join(parts)
+    return data
+
+
 def write_all(fd: int, body: Buffer) -> None:
     view = memoryview(body).cast("B")
     while view:

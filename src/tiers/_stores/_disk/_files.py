@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from ...errors import StorePermissionError
 from .. import _fs
-from .._fs import pid_alive
+from .._fs import pid_alive, read_exact
 from ._layout import Layout
 
 _NOFOLLOW = _fs.NOFOLLOW
@@ -103,18 +103,10 @@ def read(layout: Layout, name: str, size: int) -> bytes:
         actual = os.fstat(fd).st_size
         if actual != size:
             raise DamagedFile(f"value file has {actual} bytes, its record says {size}")
-        data = os.read(fd, size)
-        if len(data) < size:  # a short read (huge files, signals): finish it
-            parts = [data]
-            got = len(data)
-            while got < size:
-                chunk = os.read(fd, size - got)
-                if not chunk:
-                    raise DamagedFile("value file ended early")
-                parts.append(chunk)
-                got += len(chunk)
-            data = b"".join(parts)
-        return data
+        try:
+            return read_exact(fd, size)
+        except EOFError as exc:
+            raise DamagedFile(f"value file: {exc}") from None
     finally:
         os.close(fd)
 

@@ -27,7 +27,7 @@ import stat
 from collections.abc import Iterator
 
 from ...errors import StorePermissionError
-from .._fs import DIR_FLAGS, NOFOLLOW, Buffer, flock, remove_tree, write_all
+from .._fs import DIR_FLAGS, NOFOLLOW, Buffer, flock, read_exact, remove_tree, write_all
 from ._naming import METADATA, temp_name
 
 TMP, TRASH = ".tmp", ".trash"
@@ -131,18 +131,10 @@ def read_data(dfd: int, size: int) -> bytes:
 
 
 def _read_all(fd: int, size: int) -> bytes:
-    data = os.read(fd, size) if size else b""
-    if len(data) < size:  # a short read (huge files, signals): finish it
-        parts = [data]
-        got = len(data)
-        while got < size:
-            chunk = os.read(fd, size - got)
-            if not chunk:
-                raise DataFileDamaged("file ended early")
-            parts.append(chunk)
-            got += len(chunk)
-        data = b"".join(parts)
-    return data
+    try:
+        return read_exact(fd, size)
+    except EOFError as exc:
+        raise DataFileDamaged(str(exc)) from None
 
 
 def folder_sizes(root_fd: int, name: str) -> tuple[bool, int]:
