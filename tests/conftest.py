@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,88 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+# -- real servers (tests/_servers.py), started when a test asks for them -------------------------
+
+
+def _started(make: Callable[[], Any]) -> Any:
+    """Start a server; a missing binary fails under `make test`, else skips with the reason."""
+    from tests._servers import ServerMissing
+
+    try:
+        return make()
+    except ServerMissing as exc:
+        if os.environ.get("TIERS_REQUIRE_SERVERS"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One redis-server for the session; `redis_url` empties it before each test."""
+    from tests._servers import RedisServer
+
+    server = _started(lambda: RedisServer(tmp_path_factory.mktemp("redis")).start())
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: Any) -> str:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return str(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A 6-node Redis Cluster (3 primaries, 3 replicas) for the session."""
+    from tests._servers import RedisCluster
+
+    cluster = _started(lambda: RedisCluster(tmp_path_factory.mktemp("cluster")).start())
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[Any]:
+    """A redis-server of the test's own, to kill, freeze or restart empty."""
+    from tests._servers import RedisServer
+
+    server = _started(lambda: RedisServer(tmp_path / "redis").start())
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[Any]:
+    """moto's S3 server in a thread for the session; `new_bucket()` gives a fresh bucket."""
+    from tests._servers import MotoS3
+
+    server = MotoS3().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """SeaweedFS (weed mini) for the session: a second, real S3 server."""
+    from tests._servers import SeaweedS3
+
+    server = _started(lambda: SeaweedS3(tmp_path_factory.mktemp("seaweed") / "data").start())
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def s3_process(tmp_path: Path) -> Iterator[Any]:
+    """An S3 server of the test's own (seaweedfs), to kill, freeze or restart empty."""
+    from tests._servers import SeaweedS3
+
+    server = _started(lambda: SeaweedS3(tmp_path / "seaweed").start())
+    yield server
+    server.kill()

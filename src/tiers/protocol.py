@@ -2,7 +2,8 @@
 
 A store implements `Store` (the core, sync and ``_async``); optional capabilities are separate
 protocols the cache detects at run time: `SupportsInfo`, `SupportsTouch`, `SupportsExpire`,
-`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsLocks`, `SupportsEpoch`.
+`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsMany`, `SupportsLocks`,
+`SupportsEpoch`.
 """
 
 from ._clock import Clock
@@ -15,6 +16,7 @@ from ._stores._protocol import (
     SupportsInfo,
     SupportsKeys,
     SupportsLocks,
+    SupportsMany,
     SupportsPop,
     SupportsTags,
     SupportsTouch,
@@ -30,6 +32,7 @@ __all__ = [
     "SupportsInfo",
     "SupportsKeys",
     "SupportsLocks",
+    "SupportsMany",
     "SupportsPop",
     "SupportsTags",
     "SupportsTouch",

