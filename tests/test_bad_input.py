@@ -272,7 +272,8 @@ def d(tmp: Path) -> str:
 
 CONSTRUCTORS: list[tuple[str, Callable[[Path], Any], type[BaseException], str]] = [
     ("unknown scheme", lambda t: Cache("bogus://x"), ConfigError, "bogus"),
-    ("later scheme", lambda t: Cache("redis://localhost:6379/0"), ConfigError, "redis"),
+    ("redis db", lambda t: Cache("redis://localhost:6379/zero"), ConfigError, "database"),
+    ("redis option", lambda t: Cache("redis://localhost:6379/0?prefx=a"), ConfigError, "prefx"),
     ("unknown memory option", lambda t: Cache("memory://?max_itemz=3"), ConfigError, "max_itemz"),
     ("unknown disk option", lambda t: Cache(f"disk://{d(t)}?size=1GB"), ConfigError, "size"),
     ("bad durable", lambda t: Cache(f"disk://{d(t)}?durable=maybe"), ConfigError, "durable"),

@@ -10,7 +10,7 @@
 from ._cache import Cache
 from ._defaults import default_cache, memoize
 from ._hashing import hash_key
-from ._stores import DiskStore, FolderStore, MemoryStore, NullStore
+from ._stores import DiskStore, FolderStore, MemoryStore, NullStore, RedisStore
 from ._types import MISSING, EntryInfo, Stats
 from ._version import __version__
 
@@ -24,6 +24,7 @@ __all__ = [
     "MemoryStore",
     "DiskStore",
     "FolderStore",
+    "RedisStore",
     "NullStore",
     "default_cache",
     "__version__",

@@ -5,6 +5,7 @@ from ._folder import FolderStore
 from ._memory import MemoryStore
 from ._null import NullStore
 from ._protocol import Entry, Store, StoreCounters
+from ._redis import RedisStore
 
 __all__ = [
     "DiskStore",
@@ -12,6 +13,7 @@ __all__ = [
     "FolderStore",
     "MemoryStore",
     "NullStore",
+    "RedisStore",
     "Store",
     "StoreCounters",
 ]

@@ -16,15 +16,12 @@ from ._memory import MemoryStore
 from ._null import NullStore
 
 _CORE_METHODS = ("get", "set", "delete", "clear", "stats", "close")
-_LATER = {
-    "redis": "RedisStore",
-    "rediss": "RedisStore",
-    "s3": "ObjectStore",
-    "gs": "ObjectStore",
-    "az": "ObjectStore",
-    "file": "ObjectStore",
-}
-_SCHEMES = "memory://, disk://, folder://, null://, or a plain path"
+_REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+_OBJECT_SCHEMES = ("s3", "gs", "az", "abfs", "abfss", "file")
+_SCHEMES = (
+    "memory://, disk://, folder://, redis://, rediss://, redis+cluster://, s3://, gs://, "
+    "az://, file://, null://, or a plain path"
+)
 
 
 def plan_tier(spec: object) -> Callable[[], tuple[Any, bool]]:
@@ -78,11 +75,16 @@ def _from_url(url: str) -> Callable[[], Any]:
     if scheme == "null":
         _take(url, options)
         return NullStore
-    if scheme in _LATER:
-        raise ConfigError(
-            f"{url!r}: {scheme}:// tiers need {_LATER[scheme]}, which this version of tiers "
-            "does not include yet"
-        )
+    if scheme in _REDIS_SCHEMES:
+        from ._redis import RedisStore
+
+        redis_store = RedisStore(url)  # checks the URL now; connects on first use
+        return lambda: redis_store
+    if scheme in _OBJECT_SCHEMES:
+        from ._object import ObjectStore
+
+        object_store = ObjectStore(url)  # checks the URL now; no request until first use
+        return lambda: object_store
     raise ConfigError(f"{url!r}: unknown store URL scheme {scheme!r}; use {_SCHEMES}")
 
 

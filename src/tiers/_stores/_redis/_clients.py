@@ -1,0 +1,238 @@
+"""Where a RedisStore connects, and the redis-py clients it builds for that.
+
+A `Target` is plain configuration (picklable, no sockets): from a URL or read off an injected
+client. Clients are built from it lazily, with bounded timeouts and at most one immediate
+retry of a broken connection (never of a timeout).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from ...errors import ConfigError, MissingDependencyError
+
+_SCHEMES = {
+    "redis": (False, "tcp"),
+    "rediss": (False, "ssl"),
+    "unix": (False, "unix"),
+    "redis+cluster": (True, "tcp"),
+    "rediss+cluster": (True, "ssl"),
+}
+_NAMES = "redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
+_OURS = ("socket_timeout", "socket_connect_timeout", "retry", "lib_name", "lib_version")
+_NOT_FOR_CLUSTERS = ("host", "port", "db", "path", "connection_class")
+
+
+def redis_module() -> Any:
+    """The ``redis`` package, or `MissingDependencyError` saying how to install it."""
+    try:
+        import redis
+        import redis.asyncio
+        import redis.asyncio.cluster
+        import redis.cluster
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "RedisStore needs the redis package: pip install 'tiers[redis]'"
+        ) from exc
+    return redis
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server or cluster to connect to: `kind` is "tcp", "ssl" or "unix"."""
+
+    cluster: bool
+    kind: str
+    options: dict[str, Any] = field(default_factory=dict)
+    nodes: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def where(self) -> str:
+        """host:port (or the socket path, or the cluster's nodes) for messages."""
+        if self.cluster:
+            return ", ".join(f"{host}:{port}" for host, port in self.nodes)
+        if self.kind == "unix":
+            return str(self.options.get("path"))
+        return f"{self.options.get('host', 'localhost')}:{self.options.get('port', 6379)}"
+
+
+def check_timeout(timeout: object) -> float:
+    """`timeout` as a positive, finite number of seconds, or `ConfigError`."""
+    seconds: object = timeout
+    if isinstance(timeout, str):
+        with contextlib.suppress(ValueError):
+            seconds = float(timeout)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise ConfigError(f"Redis timeout must be a number of seconds, not {timeout!r}")
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"Redis timeout must be a positive number of seconds, not {timeout!r}")
+    return float(seconds)
+
+
+def redacted(url: str) -> str:
+    """`url` without its password, for messages."""
+    head, at, tail = url.rpartition("@")
+    if not at or "://" not in head:
+        return url
+    scheme, _, user = head.partition("://")
+    if "/" in user or ":" not in user:
+        return url
+    return f"{scheme}://{user.partition(':')[0]}:***@{tail}"
+
+
+def parse_url(url: str) -> tuple[Target, str | None, float | None]:
+    """(target, prefix, timeout) of a Redis URL; `ConfigError` naming what is wrong."""
+    shown = redacted(url)
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise ConfigError(f"{shown!r} is not a valid Redis URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"{shown!r} is not a Redis URL: use {_NAMES}")
+    cluster, kind = _SCHEMES[scheme]
+    ours = {name: value for name, value in query if name in ("prefix", "timeout")}
+    rest = [(name, value) for name, value in query if name not in ("prefix", "timeout")]
+    query_rest = "?" + urlencode(rest) if rest else ""
+    base = f"{scheme.split('+')[0]}://{parts.netloc}{parts.path}{query_rest}"
+    options = _url_options(shown, base, kind, cluster)
+    timeout = None if "timeout" not in ours else check_timeout(ours["timeout"])
+    nodes: tuple[tuple[str, int], ...] = ()
+    if cluster:
+        nodes = ((options.pop("host", "localhost"), int(options.pop("port", 6379))),)
+    return Target(cluster, kind, _portable(options, cluster=cluster), nodes), \
+        ours.get("prefix"), timeout  # fmt: skip
+
+
+def _url_options(url: str, base: str, kind: str, cluster: bool) -> dict[str, Any]:
+    """redis-py's connection options for `base`, checked now (not at first use)."""
+    redis = redis_module()
+    parts = urlsplit(base)
+    if kind != "unix":
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ConfigError(f"{url!r}: the database must be a number, not {db!r}")
+        if cluster and db not in ("", "0"):
+            raise ConfigError(f"{url!r}: a Redis Cluster has only database 0")
+        if not parts.hostname:
+            raise ConfigError(f"{url!r} names no host")
+    elif not parts.path:
+        raise ConfigError(f"{url!r} names no socket path")
+    try:
+        options: dict[str, Any] = redis.connection.parse_url(base)
+    except ValueError as exc:
+        raise ConfigError(f"{url!r} is not a valid Redis URL: {exc}") from None
+    options.pop("connection_class", None)
+    _check_options(url, kind, options)
+    return options
+
+
+def _check_options(url: str, kind: str, options: dict[str, Any]) -> None:
+    """Unknown or ill-typed options raise `ConfigError` now: make an unconnected connection."""
+    redis = redis_module()
+    cls = _sync_connection_class(redis, kind)
+    try:
+        cls(**options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{url!r} has an option redis-py does not take: {exc}") from None
+
+
+def from_client(client: object) -> Target:
+    """The target of an injected redis-py client (sync or asyncio, single or cluster)."""
+    redis = redis_module()
+    if isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)):
+        manager = client.nodes_manager
+        nodes = tuple((n.host, int(n.port)) for n in manager.startup_nodes.values())
+        options = dict(getattr(manager, "connection_kwargs", None) or client.connection_kwargs)
+        kind = "ssl" if options.get("ssl") or _is_ssl(options.get("connection_class")) else "tcp"
+        return Target(True, kind, _portable(options, cluster=True), nodes)
+    if isinstance(client, (redis.Redis, redis.asyncio.Redis)):
+        pool = client.connection_pool
+        options = dict(pool.connection_kwargs)
+        if options.get("decode_responses"):
+            raise ConfigError("RedisStore needs a client with decode_responses=False")
+        name = pool.connection_class.__name__
+        kind = "unix" if "Unix" in name else "ssl" if "SSL" in name else "tcp"
+        return Target(False, kind, _portable(options, cluster=False))
+    raise TypeError(
+        "RedisStore takes a URL or a redis.Redis, redis.asyncio.Redis or RedisCluster client, "
+        f"not {type(client).__qualname__!r}"
+    )
+
+
+def _is_ssl(cls: object) -> bool:
+    return isinstance(cls, type) and "SSL" in cls.__name__
+
+
+def _portable(options: dict[str, Any], *, cluster: bool) -> dict[str, Any]:
+    """The options that are plain values (picklable), minus the ones the store sets."""
+    dropped = set(_OURS) | (set(_NOT_FOR_CLUSTERS) if cluster else {"connection_class"})
+    return {
+        name: value
+        for name, value in options.items()
+        if name not in dropped and (value is None or isinstance(value, (str, int, float, bool)))
+    }
+
+
+def _sync_connection_class(redis: Any, kind: str) -> Any:
+    return {
+        "tcp": redis.Connection,
+        "ssl": redis.SSLConnection,
+        "unix": redis.UnixDomainSocketConnection,
+    }[kind]
+
+
+def _bounded(redis: Any, timeout: float, *, asynchronous: bool, cluster: bool) -> dict[str, Any]:
+    """Timeouts, and one immediate retry of a broken pooled connection (never a timeout).
+
+    A cluster client retries ConnectionError and TimeoutError alike (after reloading the
+    slots map), so it gets no retries at all.
+    """
+    retry_cls = redis.asyncio.retry.Retry if asynchronous else redis.retry.Retry
+    retries = 0 if cluster else 1
+    retry = retry_cls(redis.backoff.NoBackoff(), retries, (redis.exceptions.ConnectionError,))
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": retry,
+    }
+
+
+def build_sync(target: Target, timeout: float) -> Any:
+    """A ``redis.Redis`` (or ``RedisCluster``) for `target`; the cluster one connects now."""
+    redis = redis_module()
+    options = {
+        **target.options,
+        **_bounded(redis, timeout, asynchronous=False, cluster=target.cluster),
+    }
+    if target.cluster:
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in target.nodes]
+        return redis.cluster.RedisCluster(startup_nodes=nodes, **options)
+    cls = _sync_connection_class(redis, target.kind)
+    return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **options))
+
+
+def build_async(target: Target, timeout: float) -> Any:
+    """A ``redis.asyncio`` client for `target` (connects on first use)."""
+    redis = redis_module()
+    options = {
+        **target.options,
+        **_bounded(redis, timeout, asynchronous=True, cluster=target.cluster),
+    }
+    if target.cluster:
+        cluster = redis.asyncio.cluster
+        nodes = [cluster.ClusterNode(host, port) for host, port in target.nodes]
+        return cluster.RedisCluster(startup_nodes=nodes, **options)
+    connection = redis.asyncio.connection
+    cls = {
+        "tcp": connection.Connection,
+        "ssl": connection.SSLConnection,
+        "unix": connection.UnixDomainSocketConnection,
+    }[target.kind]
+    pool = redis.asyncio.ConnectionPool(connection_class=cls, **options)
+    return redis.asyncio.Redis(connection_pool=pool)

@@ -1,0 +1,167 @@
+"""The store's operations as plans (`_plans`): what to ask Redis, and what the replies mean."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _wire
+from .._protocol import Entry
+from . import _scripts as lua
+from ._keys import KeySpace, encode, tag_marker
+from ._plans import Batch, Call, Members, Plan, Scan, chunks
+from ._records import clock_arg, expired, is_expired, live_expiry, read, server_ttl_ms
+
+
+def _eval(script: str, key: bytes, *args: Any) -> Call:
+    return Call("eval", (script, 1, key, *args))
+
+
+class Operations:
+    """Plans over one key space; `now` comes from the store's clock at each call."""
+
+    def __init__(self, keys: KeySpace, slack: float) -> None:
+        self.keys = keys
+        self.slack = slack
+
+    # -- entries --------------------------------------------------------------------------
+
+    def decode(self, redis_key: bytes, data: bytes | None, now: float) -> Plan[Entry | None]:
+        """The live entry in `data`; a damaged record is removed and reads as a miss."""
+        if data is None:
+            return None
+        try:
+            return read(data, now)
+        except _wire.DamagedRecord:
+            yield Call("delete", (redis_key,))
+            return None
+
+    def writes(self, key: str, entry: Entry, now: float) -> list[Call]:
+        """The commands that store `entry` (an entry already expired only removes the key)."""
+        redis_key = self.keys.entry(key)
+        if expired(entry, now):
+            return [Call("delete", (redis_key,))]
+        px = server_ttl_ms(entry.expires_at, now, self.slack)
+        calls = [Call("set", (redis_key, _wire.pack(entry)), {"px": px})]
+        member = encode(key)
+        calls += [Call("sadd", (self.keys.tag(tag), member)) for tag in entry.tags]
+        return calls
+
+    def set(self, key: str, entry: Entry, now: float) -> Plan[bool]:
+        calls = self.writes(key, entry, now)
+        yield calls[0] if len(calls) == 1 else Batch(calls)
+        return True
+
+    def set_many(self, items: list[tuple[str, Entry]], now: float) -> Plan[None]:
+        calls = [call for key, entry in items for call in self.writes(key, entry, now)]
+        for chunk in chunks(calls):
+            yield Batch(chunk)
+
+    def get_many(self, keys: list[str], now: float) -> Plan[list[Entry | None]]:
+        if not keys:
+            return []
+        redis_keys = [self.keys.entry(key) for key in keys]
+        found = yield Call("mget", (redis_keys,))
+        got = []
+        for redis_key, data in zip(redis_keys, found, strict=True):
+            got.append((yield from self.decode(redis_key, data, now)))
+        return got
+
+    def info(self, key: str, now: float) -> Plan[Entry | None]:
+        redis_key = self.keys.entry(key)
+        entry = yield from self.decode(redis_key, (yield Call("get", (redis_key,))), now)
+        return None if entry is None else entry.without_value()
+
+    def pop(self, key: str, now: float) -> Plan[Entry | None]:
+        redis_key = self.keys.entry(key)
+        return (yield from self.decode(redis_key, (yield Call("getdel", (redis_key,))), now))
+
+    def delete(self, key: str, now: float) -> Plan[bool]:
+        return bool((yield _eval(lua.DELETE, self.keys.entry(key), clock_arg(now))))
+
+    def touch(self, key: str, expires_at: float | None, now: float) -> Plan[bool]:
+        px = server_ttl_ms(expires_at, now, self.slack)
+        args = (clock_arg(now), _wire.expires_bytes(expires_at), b"" if px is None else px)
+        return bool((yield _eval(lua.TOUCH, self.keys.entry(key), *args)))
+
+    # -- scans ----------------------------------------------------------------------------
+
+    def live_entries(self, prefix: str, now: float) -> Plan[list[bytes]]:
+        """Redis keys of the live entries whose key starts with `prefix`."""
+        live = []
+        for chunk in chunks((yield Scan(self.keys.entry_pattern(prefix)))):
+            heads = yield Batch([Call("getrange", (k, 12, 19)) for k in chunk])
+            live += [k for k, head in zip(chunk, heads, strict=True) if live_expiry(head, now)]
+        return live
+
+    def keys_of(self, prefix: str, tag: str | None, now: float) -> Plan[list[str]]:
+        if tag is None:
+            return [self.keys.user_key(k) for k in (yield from self.live_entries(prefix, now))]
+        members, results = yield from self.tagged(tag, prefix, now, remove=False)
+        return [encode_back(m) for m, result in zip(members, results, strict=True) if result == 1]
+
+    def count(self, prefix: str, now: float) -> Plan[int]:
+        return len((yield from self.live_entries(prefix, now)))
+
+    def clear(self, prefix: str, now: float) -> Plan[int]:
+        removed = 0
+        for chunk in chunks((yield Scan(self.keys.entry_pattern(prefix)))):
+            done = yield Batch([_eval(lua.DELETE, k, clock_arg(now)) for k in chunk])
+            removed += sum(done)
+        if not prefix:  # the tag index goes too
+            for chunk in chunks((yield Scan(self.keys.tag_pattern()))):
+                yield Batch([Call("delete", (k,)) for k in chunk])
+        return removed
+
+    def expire(self, now: float) -> Plan[int]:
+        removed = 0
+        for chunk in chunks((yield Scan(self.keys.entry_pattern("")))):
+            heads = yield Batch([Call("getrange", (k, 12, 19)) for k in chunk])
+            old = [k for k, head in zip(chunk, heads, strict=True) if is_expired(head, now)]
+            calls = [_eval(lua.DELETE_EXPIRED, k, clock_arg(now)) for k in old]
+            removed += sum((yield Batch(calls)))
+        return removed
+
+    def evict(self, tag: str, prefix: str, now: float) -> Plan[int]:
+        members, results = yield from self.tagged(tag, prefix, now, remove=True)
+        for chunk in chunks(members):
+            yield Call("srem", (self.keys.tag(tag), *chunk))
+        return sum(1 for result in results if result == 1)
+
+    def tagged(
+        self, tag: str, prefix: str, now: float, *, remove: bool
+    ) -> Plan[tuple[list[bytes], list[int]]]:
+        """The tag set's members under `prefix`, and for each the `TAGGED` script's result."""
+        start = encode(prefix)
+        members = [m for m in (yield Members(self.keys.tag(tag))) if m.startswith(start)]
+        marker, flag = tag_marker(tag), b"1" if remove else b"0"
+        results: list[int] = []
+        for chunk in chunks(members):
+            calls = [_eval(lua.TAGGED, self.keys.entries + m, clock_arg(now), marker, flag)
+                     for m in chunk]  # fmt: skip
+            results += yield Batch(calls)
+        return members, results
+
+    def sizes(self) -> Plan[tuple[int, int]]:
+        """(items, bytes) of every record, expired ones included (O(n): a full scan)."""
+        items = size = 0
+        for chunk in chunks((yield Scan(self.keys.entry_pattern("")))):
+            lengths = yield Batch([Call("strlen", (k,)) for k in chunk])
+            items += sum(1 for n in lengths if n)
+            size += sum(lengths)
+        return items, size
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def lock(self, script: str, name: str, token: str, lease: float, now: float) -> Plan[bool]:
+        """Run ACQUIRE or RENEW: the lease runs to now + lease on the store's clock."""
+        px = max(1, int((lease + self.slack) * 1000))
+        args = (clock_arg(now), encode(token), clock_arg(now + lease), px)
+        return bool((yield _eval(script, self.keys.lock(name), *args)))
+
+    def release(self, name: str, token: str, now: float) -> Plan[bool]:
+        return bool((yield _eval(lua.RELEASE, self.keys.lock(name), clock_arg(now), encode(token))))
+
+
+def encode_back(member: bytes) -> str:
+    """A tag set member (the key's bytes) as the key."""
+    return member.decode("utf-8", "surrogatepass")

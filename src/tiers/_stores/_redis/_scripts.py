@@ -1,0 +1,109 @@
+"""Lua scripts, each on one key (so every one runs unchanged on a Redis Cluster).
+
+Records follow `tiers._stores._wire`: expiry is the double at offset 12 (0 = never), the
+header length a uint16 at 20, the tag block length a uint32 at 22, the tags right after the
+34-byte fixed part and the header. ``ARGV[1]`` is always "now" on the store's clock.
+"""
+
+from __future__ import annotations
+
+_LIVE = """
+local function expiry(k)
+  local raw = redis.call('GETRANGE', k, 12, 19)
+  if #raw ~= 8 then return nil end
+  return struct.unpack('<d', raw)
+end
+local function live(e) return e == 0 or e > tonumber(ARGV[1]) end
+"""
+
+DELETE = (
+    _LIVE
+    + """
+local e = expiry(KEYS[1])
+if e == nil then return redis.call('DEL', KEYS[1]) * 0 end
+redis.call('DEL', KEYS[1])
+if live(e) then return 1 end
+return 0
+"""
+)
+"""Delete the entry; 1 if it was live, else 0."""
+
+DELETE_EXPIRED = (
+    _LIVE
+    + """
+local e = expiry(KEYS[1])
+if e == nil or live(e) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+"""Delete the entry only if it is (still) expired; 1 if it was removed."""
+
+TOUCH = (
+    _LIVE
+    + """
+local e = expiry(KEYS[1])
+if e == nil then return 0 end
+if not live(e) then redis.call('DEL', KEYS[1]); return 0 end
+redis.call('SETRANGE', KEYS[1], 12, ARGV[2])
+if ARGV[3] == '' then redis.call('PERSIST', KEYS[1])
+else redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+)
+"""ARGV: now, the 8 new expiry bytes, PX ('' for none). 1 if the live entry was touched."""
+
+TAGGED = (
+    _LIVE
+    + """
+local head = redis.call('GETRANGE', KEYS[1], 0, 33)
+if #head ~= 34 then return -1 end
+local e, h, t = struct.unpack('<xxxxxxxxxxxxdHI4', head)
+if t == 0 then return -1 end
+local tags = redis.call('GETRANGE', KEYS[1], 34 + h, 33 + h + t)
+if not string.find(tags, ARGV[2], 1, true) then return -1 end
+if ARGV[3] == '1' then redis.call('DEL', KEYS[1]) end
+if live(e) then return 1 end
+return 0
+"""
+)
+"""ARGV: now, b"\\0tag\\0", "1" to delete. -1: the record lacks the tag (a stale index
+member); 1: it carries it and is live; 0: it carries it but expired."""
+
+_LOCK = """
+local held = redis.call('GET', KEYS[1])
+local owner, deadline = nil, nil
+if held then owner, deadline = string.match(held, '^(.*)|([^|]*)$') end
+local function current() return deadline ~= nil and tonumber(deadline) > tonumber(ARGV[1]) end
+"""
+
+ACQUIRE = (
+    _LOCK
+    + """
+if current() then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[3], 'PX', ARGV[4])
+return 1
+"""
+)
+"""ARGV: now, token, deadline, PX. 1 if the lock was free (or its lease ran out) and is ours."""
+
+RENEW = (
+    _LOCK
+    + """
+if not current() or owner ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[3], 'PX', ARGV[4])
+return 1
+"""
+)
+"""ARGV: now, token, deadline, PX. 1 if `token` holds a current lease, now extended."""
+
+RELEASE = (
+    _LOCK
+    + """
+if owner ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+if current() then return 1 end
+return 0
+"""
+)
+"""ARGV: now, token. Deletes the lock only if `token` owns it; 1 if its lease was current."""

@@ -1,0 +1,336 @@
+"""RedisStore: entries in Redis (or a Redis Cluster) with native TTL, tags and leased locks.
+
+Each entry is one string, ``_wire.pack(entry)``, at ``<prefix>e:<key>``: a read is one plain
+GET. Expiry is decided by the record's ``expires_at`` on the store's clock; the server's TTL
+(that plus `_slack`) only reclaims memory. Tags are an index of sets that may hold stale
+members; readers check the record. See docs/redis.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal, TypeVar
+
+from ..._clock import SYSTEM_CLOCK, Clock
+from ...errors import StoreError
+from .. import _wire
+from .._protocol import Entry, StoreCounters
+from . import _clients
+from . import _scripts as lua
+from ._keys import KeySpace
+from ._ops import Operations
+from ._plans import Plan, run, run_async
+from ._records import read
+
+T = TypeVar("T")
+_DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+class RedisStore:
+    """A byte store in Redis: shared by every process and machine that reaches the server.
+
+    `url_or_client`: a ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or
+    ``rediss+cluster://`` URL (query options ``prefix`` and ``timeout`` are read here, the rest
+    go to redis-py), or a redis-py client, sync or asyncio, single or cluster. Nothing
+    connects until the first call; every call fails within `timeout` seconds when the server
+    is down or frozen, as a `StoreError`.
+    """
+
+    holds_objects: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        url_or_client: object = _DEFAULT_URL,
+        *,
+        prefix: str = "tiers:",
+        timeout: float = 0.5,
+    ) -> None:
+        redis = _clients.redis_module()
+        self._errors = (redis.exceptions.RedisError, redis.cluster.RedisClusterException, OSError)
+        self._injected_sync: Any = None
+        self._injected_async: Any = None
+        if isinstance(url_or_client, str):
+            target, url_prefix, url_timeout = _clients.parse_url(url_or_client)
+            prefix = prefix if url_prefix is None else url_prefix
+            timeout = timeout if url_timeout is None else url_timeout
+        else:
+            target = _clients.from_client(url_or_client)
+            is_async = type(url_or_client).__module__.startswith("redis.asyncio")
+            if is_async:
+                self._injected_async = url_or_client
+            else:
+                self._injected_sync = url_or_client
+        if not isinstance(prefix, str):
+            raise TypeError(f"RedisStore prefix must be a str, not {type(prefix).__qualname__!r}")
+        self._setup(target, prefix, _clients.check_timeout(timeout), 1.0)
+
+    def _setup(self, target: _clients.Target, prefix: str, timeout: float, slack: float) -> None:
+        self._target = target
+        self.prefix = prefix
+        self.timeout = timeout
+        self.clock: Clock = SYSTEM_CLOCK
+        self._keys = KeySpace(prefix)
+        self._entries = self._keys.entries
+        self._ops = Operations(self._keys, slack)
+        self._sync: Any = self._injected_sync
+        self._async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+        self._expirations = 0
+
+    @property
+    def _slack(self) -> float:
+        """Seconds the server keeps a record past its expiry (clock skew, fake clocks)."""
+        return self._ops.slack
+
+    @_slack.setter
+    def _slack(self, seconds: float) -> None:
+        self._ops.slack = float(seconds)
+
+    @classmethod
+    def _restore(
+        cls, target: _clients.Target, prefix: str, timeout: float, slack: float
+    ) -> RedisStore:
+        store = cls.__new__(cls)
+        redis = _clients.redis_module()
+        store._errors = (redis.exceptions.RedisError, redis.cluster.RedisClusterException, OSError)
+        store._injected_sync = store._injected_async = None
+        store._setup(target, prefix, timeout, slack)
+        return store
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Configuration only: a copy reconnects to the same server, prefix and timeout."""
+        return (RedisStore._restore, (self._target, self.prefix, self.timeout, self._slack))
+
+    def __repr__(self) -> str:
+        kind = "cluster " if self._target.cluster else ""
+        return f"RedisStore({kind}{self._target.where}, prefix={self.prefix!r})"
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _failure(self, action: str, exc: BaseException) -> StoreError:
+        return StoreError(f"Redis at {self._target.where} failed to {action}: {exc}")
+
+    def _client(self) -> Any:
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = _clients.build_sync(self._target, self.timeout)
+                client = self._sync
+        return client
+
+    def _run(self, plan: Plan[T], action: str) -> T:
+        try:
+            return run(plan, self._client(), self._target.cluster)
+        except self._errors as exc:
+            raise self._failure(action, exc) from exc
+
+    def _async_client(self) -> Any:
+        loop = asyncio.get_running_loop()
+        found = self._async.get(loop)
+        if found is not None:
+            return found[0]
+        client, owned = self._injected_async, False
+        if client is None or any(c is client for c, _ in self._async.values()):
+            client, owned = _clients.build_async(self._target, self.timeout), True
+        guard = loop.create_task(_close_with_loop(client)) if owned else None
+        self._async[loop] = (client, guard)
+        return client
+
+    async def _run_async(self, plan: Plan[T], action: str) -> T:
+        try:
+            return await run_async(plan, self._async_client(), self._target.cluster)
+        except self._errors as exc:
+            raise self._failure(action, exc) from exc
+
+    def _read(self, data: bytes | None) -> Entry | Literal[False] | None:
+        """The live entry; None for a miss; False for a damaged record (to remove)."""
+        if data is None:
+            return None
+        try:
+            return read(data, self.clock.time())
+        except _wire.DamagedRecord:
+            return False
+
+    # -- core -----------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        redis_key = self._entries + key.encode("utf-8", "surrogatepass")
+        try:
+            found = self._read(self._client().get(redis_key))
+            if found is False:
+                self._client().delete(redis_key)
+        except self._errors as exc:
+            raise self._failure("get", exc) from exc
+        return None if found is False else found
+
+    async def get_async(self, key: str) -> Entry | None:
+        redis_key = self._entries + key.encode("utf-8", "surrogatepass")
+        try:
+            client = self._async_client()
+            found = self._read(await client.get(redis_key))
+            if found is False:
+                await client.delete(redis_key)
+        except self._errors as exc:
+            raise self._failure("get", exc) from exc
+        return None if found is False else found
+
+    def set(self, key: str, entry: Entry) -> bool:
+        return self._run(self._ops.set(key, entry, self.clock.time()), "set")
+
+    async def set_async(self, key: str, entry: Entry) -> bool:
+        return await self._run_async(self._ops.set(key, entry, self.clock.time()), "set")
+
+    def delete(self, key: str) -> bool:
+        return self._run(self._ops.delete(key, self.clock.time()), "delete")
+
+    async def delete_async(self, key: str) -> bool:
+        return await self._run_async(self._ops.delete(key, self.clock.time()), "delete")
+
+    def clear(self, prefix: str = "") -> int:
+        """Remove the entries under `prefix` (a SCAN: O(n)); how many were live."""
+        return self._run(self._ops.clear(prefix, self.clock.time()), "clear")
+
+    async def clear_async(self, prefix: str = "") -> int:
+        return await self._run_async(self._ops.clear(prefix, self.clock.time()), "clear")
+
+    def stats(self) -> StoreCounters:
+        """Items and bytes by a full SCAN (O(n)); Redis does its own evicting, not counted."""
+        items, size = self._run(self._ops.sizes(), "read stats")
+        return StoreCounters(expirations=self._expirations, items=items, bytes=size)
+
+    async def stats_async(self) -> StoreCounters:
+        items, size = await self._run_async(self._ops.sizes(), "read stats")
+        return StoreCounters(expirations=self._expirations, items=items, bytes=size)
+
+    def close(self) -> None:
+        """Close the clients this store made (an injected client stays open)."""
+        with self._lock:
+            client, self._sync = self._sync, self._injected_sync
+            clients = list(self._async.items())
+            self._async.clear()
+        if client is not None and client is not self._injected_sync:
+            _close_sync(client)
+        for loop, (_client, guard) in clients:
+            if guard is not None and not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(guard.cancel)
+
+    async def close_async(self) -> None:
+        found = self._async.pop(asyncio.get_running_loop(), None)
+        if found is not None and found[1] is not None:
+            found[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await found[1]
+        self.close()
+
+    # -- capabilities ---------------------------------------------------------------------
+
+    def info(self, key: str) -> Entry | None:
+        return self._run(self._ops.info(key, self.clock.time()), "get")
+
+    async def info_async(self, key: str) -> Entry | None:
+        return await self._run_async(self._ops.info(key, self.clock.time()), "get")
+
+    def pop(self, key: str) -> Entry | None:
+        return self._run(self._ops.pop(key, self.clock.time()), "pop")
+
+    async def pop_async(self, key: str) -> Entry | None:
+        return await self._run_async(self._ops.pop(key, self.clock.time()), "pop")
+
+    def touch(self, key: str, expires_at: float | None) -> bool:
+        return self._run(self._ops.touch(key, expires_at, self.clock.time()), "touch")
+
+    async def touch_async(self, key: str, expires_at: float | None) -> bool:
+        plan = self._ops.touch(key, expires_at, self.clock.time())
+        return await self._run_async(plan, "touch")
+
+    def expire(self) -> int:
+        """Remove the entries whose expiry passed (a SCAN: O(n)); how many."""
+        removed = self._run(self._ops.expire(self.clock.time()), "expire")
+        self._expirations += removed
+        return removed
+
+    async def expire_async(self) -> int:
+        removed = await self._run_async(self._ops.expire(self.clock.time()), "expire")
+        self._expirations += removed
+        return removed
+
+    def evict(self, tag: str, prefix: str = "") -> int:
+        return self._run(self._ops.evict(tag, prefix, self.clock.time()), "evict")
+
+    async def evict_async(self, tag: str, prefix: str = "") -> int:
+        return await self._run_async(self._ops.evict(tag, prefix, self.clock.time()), "evict")
+
+    def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
+        """Live keys under `prefix` (carrying `tag`): a SCAN, or the tag's set, checked."""
+        return iter(self._run(self._ops.keys_of(prefix, tag, self.clock.time()), "list keys"))
+
+    def count(self, prefix: str = "") -> int:
+        return self._run(self._ops.count(prefix, self.clock.time()), "count")
+
+    async def count_async(self, prefix: str = "") -> int:
+        return await self._run_async(self._ops.count(prefix, self.clock.time()), "count")
+
+    def get_many(self, keys: list[str]) -> list[Entry | None]:
+        """One MGET (split by slot on a cluster)."""
+        return self._run(self._ops.get_many(keys, self.clock.time()), "get")
+
+    async def get_many_async(self, keys: list[str]) -> list[Entry | None]:
+        return await self._run_async(self._ops.get_many(keys, self.clock.time()), "get")
+
+    def set_many(self, items: list[tuple[str, Entry]]) -> None:
+        """One pipeline (no transaction)."""
+        self._run(self._ops.set_many(items, self.clock.time()), "set")
+
+    async def set_many_async(self, items: list[tuple[str, Entry]]) -> None:
+        await self._run_async(self._ops.set_many(items, self.clock.time()), "set")
+
+    # -- locks ----------------------------------------------------------------------------
+
+    def acquire_lock(self, name: str, token: str, lease: float) -> bool:
+        plan = self._ops.lock(lua.ACQUIRE, name, token, lease, self.clock.time())
+        return self._run(plan, "acquire a lock")
+
+    def renew_lock(self, name: str, token: str, lease: float) -> bool:
+        plan = self._ops.lock(lua.RENEW, name, token, lease, self.clock.time())
+        return self._run(plan, "renew a lock")
+
+    def release_lock(self, name: str, token: str) -> bool:
+        return self._run(self._ops.release(name, token, self.clock.time()), "release a lock")
+
+    async def acquire_lock_async(self, name: str, token: str, lease: float) -> bool:
+        plan = self._ops.lock(lua.ACQUIRE, name, token, lease, self.clock.time())
+        return await self._run_async(plan, "acquire a lock")
+
+    async def renew_lock_async(self, name: str, token: str, lease: float) -> bool:
+        plan = self._ops.lock(lua.RENEW, name, token, lease, self.clock.time())
+        return await self._run_async(plan, "renew a lock")
+
+    async def release_lock_async(self, name: str, token: str) -> bool:
+        plan = self._ops.release(name, token, self.clock.time())
+        return await self._run_async(plan, "release a lock")
+
+
+async def _close_with_loop(client: Any) -> None:
+    """Wait until cancelled (by `close` or the loop shutting down), then close `client`."""
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+            pool = getattr(client, "connection_pool", None)
+            if pool is not None:
+                await pool.disconnect()
+
+
+def _close_sync(client: Any) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            pool.disconnect()
