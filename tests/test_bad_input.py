@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -274,6 +276,8 @@ CONSTRUCTORS: list[tuple[str, Callable[[Path], Any], type[BaseException], str]] 
     ("unknown scheme", lambda t: Cache("bogus://x"), ConfigError, "bogus"),
     ("redis db", lambda t: Cache("redis://localhost:6379/zero"), ConfigError, "database"),
     ("redis option", lambda t: Cache("redis://localhost:6379/0?prefx=a"), ConfigError, "prefx"),
+    ("s3 without bucket", lambda t: Cache("s3://"), ConfigError, "bucket"),
+    ("s3 option", lambda t: Cache("s3://b/p?bogus=1"), ConfigError, "bogus"),
     ("unknown memory option", lambda t: Cache("memory://?max_itemz=3"), ConfigError, "max_itemz"),
     ("unknown disk option", lambda t: Cache(f"disk://{d(t)}?size=1GB"), ConfigError, "size"),
     ("bad durable", lambda t: Cache(f"disk://{d(t)}?durable=maybe"), ConfigError, "durable"),
@@ -366,3 +370,23 @@ def test_a_numpy_like_real_ttl_is_accepted(tmp_path: Path) -> None:
     cache.set("k", 1, ttl=Fraction(3, 2))
     info = cache.info("k")
     assert info is not None and info.ttl is not None and 0 < info.ttl <= 1.5
+
+
+@pytest.mark.parametrize(
+    ("module", "make", "extra"),
+    [
+        ("redis", "tiers.RedisStore()", "tiers[redis]"),
+        ("redis", "tiers.Cache('redis://h:6379/0')", "tiers[redis]"),
+        ("obstore", "tiers.ObjectStore('s3://bucket')", "tiers[s3]"),
+        ("obstore", "tiers.Cache('s3://bucket/cache')", "tiers[s3]"),
+    ],
+)
+def test_a_missing_extra_is_named(module: str, make: str, extra: str) -> None:
+    """Without the client library, making the store says which extra to install."""
+    code = (
+        f"import sys; sys.modules[{module!r}] = None; import tiers, tiers.errors\n"
+        f"try:\n    {make}\nexcept tiers.errors.MissingDependencyError as exc:\n"
+        "    print(exc)\nelse:\n    print('no error')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f'pip install "{extra}"' in done.stdout, done.stdout + done.stderr

@@ -10,7 +10,7 @@
 from ._cache import Cache
 from ._defaults import default_cache, memoize
 from ._hashing import hash_key
-from ._stores import DiskStore, FolderStore, MemoryStore, NullStore, RedisStore
+from ._stores import DiskStore, FolderStore, MemoryStore, NullStore, ObjectStore, RedisStore
 from ._types import MISSING, EntryInfo, Stats
 from ._version import __version__
 
@@ -25,6 +25,7 @@ __all__ = [
     "DiskStore",
     "FolderStore",
     "RedisStore",
+    "ObjectStore",
     "NullStore",
     "default_cache",
     "__version__",

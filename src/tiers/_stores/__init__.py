@@ -4,6 +4,7 @@ from ._disk import DiskStore
 from ._folder import FolderStore
 from ._memory import MemoryStore
 from ._null import NullStore
+from ._object import ObjectStore
 from ._protocol import Entry, Store, StoreCounters
 from ._redis import RedisStore
 
@@ -13,6 +14,7 @@ __all__ = [
     "FolderStore",
     "MemoryStore",
     "NullStore",
+    "ObjectStore",
     "RedisStore",
     "Store",
     "StoreCounters",

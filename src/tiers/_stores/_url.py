@@ -17,7 +17,7 @@ from ._null import NullStore
 
 _CORE_METHODS = ("get", "set", "delete", "clear", "stats", "close")
 _REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
-_OBJECT_SCHEMES = ("s3", "gs", "az", "abfs", "abfss", "file")
+_OBJECT_SCHEMES = ("s3", "s3a", "gs", "az", "azure", "abfs", "abfss", "adl", "file")
 _SCHEMES = (
     "memory://, disk://, folder://, redis://, rediss://, redis+cluster://, s3://, gs://, "
     "az://, file://, null://, or a plain path"

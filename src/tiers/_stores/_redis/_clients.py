@@ -36,7 +36,7 @@ def redis_module() -> Any:
         import redis.cluster
     except ImportError as exc:
         raise MissingDependencyError(
-            "RedisStore needs the redis package: pip install 'tiers[redis]'"
+            'RedisStore needs the redis package: pip install "tiers[redis]"'
         ) from exc
     return redis
 

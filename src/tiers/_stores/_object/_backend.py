@@ -1,0 +1,289 @@
+"""Opening obstore stores from URLs, and running requests against any obspec store.
+
+A store is called through its methods (obspec's protocols, which obstore's stores implement):
+``get``/``get_async`` (a result with ``buffer``/``buffer_async`` and ``meta``), ``put``/
+``put_async`` (with ``mode``), ``delete``/``delete_async`` and ``list``/``list_async`` (with
+``offset``). Every error becomes a `StoreError` here, except the ones a request answers with
+(not found: None; exists / precondition failed: False).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from ...errors import ConfigError, MissingDependencyError, StoreError
+from ._requests import Delete, Found, Get, List, Put
+
+REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"})
+SCHEMES = REMOTE_SCHEMES | {"file", "memory"}
+METHODS = ("get", "put", "delete", "list")
+CLIENT_KEYS = frozenset({
+    "allow_http", "allow_invalid_certificates", "connect_timeout", "default_content_type",
+    "http1_only", "http2_keep_alive_interval", "http2_keep_alive_timeout",
+    "http2_keep_alive_while_idle", "http2_only", "pool_idle_timeout", "pool_max_idle_per_host",
+    "proxy_url", "proxy_ca_certificate", "proxy_excludes", "timeout", "user_agent",
+})  # fmt: skip
+_INSTALL = 'ObjectStore needs obstore: pip install "tiers[s3]"'
+
+
+def import_obstore() -> Any:
+    try:
+        import obstore.store
+    except ImportError as exc:
+        raise MissingDependencyError(_INSTALL) from exc
+    return obstore.store
+
+
+def split_url(url: str) -> tuple[str, dict[str, Any]]:
+    """(the URL without its query, the query's options); `ConfigError` if unusable."""
+    try:
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError as exc:
+        raise ConfigError(f"{url!r} is not a valid object store URL: {exc}") from exc
+    if parts.scheme not in SCHEMES:
+        known = ", ".join(f"{s}://" for s in sorted(SCHEMES))
+        raise ConfigError(f"{url!r} is not an object store URL (one of {known})")
+    if parts.scheme in REMOTE_SCHEMES and not parts.netloc:
+        raise ConfigError(f"{url!r} names no bucket or container")
+    options: dict[str, Any] = {}
+    for name, value in query:
+        if name in options:
+            raise ConfigError(f"option {name!r} is given twice in {url!r}")
+        options[name] = value
+    return url.partition("#")[0].partition("?")[0], options
+
+
+def open_url(url: str, options: Mapping[str, Any], timeout: float) -> Any:
+    """An obstore store for `url` with `options`, bounded by `timeout`, no retries."""
+    stores = import_obstore()
+    kwargs = dict(options)
+    scheme = urlsplit(url).scheme
+    if scheme in REMOTE_SCHEMES:
+        client = {name: kwargs.pop(name) for name in CLIENT_KEYS & kwargs.keys()}
+        limit = f"{max(1, round(timeout * 1000))}ms"
+        client = {"timeout": limit, "connect_timeout": limit, **client}
+        client.update(kwargs.pop("client_options", None) or {})
+        kwargs["client_options"] = client
+        kwargs.setdefault(
+            "retry_config", {"max_retries": 0, "retry_timeout": timedelta(seconds=timeout)}
+        )
+    elif scheme == "file":
+        kwargs.setdefault("mkdir", True)
+    try:
+        return stores.from_url(url, **kwargs)
+    except Exception as exc:
+        raise ConfigError(f"cannot open {url!r} with these options: {summary(exc)}") from exc
+
+
+def check_store(store: object) -> None:
+    """`TypeError` unless `store` has obspec's methods (sync and async)."""
+    names = [n for m in METHODS for n in (m, m + "_async")]
+    missing = [n for n in names if not callable(getattr(store, n, None))]
+    if missing:
+        kind = type(store).__qualname__
+        raise TypeError(
+            f"ObjectStore takes a URL or an obspec store, not {kind!r} (it has no {missing[0]})"
+        )
+
+
+def is_local(store: object) -> bool:
+    """obstore's LocalStore, which has no conditional update (no e_tag puts)."""
+    try:
+        stores = import_obstore()
+    except MissingDependencyError:
+        return False
+    return isinstance(store, stores.LocalStore)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def _named(exc: BaseException, *names: str) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def not_found(exc: BaseException) -> bool:
+    return _named(exc, "NotFoundError", "FileNotFoundError") and "NoSuchBucket" not in str(exc)
+
+
+def conflict(exc: BaseException) -> bool:
+    """The object exists (create-only put) or changed (e_tag put), or another conditional
+    write of it is under way (S3's 409 ConditionalRequestConflict)."""
+    if _named(exc, "AlreadyExistsError", "FileExistsError", "PreconditionError"):
+        return True
+    text = str(exc)
+    return "ConditionalRequestConflict" in text or "409 Conflict" in text
+
+
+def summary(exc: BaseException) -> str:
+    """The first line of an error's message, shortened."""
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def translated(exc: Exception, where: str, action: str) -> StoreError:
+    if "NoSuchBucket" in str(exc):
+        return StoreError(f"{where}: the bucket does not exist")
+    if _named(exc, "NotSupportedError", "NotImplementedError"):
+        return StoreError(f"{where} does not support what is needed to {action}")
+    return StoreError(f"{where}: cannot {action}: {summary(exc)}")
+
+
+# -- requests --------------------------------------------------------------------------------
+
+
+def _action(request: Get | Put | Delete | List) -> str:
+    if isinstance(request, Get):
+        return f"read {request.path!r:.120}"
+    if isinstance(request, Put):
+        return f"write {request.path!r:.120}"
+    if isinstance(request, Delete):
+        return f"delete {request.paths[0]!r:.120}"
+    return f"list {request.folder!r:.120}"
+
+
+def _put_options(request: Put) -> dict[str, Any]:
+    return {} if request.mode is None else {"mode": request.mode}
+
+
+def _keep(request: List, chunk: Any, into: list[tuple[str, int]], ordered: bool) -> bool:
+    """Add the objects of `chunk` under `request.start` to `into`; False when an ordered
+    listing has gone past them (nothing more to find)."""
+    for meta in chunk:
+        path = meta["path"]
+        if path.startswith(request.start):
+            into.append((path, int(meta["size"])))
+        elif ordered and path > request.start:
+            return False
+    return True
+
+
+def is_ordered(store: object) -> bool:
+    """Whether listings come in path order (obstore's stores but the local one)."""
+    try:
+        stores = import_obstore()
+    except MissingDependencyError:
+        return False
+    kinds = (stores.S3Store, stores.GCSStore, stores.AzureStore, stores.MemoryStore)
+    return isinstance(store, kinds)
+
+
+class Backend:
+    """Runs one request at a time against `store`, translating errors (`where` names it)."""
+
+    __slots__ = ("ordered", "store", "where")
+
+    def __init__(self, store: Any, where: str) -> None:
+        self.store = store
+        self.where = where
+        self.ordered = is_ordered(store)
+
+    def call(self, request: Get | Put | Delete | List) -> Any:
+        try:
+            return self._call(request)
+        except Exception as exc:
+            raise translated(exc, self.where, _action(request)) from exc
+
+    async def call_async(self, request: Get | Put | Delete | List) -> Any:
+        try:
+            return await self._call_async(request)
+        except Exception as exc:
+            raise translated(exc, self.where, _action(request)) from exc
+
+    def _call(self, request: Get | Put | Delete | List) -> Any:
+        if isinstance(request, Get):
+            return self._get(request.path)
+        if isinstance(request, Put):
+            return self._put(request)
+        if isinstance(request, Delete):
+            return self._delete(request.paths)
+        found: list[tuple[str, int]] = []
+        for chunk in self.store.list(request.folder, offset=request.offset, chunk_size=1000):
+            if not _keep(request, chunk, found, self.ordered):
+                break
+        return found
+
+    def _get(self, path: str) -> Found | None:
+        try:
+            result = self.store.get(path)
+            meta = result.meta
+            data = bytes(result.buffer())
+        except Exception as exc:
+            if not_found(exc):
+                return None
+            raise
+        return Found(data, meta.get("e_tag"))
+
+    def _put(self, request: Put) -> bool:
+        try:
+            self.store.put(request.path, request.data, **_put_options(request))
+        except Exception as exc:
+            if request.mode is not None and conflict(exc):
+                return False
+            raise
+        return True
+
+    def _delete(self, paths: tuple[str, ...]) -> None:
+        try:
+            self.store.delete(list(paths))
+        except Exception as exc:  # some stores fail a batch on a missing path: one by one
+            if not not_found(exc):
+                raise
+            for path in paths:
+                try:
+                    self.store.delete(path)
+                except Exception as one:
+                    if not not_found(one):
+                        raise
+
+    async def _call_async(self, request: Get | Put | Delete | List) -> Any:
+        if isinstance(request, Get):
+            return await self._get_async(request.path)
+        if isinstance(request, Put):
+            return await self._put_async(request)
+        if isinstance(request, Delete):
+            return await self._delete_async(request.paths)
+        found: list[tuple[str, int]] = []
+        listing = self.store.list_async(request.folder, offset=request.offset, chunk_size=1000)
+        async for chunk in listing:
+            if not _keep(request, chunk, found, self.ordered):
+                break
+        return found
+
+    async def _get_async(self, path: str) -> Found | None:
+        try:
+            result = await self.store.get_async(path)
+            meta = result.meta
+            data = bytes(await result.buffer_async())
+        except Exception as exc:
+            if not_found(exc):
+                return None
+            raise
+        return Found(data, meta.get("e_tag"))
+
+    async def _put_async(self, request: Put) -> bool:
+        try:
+            await self.store.put_async(request.path, request.data, **_put_options(request))
+        except Exception as exc:
+            if request.mode is not None and conflict(exc):
+                return False
+            raise
+        return True
+
+    async def _delete_async(self, paths: tuple[str, ...]) -> None:
+        try:
+            await self.store.delete_async(list(paths))
+        except Exception as exc:
+            if not not_found(exc):
+                raise
+            for path in paths:
+                try:
+                    await self.store.delete_async(path)
+                except Exception as one:
+                    if not not_found(one):
+                        raise

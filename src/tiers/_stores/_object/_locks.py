@@ -1,0 +1,69 @@
+"""Leased locks as plans: one small object per lock, ``token|deadline``.
+
+Taking a free name is a create-only put (exactly one creator wins). Every other change — taking
+over a lease that ran out, renewing, releasing — is a put conditional on the e_tag just read,
+so of two racing writers one fails and no one ever removes a successor's lock. A released lock
+stays as a tombstone (``|0``) for the next conditional put.
+"""
+
+from __future__ import annotations
+
+from ._paths import Layout
+from ._requests import Found, Get, Plan, Put
+
+_ATTEMPTS = 4
+
+
+def _body(token: str, deadline: float) -> bytes:
+    return f"{token}|{deadline!r}".encode("utf-8", "surrogatepass")
+
+
+def _state(found: Found) -> tuple[str | None, float]:
+    """(holder's token, lease end); (None, 0) if free or unreadable."""
+    token, _bar, deadline = found.data.decode("utf-8", "surrogatepass").rpartition("|")
+    try:
+        until = float(deadline)
+    except ValueError:
+        return None, 0.0
+    return (token or None), until
+
+
+def acquire(layout: Layout, name: str, token: str, lease: float, now: float) -> Plan[bool]:
+    """Take the lock if it is free, ran out, or is `token`'s already."""
+    path = layout.lock(name)
+    body = _body(token, now + lease)
+    for _attempt in range(_ATTEMPTS):
+        if (yield Put(path, body, "create")):
+            return True
+        found = yield Get(path)
+        if found is None:
+            continue  # removed by hand between the two requests: create again
+        holder, until = _state(found)
+        if holder is not None and holder != token and until > now:
+            return False
+        return (yield from _swap(path, found, body))
+    return False
+
+
+def renew(layout: Layout, name: str, token: str, lease: float, now: float) -> Plan[bool]:
+    """Extend `token`'s lease; False if it does not hold the lock."""
+    return (yield from _rewrite(layout.lock(name), token, _body(token, now + lease)))
+
+
+def release(layout: Layout, name: str, token: str) -> Plan[bool]:
+    """Free the lock if `token` holds it."""
+    return (yield from _rewrite(layout.lock(name), token, _body("", 0.0)))
+
+
+def _rewrite(path: str, token: str, body: bytes) -> Plan[bool]:
+    found = yield Get(path)
+    if found is None or _state(found)[0] != token:
+        return False
+    return (yield from _swap(path, found, body))
+
+
+def _swap(path: str, found: Found, body: bytes) -> Plan[bool]:
+    """Replace the object read as `found` by `body`, unless someone changed it since."""
+    if found.e_tag is None:
+        return False  # nothing to make the put conditional on: never overwrite blindly
+    return bool((yield Put(path, body, {"e_tag": found.e_tag})))

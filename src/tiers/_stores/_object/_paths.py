@@ -1,0 +1,85 @@
+"""Object names for keys, tags and locks: pure functions, no I/O.
+
+A name is the hex of the UTF-8 (``surrogatepass``) bytes, so any key is a safe object name
+and a key prefix is a name prefix. Names end in ``_``; past `PLAIN_BYTES` bytes a name is the
+hex of the first `PLAIN_BYTES` bytes, ``~`` and a BLAKE2b digest of the whole (the record keeps
+the full key, so listings map such names back). Names are cut into segments of `SEGMENT`
+characters (``/`` between them) so every segment is a valid file name on local disks too,
+and a name prefix stays a path prefix. A tag is the hex of tags up to `TAG_BYTES` bytes, else
+``~`` and a digest, so a marker's path stays within S3's 1024 bytes::
+
+    <prefix>/e/<name>              one object per entry (a `_wire` record)
+    <prefix>/t/<tag>/<name>        an empty marker: the entry <name> carried the tag
+    <prefix>/l/<name>              a lock: ``token|deadline``
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+PLAIN_BYTES = 400
+SEGMENT = 200
+TAG_BYTES = 32
+ENTRIES, TAGS, LOCKS = "e", "t", "l"
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _cut(flat: str) -> str:
+    return "/".join(flat[i : i + SEGMENT] for i in range(0, len(flat), SEGMENT))
+
+
+def name(text: str) -> str:
+    """The object name of a key, tag or lock name (non-empty segments, distinct per text)."""
+    raw = _raw(text)
+    if len(raw) <= PLAIN_BYTES:
+        return _cut(raw.hex() + "_")
+    return _cut(raw[:PLAIN_BYTES].hex() + "~" + _digest(raw))
+
+
+def _digest(raw: bytes) -> str:
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """The paths of one store under `root` ("" or a path without leading/trailing slashes)."""
+
+    root: str = ""
+
+    def _join(self, *parts: str) -> str:
+        return "/".join((self.root, *parts)) if self.root else "/".join(parts)
+
+    def entry(self, key: str) -> str:
+        return self._join(ENTRIES, name(key))
+
+    def entries(self) -> str:
+        """The folder listed for entries."""
+        return self._join(ENTRIES)
+
+    def scan_offset(self, prefix: str) -> tuple[str | None, str, bool]:
+        """(list offset, path start to keep, exact) for the entries whose key starts with
+        `prefix`; not `exact`: names only narrow it down, check the key in each record."""
+        raw = _raw(prefix)
+        start = self._join(ENTRIES, _cut(raw[:PLAIN_BYTES].hex()))
+        # one character short: an offset naming a whole segment (a "directory") makes some
+        # servers (SeaweedFS) skip everything inside it
+        offset = start[:-1] if raw else None
+        return offset, start, len(raw) <= PLAIN_BYTES
+
+    def tag_folder(self, tag: str) -> str:
+        raw = _raw(tag)
+        short = len(raw) <= TAG_BYTES
+        return self._join(TAGS, raw.hex() + "_" if short else "~" + _digest(raw))
+
+    def marker(self, tag: str, entry_path: str) -> str:
+        return self.tag_folder(tag) + entry_path[len(self.entries()) :]
+
+    def entry_of_marker(self, tag_folder: str, marker_path: str) -> str:
+        return self.entries() + marker_path[len(tag_folder) :]
+
+    def lock(self, lock_name: str) -> str:
+        return self._join(LOCKS, name(lock_name))

@@ -1,0 +1,64 @@
+"""The requests a store operation makes, as values: operations are generators that yield
+them and get the replies back, so one piece of logic runs sync and async (`_store`)."""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """An object read: its bytes and e_tag."""
+
+    data: bytes
+    e_tag: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Get:
+    """Read an object; reply: `Found`, or None if there is none."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Write an object; `mode` as obstore's (None, "create" or {"e_tag": ...}).
+    Reply: True, or False if the condition failed (the object exists / changed)."""
+
+    path: str
+    data: bytes
+    mode: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Delete objects (missing ones are no error); reply: None."""
+
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class List:
+    """List objects under the folder `folder`, after `offset`, whose path starts with
+    `start`; reply: a list of (path, size)."""
+
+    folder: str
+    start: str
+    offset: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Many:
+    """Run requests concurrently; reply: the list of their replies, in order."""
+
+    requests: tuple[Get | Put | Delete, ...]
+
+
+Request = Get | Put | Delete | List | Many
+Plan = Generator[Request, Any, T]
+"""An operation: yields requests, receives their replies, returns its result."""

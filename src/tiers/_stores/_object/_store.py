@@ -1,0 +1,336 @@
+"""ObjectStore: a byte store over object storage (S3, GCS, Azure, local, memory) via obstore,
+or over any obspec store. See docs/object-storage.md.
+
+The logic of every operation is written once, as a plan yielding requests (`_plans`,
+`_locks`); `_run` carries them out with obstore's blocking calls, `_run_async` with its
+native coroutines. Requests a plan makes together (`Many`) run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pickle
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from ..._clock import SYSTEM_CLOCK, Clock
+from ...errors import ConfigError, StoreError
+from .._protocol import Entry, StoreCounters
+from . import _locks, _plans
+from ._backend import Backend, check_store, is_local, open_url, split_url
+from ._paths import Layout
+from ._requests import Delete, Get, List, Many, Plan, Put
+
+T = TypeVar("T")
+_CONCURRENCY = 16
+
+
+class ObjectStore:
+    """A store keeping one object per entry in object storage.
+
+    `url_or_store`: ``s3://bucket/prefix``, ``gs://…``, ``az://…`` (and the other Azure forms
+    obstore takes), ``file:///abs/dir``, ``memory://`` — query options and `store_options` are
+    obstore's options for that store (the query's ``timeout`` and ``prefix`` are ours, and win)
+    — or an obstore / obspec store object. `prefix`: a path under the URL's (or the store's)
+    to keep everything in. `timeout`: seconds any one request may take (no
+    retries), so an unreachable server fails a call within it. Nothing is requested before
+    the first operation.
+    """
+
+    holds_objects: ClassVar[bool] = False
+
+    def __init__(
+        self, url_or_store: object, *, prefix: str = "", timeout: float = 5.0,
+        **store_options: Any,
+    ) -> None:  # fmt: skip
+        self._url: str | None = None
+        self._options: dict[str, Any] = {}
+        if isinstance(url_or_store, str):
+            base, query = split_url(url_or_store)
+            timeout = _seconds(query.pop("timeout", timeout))
+            prefix = query.pop("prefix", prefix)
+            self._url, self._options = base, {**query, **store_options}
+            self._store = open_url(base, self._options, timeout)
+        else:
+            check_store(url_or_store)
+            if store_options:
+                raise TypeError("ObjectStore takes store options with a URL, not with a store")
+            self._store = url_or_store
+        if not isinstance(prefix, str):
+            raise TypeError(f"ObjectStore prefix must be a str, not {type(prefix).__qualname__!r}")
+        self.timeout = _seconds(timeout)
+        self.prefix = prefix
+        self.clock: Clock = SYSTEM_CLOCK
+        self._layout = Layout(prefix.strip("/"))
+        self._conditional = not is_local(self._store)
+        self._backend = Backend(self._store, repr(self))
+        self._tally = _plans.Tally()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        where = self._url if self._url is not None else type(self._store).__name__
+        extra = "".join(
+            f", {name}={value!r}" for name, value in self._options.items() if "endpoint" in name
+        )
+        prefix = f", prefix={self.prefix!r}" if self.prefix else ""
+        return f"ObjectStore({where!r}{prefix}{extra})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._url is not None:
+            return (_reopen, (self._url, self.prefix, self.timeout, self._options))
+        try:
+            pickle.dumps(self._store)
+        except Exception as exc:
+            raise TypeError(
+                f"cannot pickle {self!r}: its {type(self._store).__name__} cannot be pickled "
+                "(give ObjectStore a URL to make it picklable)"
+            ) from exc
+        return (_reopen, (self._store, self.prefix, self.timeout, {}))
+
+    @property
+    def store(self) -> Any:
+        """The obstore / obspec store underneath."""
+        return self._store
+
+    @property
+    def directory(self) -> Path | None:
+        """For a ``file://`` URL, the directory of the store (entries under `prefix` in it)."""
+        if self._url is None or not self._url.startswith("file:"):
+            return None
+        return Path(unquote(urlsplit(self._url).path))
+
+    # -- running plans ----------------------------------------------------------------------
+
+    def _run(self, plan: Plan[T]) -> T:
+        self._check_open()
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    request = plan.send(reply)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                if isinstance(request, Many):
+                    reply = self._many(request)
+                else:
+                    reply = self._backend.call(request)
+        finally:
+            plan.close()
+
+    def _many(self, many: Many) -> list[Any]:
+        if len(many.requests) <= 1:
+            return [self._backend.call(request) for request in many.requests]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(8, thread_name_prefix="tiers-object-store")
+            pool = self._pool
+        return list(pool.map(self._backend.call, many.requests))
+
+    async def _run_async(self, plan: Plan[T]) -> T:
+        self._check_open()
+        reply: Any = None
+        try:
+            while True:
+                try:
+                    request = plan.send(reply)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                if isinstance(request, Many):
+                    reply = await self._many_async(request)
+                else:
+                    reply = await self._backend.call_async(request)
+        finally:
+            plan.close()
+
+    async def _many_async(self, many: Many) -> list[Any]:
+        limit = asyncio.Semaphore(_CONCURRENCY)
+
+        async def one(request: Get | Put | Delete | List) -> Any:
+            async with limit:
+                return await self._backend.call_async(request)
+
+        return list(await asyncio.gather(*(one(request) for request in many.requests)))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+
+    def _now(self) -> float:
+        return self.clock.time()
+
+    # -- core -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Entry | None:
+        return self._run(_plans.get(self._layout, key, self._now(), self._tally))
+
+    def set(self, key: str, entry: Entry) -> bool:
+        return self._run(_plans.set_(self._layout, key, entry))
+
+    def delete(self, key: str) -> bool:
+        return self._run(_plans.delete(self._layout, key, self._now(), self._tally))
+
+    def clear(self, prefix: str = "") -> int:
+        return self._run(_plans.clear(self._layout, prefix, self._now(), self._tally))
+
+    def stats(self) -> StoreCounters:
+        """Counters of this store object; items and bytes from a listing (O(n))."""
+        return self._run(_plans.stats(self._layout, self._tally))
+
+    def close(self) -> None:
+        self._closed = True
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    async def get_async(self, key: str) -> Entry | None:
+        return await self._run_async(_plans.get(self._layout, key, self._now(), self._tally))
+
+    async def set_async(self, key: str, entry: Entry) -> bool:
+        return await self._run_async(_plans.set_(self._layout, key, entry))
+
+    async def delete_async(self, key: str) -> bool:
+        return await self._run_async(_plans.delete(self._layout, key, self._now(), self._tally))
+
+    async def clear_async(self, prefix: str = "") -> int:
+        plan = _plans.clear(self._layout, prefix, self._now(), self._tally)
+        return await self._run_async(plan)
+
+    async def stats_async(self) -> StoreCounters:
+        return await self._run_async(_plans.stats(self._layout, self._tally))
+
+    async def close_async(self) -> None:
+        self.close()
+
+    # -- capabilities -----------------------------------------------------------------------
+
+    def info(self, key: str) -> Entry | None:
+        return _plans.without_value(self.get(key))
+
+    def touch(self, key: str, expires_at: float | None) -> bool:
+        return self._run(self._touch(key, expires_at))
+
+    def _touch(self, key: str, expires_at: float | None) -> Plan[bool]:
+        return _plans.touch(
+            self._layout, key, expires_at, self._now(), self._tally, self._conditional
+        )
+
+    def expire(self) -> int:
+        return self._run(_plans.expire(self._layout, self._now(), self._tally))
+
+    def evict(self, tag: str, prefix: str = "") -> int:
+        return self._run(_plans.evict(self._layout, tag, prefix, self._now()))
+
+    def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
+        """Live keys (a listing, then one read per entry: O(n) requests)."""
+        return iter(self._run(self._keys(prefix, tag)))
+
+    def _keys(self, prefix: str, tag: str | None) -> Plan[list[str]]:
+        return _plans.keys(self._layout, prefix, tag, self._now(), self._tally)
+
+    def count(self, prefix: str = "") -> int:
+        return len(self._run(self._keys(prefix, None)))
+
+    def get_many(self, keys: list[str]) -> list[Entry | None]:
+        return self._run(_plans.get_many(self._layout, keys, self._now(), self._tally))
+
+    def set_many(self, items: list[tuple[str, Entry]]) -> None:
+        self._run(_plans.set_many(self._layout, items))
+
+    async def info_async(self, key: str) -> Entry | None:
+        return _plans.without_value(await self.get_async(key))
+
+    async def touch_async(self, key: str, expires_at: float | None) -> bool:
+        return await self._run_async(self._touch(key, expires_at))
+
+    async def expire_async(self) -> int:
+        return await self._run_async(_plans.expire(self._layout, self._now(), self._tally))
+
+    async def evict_async(self, tag: str, prefix: str = "") -> int:
+        return await self._run_async(_plans.evict(self._layout, tag, prefix, self._now()))
+
+    async def count_async(self, prefix: str = "") -> int:
+        return len(await self._run_async(self._keys(prefix, None)))
+
+    async def get_many_async(self, keys: list[str]) -> list[Entry | None]:
+        plan = _plans.get_many(self._layout, keys, self._now(), self._tally)
+        return await self._run_async(plan)
+
+    async def set_many_async(self, items: list[tuple[str, Entry]]) -> None:
+        await self._run_async(_plans.set_many(self._layout, items))
+
+    # -- locks: only where the store has conditional puts (not obstore's LocalStore) ---------
+
+    def _locking(self, method: Callable[..., T]) -> Callable[..., T]:
+        if not self._conditional:
+            raise AttributeError(f"{self!r} has no locks: its store has no conditional puts")
+        return method
+
+    @property
+    def acquire_lock(self) -> Callable[[str, str, float], bool]:
+        return self._locking(self._acquire_lock)
+
+    @property
+    def renew_lock(self) -> Callable[[str, str, float], bool]:
+        return self._locking(self._renew_lock)
+
+    @property
+    def release_lock(self) -> Callable[[str, str], bool]:
+        return self._locking(self._release_lock)
+
+    @property
+    def acquire_lock_async(self) -> Callable[..., Any]:
+        return self._locking(self._acquire_lock_async)
+
+    @property
+    def renew_lock_async(self) -> Callable[..., Any]:
+        return self._locking(self._renew_lock_async)
+
+    @property
+    def release_lock_async(self) -> Callable[..., Any]:
+        return self._locking(self._release_lock_async)
+
+    def _acquire_lock(self, name: str, token: str, lease: float) -> bool:
+        return self._run(_locks.acquire(self._layout, name, token, lease, self._now()))
+
+    def _renew_lock(self, name: str, token: str, lease: float) -> bool:
+        return self._run(_locks.renew(self._layout, name, token, lease, self._now()))
+
+    def _release_lock(self, name: str, token: str) -> bool:
+        return self._run(_locks.release(self._layout, name, token))
+
+    async def _acquire_lock_async(self, name: str, token: str, lease: float) -> bool:
+        plan = _locks.acquire(self._layout, name, token, lease, self._now())
+        return await self._run_async(plan)
+
+    async def _renew_lock_async(self, name: str, token: str, lease: float) -> bool:
+        return await self._run_async(_locks.renew(self._layout, name, token, lease, self._now()))
+
+    async def _release_lock_async(self, name: str, token: str) -> bool:
+        return await self._run_async(_locks.release(self._layout, name, token))
+
+
+def _seconds(value: object) -> float:
+    """A positive timeout in seconds (a number, or a numeric string from a URL)."""
+    seconds = -1.0
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        with contextlib.suppress(ValueError):
+            seconds = float(value)
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(
+            f"ObjectStore timeout must be a positive number of seconds, not {value!r}"
+        )
+    return seconds
+
+
+def _reopen(
+    url_or_store: object, prefix: str, timeout: float, options: Mapping[str, Any]
+) -> ObjectStore:
+    return ObjectStore(url_or_store, prefix=prefix, timeout=timeout, **options)
