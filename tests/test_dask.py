@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,21 +35,35 @@ def client(cluster: Any) -> Iterator[Any]:
         yield connected
 
 
-def shared_tiers(kind: str, tmp_path: Path) -> tuple[object, ...]:
+def shared_tiers(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[object, ...]:
+    """A memory tier over a tier every worker process shares (started on demand)."""
     if kind == "disk":
         return (tiers.MemoryStore(), tiers.DiskStore(tmp_path / "shared"))
+    if kind == "redis":
+        url = request.getfixturevalue("redis_url")
+        return (tiers.MemoryStore(), tiers.RedisStore(url, prefix=f"dask-{uuid.uuid4().hex}:"))
+    if kind == "s3":
+        s3 = request.getfixturevalue("moto_s3")
+        shared = tiers.ObjectStore(f"s3://{s3.new_bucket()}/cache", **s3.store_options())
+        return (tiers.MemoryStore(), shared)
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["disk"])
+@pytest.mark.parametrize("kind", ["disk", "redis", "s3"])
 @pytest.mark.parametrize(
     "task", [tasks.with_get_or_set, tasks.with_memoize], ids=["get_or_set", "memoize"]
 )
 def test_forty_tasks_over_ten_keys_compute_ten_times(
-    client: Any, tmp_path: Path, kind: str, task: Callable[[int, str], int]
+    client: Any,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    kind: str,
+    task: Callable[[int, str], int],
 ) -> None:
+    """40 tasks over 10 keys, each computation 0.3 s, on 2 worker processes: exactly 10 runs."""
     log = tmp_path / "computations.log"
-    client.register_plugin(tiers.dask.CachePlugin(*shared_tiers(kind, tmp_path), lease=10))
+    shared = shared_tiers(kind, request, tmp_path)
+    client.register_plugin(tiers.dask.CachePlugin(*shared, lease=10))
     futures = client.map(task, range(40), log=str(log), pure=False)
     results = client.gather(futures)
     assert results == [(i % 10) ** 2 for i in range(40)]
