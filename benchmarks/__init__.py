@@ -22,6 +22,9 @@ COMPARISONS: dict[str, str] = {
     "memoize-disk": "benchmarks.memoize:disk_hit",
     "memoize-numpy": "benchmarks.memoize:numpy_argument",
     "hash-key": "benchmarks.memoize:hash_keys",
+    "redis-get-1k": "benchmarks.remote:redis_get_1k",
+    "redis-get-many": "benchmarks.remote:redis_get_many",
+    "object-get-1k": "benchmarks.remote:object_get_1k",
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 LIBRARIES = (
     "tiers", "diskcache", "cachetools", "cachebox", "lmdb", "xxhash", "joblib", "cachier",
-    "numpy", "pandas",
+    "numpy", "pandas", "redis", "obstore",
 )  # fmt: skip
 
 
