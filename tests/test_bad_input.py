@@ -390,3 +390,11 @@ def test_a_missing_extra_is_named(module: str, make: str, extra: str) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert f'pip install "{extra}"' in done.stdout, done.stdout + done.stderr
+
+
+def test_import_needs_no_extra() -> None:
+    """``import tiers`` works without redis, obstore, distributed, msgpack or rich."""
+    blocked = ("redis", "obstore", "distributed", "msgpack", "rich", "zstandard", "lz4")
+    code = f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); import tiers; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.strip() == "ok", done.stderr

@@ -16,7 +16,8 @@ DESIGNED = {
 }  # fmt: skip
 EXPORTED_NOW = {
     "Cache", "memoize", "hash_key", "MISSING", "EntryInfo", "Stats", "MemoryStore", "DiskStore",
-    "FolderStore", "RedisStore", "ObjectStore", "NullStore", "default_cache", "__version__",
+    "FolderStore", "RedisStore", "ObjectStore", "NullStore", "CachingReadableStore",
+    "default_cache", "__version__",
 }  # fmt: skip
 
 
@@ -51,7 +52,7 @@ def test_star_import_gives_exactly_all() -> None:
 def test_public_classes_present_themselves_as_tiers_members() -> None:
     for name in (
         "Cache", "MemoryStore", "DiskStore", "FolderStore", "RedisStore", "ObjectStore",
-        "NullStore", "EntryInfo", "Stats",
+        "NullStore", "EntryInfo", "Stats", "CachingReadableStore",
     ):  # fmt: skip
         cls = getattr(tiers, name)
         assert cls.__module__.startswith("tiers."), name

@@ -10,6 +10,7 @@
 from ._cache import Cache
 from ._defaults import default_cache, memoize
 from ._hashing import hash_key
+from ._readthrough import CachingReadableStore
 from ._stores import DiskStore, FolderStore, MemoryStore, NullStore, ObjectStore, RedisStore
 from ._types import MISSING, EntryInfo, Stats
 from ._version import __version__
@@ -27,6 +28,7 @@ __all__ = [
     "RedisStore",
     "ObjectStore",
     "NullStore",
+    "CachingReadableStore",
     "default_cache",
     "__version__",
 ]
