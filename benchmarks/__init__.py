@@ -25,6 +25,10 @@ COMPARISONS: dict[str, str] = {
     "redis-get-1k": "benchmarks.remote:redis_get_1k",
     "redis-get-many": "benchmarks.remote:redis_get_many",
     "object-get-1k": "benchmarks.remote:object_get_1k",
+    "readthrough-distinct-misses": "benchmarks.readthrough:distinct_misses",
+    "readthrough-single-flight": "benchmarks.readthrough:one_path_coroutines",
+    "readthrough-blocks": "benchmarks.readthrough:block_range",
+    "readthrough-xarray": "benchmarks.readthrough_xarray:xarray_netcdf",
 }
 
 
