@@ -96,7 +96,8 @@ class Operations:
     def keys_of(self, prefix: str, tag: str | None, now: float) -> Plan[list[str]]:
         if tag is None:
             return [self.keys.user_key(k) for k in (yield from self.live_entries(prefix, now))]
-        members, results = yield from self.tagged(tag, prefix, now, remove=False)
+        members = yield from self.members(tag, prefix)
+        results = yield from self.tagged(members, tag, now, remove=False)
         return [encode_back(m) for m, result in zip(members, results, strict=True) if result == 1]
 
     def count(self, prefix: str, now: float) -> Plan[int]:
@@ -122,24 +123,32 @@ class Operations:
         return removed
 
     def evict(self, tag: str, prefix: str, now: float) -> Plan[int]:
-        members, results = yield from self.tagged(tag, prefix, now, remove=True)
+        """Drop the members first, then delete the records that carry the tag: a `set` racing
+        with this either lands before the check (and goes) or re-adds its member after the
+        SREM (and stays indexed) — `set` writes the record before its member."""
+        tag_key = self.keys.tag(tag)
+        members = yield from self.members(tag, prefix)
         for chunk in chunks(members):
-            yield Call("srem", (self.keys.tag(tag), *chunk))
+            yield Call("srem", (tag_key, *chunk))
+        results = yield from self.tagged(members, tag, now, remove=True)
         return sum(1 for result in results if result == 1)
 
-    def tagged(
-        self, tag: str, prefix: str, now: float, *, remove: bool
-    ) -> Plan[tuple[list[bytes], list[int]]]:
-        """The tag set's members under `prefix`, and for each the `TAGGED` script's result."""
+    def members(self, tag: str, prefix: str) -> Plan[list[bytes]]:
+        """The tag set's members (keys' bytes) under `prefix`; some may be stale."""
         start = encode(prefix)
-        members = [m for m in (yield Members(self.keys.tag(tag))) if m.startswith(start)]
+        return [m for m in (yield Members(self.keys.tag(tag))) if m.startswith(start)]
+
+    def tagged(
+        self, members: list[bytes], tag: str, now: float, *, remove: bool
+    ) -> Plan[list[int]]:
+        """For each member, the `TAGGED` script's result: 1 if its record is live and tagged."""
         marker, flag = tag_marker(tag), b"1" if remove else b"0"
         results: list[int] = []
         for chunk in chunks(members):
             calls = [_eval(lua.TAGGED, self.keys.entries + m, clock_arg(now), marker, flag)
                      for m in chunk]  # fmt: skip
             results += yield Batch(calls)
-        return members, results
+        return results
 
     def sizes(self) -> Plan[tuple[int, int]]:
         """(items, bytes) of every record, expired ones included (O(n): a full scan)."""
