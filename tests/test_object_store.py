@@ -28,8 +28,11 @@ from tiers.errors import ConfigError, StoreError
 from tiers.testing import FakeClock, StoreTests
 
 from . import _object_workers as workers
+from ._origin import TracingStore
 from ._servers import CREDENTIALS, REGION, free_port
 from .test_store_state_machines import StoreMachine
+
+MiB = 1024 * 1024
 
 SETTINGS_S3 = settings(
     max_examples=15,
@@ -311,6 +314,59 @@ def test_get_many_and_set_many_sync_and_async(s3_store: ObjectStore) -> None:
     found = asyncio.run(scenario())
     assert [None if e is None else e.value for e in found] == [b"A", b"B", b"0", None]
     assert s3_store.evict("t") == 20
+
+
+# -- what is downloaded ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+def test_info_delete_and_scans_never_download_values(
+    moto_s3: Any, bucket: str, use_async: bool
+) -> None:
+    """info, delete, keys, count, evict, expire and clear read each record's first bytes
+    (a second ranged read when a long key or meta goes past them), never its value."""
+    origin = TracingStore(obstore.store.S3Store(bucket, **moto_s3.store_options()))
+    store = ObjectStore(origin, prefix="big")
+    clock = FakeClock()
+    store.clock = clock
+    body = bytes(2 * MiB)
+    long_key = "k" * 6000  # its record's head is longer than the first ranged read
+    keys = ["a", "b", "c", "d", long_key]
+    for i, key in enumerate(keys):
+        expires = clock.time() + 5 if key == "d" else None
+        store.set(key, Entry(body, b"hdr", clock.time(), expires, ("t",) if i % 2 else (),
+                             {"i": i}))  # fmt: skip
+    origin.reset()
+
+    async def run_async() -> tuple[Any, ...]:
+        info = await store.info_async(long_key)
+        deleted = await store.delete_async("a")
+        count = await store.count_async()
+        evicted = await store.evict_async("t")
+        clock.advance(10)
+        expired = await store.expire_async()
+        return info, deleted, count, evicted, expired, await store.clear_async()
+
+    def run_sync() -> tuple[Any, ...]:
+        info = store.info(long_key)
+        deleted = store.delete("a")
+        count = store.count()
+        evicted = store.evict("t")
+        clock.advance(10)
+        expired = store.expire()
+        return info, deleted, count, evicted, expired, store.clear()
+
+    assert sorted(store.keys()) == sorted(keys)
+    assert sorted(store.keys(tag="t")) == ["b", "d"]
+    info, deleted, count, evicted, expired, cleared = (
+        asyncio.run(run_async()) if use_async else run_sync()
+    )
+    assert info is not None and info.value is None
+    assert (info.size, info.header, info.meta, info.tags) == (len(body) + 3, b"hdr", {"i": 4}, ())
+    assert (deleted, count, evicted, expired, cleared) == (True, 4, 2, 0, 2)
+    assert origin.requests["get"] >= 10
+    assert origin.bytes_fetched < len(body) // 10, "a value was downloaded"
+    store.close()
 
 
 # -- locks -----------------------------------------------------------------------------------

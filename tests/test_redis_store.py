@@ -469,3 +469,29 @@ def test_messages_never_show_the_password() -> None:
         assert "hunter2" not in str(failed.value) + repr(store)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("key", ["small", "k" * 6000], ids=["short-key", "long-key"])
+def test_info_reads_the_record_head_not_the_value(redis_url: str, key: str) -> None:
+    """`info` (and so `key in cache`) sends the record's first bytes, never a 4 MiB value:
+    measured by the server's own count of bytes it sent."""
+    store = RedisStore(redis_url, prefix="head:")
+    admin = redis.Redis.from_url(redis_url)
+    body = bytes(4 * 1024 * 1024)
+    try:
+        store.set(key, Entry(body, b"hdr", 5.0, None, ("t",), {"m": 1}))
+
+        def sent() -> int:
+            return int(admin.info("stats")["total_net_output_bytes"])
+
+        before = sent()
+        info = store.info(key)
+        after = sent()
+        assert info is not None and info.value is None
+        assert (info.size, info.header, info.tags, info.meta) == (len(body) + 3, b"hdr", ("t",),
+                                                                  {"m": 1})  # fmt: skip
+        assert after - before < 64 * 1024
+        assert store.info("absent") is None
+    finally:
+        store.close()
+        admin.close()

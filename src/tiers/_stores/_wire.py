@@ -86,6 +86,30 @@ def unpack(data: bytes) -> tuple[Entry, str | None]:
     return entry, full_key
 
 
+def head_length(data: bytes) -> int:
+    """How many leading bytes of a record hold all but its body (from its first FIXED.size)."""
+    if len(data) < FIXED.size:
+        raise DamagedRecord("record too short")
+    magic, _flags, _created, _expires, head_len, tags_len, meta_len, key_len = FIXED.unpack_from(
+        data
+    )
+    if magic != MAGIC:
+        raise DamagedRecord("not a tiers record")
+    return int(FIXED.size + head_len + tags_len + meta_len + key_len)
+
+
+def unpack_head(data: bytes, record_size: int) -> tuple[Entry, str | None]:
+    """(entry without its value, full key) from a record's first `head_length` bytes or more;
+    `record_size` is the whole record's length, for the entry's size."""
+    end = head_length(data)
+    if record_size < end or len(data) < end:
+        raise DamagedRecord("record truncated")
+    entry, full_key = unpack(data[:end])
+    entry.value = None
+    entry.size = record_size - end + len(entry.header)
+    return entry, full_key
+
+
 def expires_bytes(expires_at: float | None) -> bytes:
     """The 8 bytes at `EXPIRES_OFFSET` for this expiry (to patch a record in place)."""
     return struct.pack("<d", _NEVER if expires_at is None else float(expires_at))

@@ -147,6 +147,21 @@ def _action(request: Get | Put | Delete | List) -> str:
     return f"list {request.folder!r:.120}"
 
 
+def _range(length: int | None) -> dict[str, Any] | None:
+    """Get options for the first `length` bytes (a range past the end is cut to the object)."""
+    return None if length is None else {"range": (0, length)}
+
+
+def _bad_range(exc: Exception) -> bool:
+    """Whether a ranged read failed for its range (an empty object has no byte 0)."""
+    return "range" in str(exc).lower()
+
+
+def _found(data: bytes, meta: Any) -> Found:
+    size = meta.get("size")
+    return Found(data, meta.get("e_tag"), len(data) if size is None else int(size))
+
+
 def _put_options(request: Put) -> dict[str, Any]:
     return {} if request.mode is None else {"mode": request.mode}
 
@@ -197,7 +212,7 @@ class Backend:
 
     def _call(self, request: Get | Put | Delete | List) -> Any:
         if isinstance(request, Get):
-            return self._get(request.path)
+            return self._get(request.path, request.length)
         if isinstance(request, Put):
             return self._put(request)
         if isinstance(request, Delete):
@@ -208,16 +223,18 @@ class Backend:
                 break
         return found
 
-    def _get(self, path: str) -> Found | None:
+    def _get(self, path: str, length: int | None = None) -> Found | None:
         try:
-            result = self.store.get(path)
+            result = self.store.get(path, options=_range(length))
             meta = result.meta
             data = bytes(result.buffer())
         except Exception as exc:
             if not_found(exc):
                 return None
+            if length is not None and _bad_range(exc):  # an empty object: read it whole
+                return self._get(path)
             raise
-        return Found(data, meta.get("e_tag"))
+        return _found(data, meta)
 
     def _put(self, request: Put) -> bool:
         try:
@@ -243,7 +260,7 @@ class Backend:
 
     async def _call_async(self, request: Get | Put | Delete | List) -> Any:
         if isinstance(request, Get):
-            return await self._get_async(request.path)
+            return await self._get_async(request.path, request.length)
         if isinstance(request, Put):
             return await self._put_async(request)
         if isinstance(request, Delete):
@@ -255,16 +272,18 @@ class Backend:
                 break
         return found
 
-    async def _get_async(self, path: str) -> Found | None:
+    async def _get_async(self, path: str, length: int | None = None) -> Found | None:
         try:
-            result = await self.store.get_async(path)
+            result = await self.store.get_async(path, options=_range(length))
             meta = result.meta
             data = bytes(await result.buffer_async())
         except Exception as exc:
             if not_found(exc):
                 return None
+            if length is not None and _bad_range(exc):  # an empty object: read it whole
+                return await self._get_async(path)
             raise
-        return Found(data, meta.get("e_tag"))
+        return _found(data, meta)
 
     async def _put_async(self, request: Put) -> bool:
         try:

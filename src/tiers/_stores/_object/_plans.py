@@ -53,9 +53,13 @@ def _record(key: str, entry: Entry) -> bytes:
 
 
 def _decode(found: Found) -> tuple[Entry, str] | None:
-    """(entry, its full key), or None for a damaged record."""
+    """(entry, its full key), or None for a damaged record. From a record read only in part
+    (`_read_heads`) the entry has no value."""
     with contextlib.suppress(_wire.DamagedRecord, UnicodeDecodeError):
-        entry, key = _wire.unpack(found.data)
+        if len(found.data) < found.size:
+            entry, key = _wire.unpack_head(found.data, found.size)
+        else:
+            entry, key = _wire.unpack(found.data)
         return entry, key or ""  # every record carries its key: none is the empty key
     return None
 
@@ -92,6 +96,16 @@ def get(layout: Layout, key: str, now: float, tally: Tally) -> Plan[Entry | None
     return entry
 
 
+def info(layout: Layout, key: str, now: float, tally: Tally) -> Plan[Entry | None]:
+    """The entry without its value, from the record's first bytes only."""
+    path = layout.entry(key)
+    (found,) = yield from _read_heads([path])
+    entry, drop = _checked(layout, path, found, key, now, tally)
+    if drop:
+        yield Delete((path,))
+    return without_value(entry)
+
+
 def set_(layout: Layout, key: str, entry: Entry) -> Plan[bool]:
     yield from set_many(layout, [(key, entry)])
     return True
@@ -101,7 +115,7 @@ def delete(layout: Layout, key: str, now: float, tally: Tally) -> Plan[bool]:
     """True if a live entry was removed. The read and the delete are two requests: an entry
     written between them is deleted too, and the answer is about the one read."""
     path = layout.entry(key)
-    found = yield Get(path)
+    (found,) = yield from _read_heads([path])
     if found is None:
         return False
     entry, _drop = _checked(layout, path, found, key, now, tally)
@@ -162,11 +176,35 @@ def set_many(layout: Layout, items: list[tuple[str, Entry]]) -> Plan[None]:
 # -- scans -----------------------------------------------------------------------------------
 
 
-def _read_all(paths: list[str]) -> Plan[list[Found | None]]:
+HEAD_BYTES = 4096
+"""Bytes read first from a record when its value is not needed (most records' metadata fits)."""
+
+
+def _read_heads(paths: list[str]) -> Plan[list[Found | None]]:
+    """Each record's first bytes, enough to decode all but its body: one ranged read, and a
+    second for the few records whose metadata (a long key, a large meta) goes past
+    `HEAD_BYTES`. Scans, `info` and `delete` never download values."""
     founds: list[Found | None] = []
     for start in range(0, len(paths), 256):
-        founds += yield Many(tuple(Get(path) for path in paths[start : start + 256]))
+        founds += yield Many(tuple(Get(path, HEAD_BYTES) for path in paths[start : start + 256]))
+    short = [(i, need) for i, found in enumerate(founds) if (need := _missing(found))]
+    for start in range(0, len(short), 256):
+        batch = short[start : start + 256]
+        more = yield Many(tuple(Get(paths[i], need) for i, need in batch))
+        for (i, _need), found in zip(batch, more, strict=True):
+            founds[i] = found
     return founds
+
+
+def _missing(found: Found | None) -> int:
+    """The length to read again if `found` stops before the end of its record's metadata."""
+    if found is None or len(found.data) >= found.size:
+        return 0
+    try:
+        need = _wire.head_length(found.data)
+    except _wire.DamagedRecord:
+        return 0  # decoding it says so
+    return need if len(found.data) < need <= found.size else 0
 
 
 def scan(layout: Layout, prefix: str, now: float, tally: Tally) -> Plan[Scanned]:
@@ -175,7 +213,7 @@ def scan(layout: Layout, prefix: str, now: float, tally: Tally) -> Plan[Scanned]
     offset, start, _exact = layout.scan_offset(prefix)
     listed = yield List(layout.entries(), start, offset)
     paths = [path for path, _size in listed]
-    founds = yield from _read_all(paths)
+    founds = yield from _read_heads(paths)
     found: Scanned = []
     damaged: list[str] = []
     for path, record in zip(paths, founds, strict=True):
@@ -232,7 +270,7 @@ def _tagged(layout: Layout, tag: str, prefix: str) -> Plan[Tagged]:
     markers = [path for path, _size in (yield List(folder, folder + "/"))]
     markers = [m for m in markers if layout.entry_of_marker(folder, m).startswith(start)]
     paths = [layout.entry_of_marker(folder, marker) for marker in markers]
-    founds = yield from _read_all(paths)
+    founds = yield from _read_heads(paths)
     result: Tagged = []
     for marker, path, record in zip(markers, paths, founds, strict=True):
         decoded = None if record is None else _decode(record)

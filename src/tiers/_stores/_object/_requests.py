@@ -12,17 +12,20 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """An object read: its bytes and e_tag."""
+    """An object read: its bytes (all, or the first ones asked for), e_tag and whole size."""
 
     data: bytes
     e_tag: str | None
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
 class Get:
-    """Read an object; reply: `Found`, or None if there is none."""
+    """Read an object (only its first `length` bytes if given); reply: `Found`, or None if
+    there is none."""
 
     path: str
+    length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -212,7 +212,8 @@ class ObjectStore:
     # -- capabilities -----------------------------------------------------------------------
 
     def info(self, key: str) -> Entry | None:
-        return _plans.without_value(self.get(key))
+        """The entry without its value: a ranged read of the record's first bytes."""
+        return self._run(_plans.info(self._layout, key, self._now(), self._tally))
 
     def touch(self, key: str, expires_at: float | None) -> bool:
         return self._run(self._touch(key, expires_at))
@@ -245,7 +246,7 @@ class ObjectStore:
         self._run(_plans.set_many(self._layout, items))
 
     async def info_async(self, key: str) -> Entry | None:
-        return _plans.without_value(await self.get_async(key))
+        return await self._run_async(_plans.info(self._layout, key, self._now(), self._tally))
 
     async def touch_async(self, key: str, expires_at: float | None) -> bool:
         return await self._run_async(self._touch(key, expires_at))

@@ -9,7 +9,18 @@ from .._protocol import Entry
 from . import _scripts as lua
 from ._keys import KeySpace, encode, tag_marker
 from ._plans import Batch, Call, Members, Plan, Scan, chunks
-from ._records import clock_arg, expired, is_expired, live_expiry, read, server_ttl_ms
+from ._records import (
+    clock_arg,
+    expired,
+    is_expired,
+    live_expiry,
+    read,
+    read_head,
+    server_ttl_ms,
+)
+
+HEAD_BYTES = 4096
+"""Bytes `info` reads first from a record (most records' metadata fits)."""
 
 
 def _eval(script: str, key: bytes, *args: Any) -> Call:
@@ -67,7 +78,25 @@ class Operations:
         return got
 
     def info(self, key: str, now: float) -> Plan[Entry | None]:
+        """The entry without its value, from the record's first bytes (read with its size in
+        one script, so they agree): `key in cache` never downloads a large value."""
         redis_key = self.keys.entry(key)
+        length = HEAD_BYTES
+        for _attempt in range(3):
+            size, head = yield _eval(lua.HEAD, redis_key, clock_arg(now), length)
+            if not size:
+                return None
+            try:
+                need = _wire.head_length(head)
+            except _wire.DamagedRecord:
+                need = 0
+            if need <= len(head):
+                try:
+                    return read_head(head, size, now)
+                except _wire.DamagedRecord:
+                    yield Call("delete", (redis_key,))
+                    return None
+            length = need  # a long key or meta: read again, further
         entry = yield from self.decode(redis_key, (yield Call("get", (redis_key,))), now)
         return None if entry is None else entry.without_value()
 

@@ -49,6 +49,15 @@ def read(data: bytes, now: float) -> Entry | None:
     return entry
 
 
+def read_head(head: bytes, size: int, now: float) -> Entry | None:
+    """The live entry, without its value, from a record's first bytes (all but the body, or
+    more) and its size; None if expired. `_wire.DamagedRecord` if not a record."""
+    entry, _key = _wire.unpack_head(head, size)
+    if entry.expires_at is not None and entry.expires_at <= now:
+        return None
+    return entry
+
+
 def expired(entry: Entry, now: float) -> bool:
     return entry.expires_at is not None and entry.expires_at <= now
 

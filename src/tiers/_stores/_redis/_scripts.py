@@ -39,6 +39,13 @@ return 1
 )
 """Delete the entry only if it is (still) expired; 1 if it was removed."""
 
+HEAD = """
+local size = redis.call('STRLEN', KEYS[1])
+if size == 0 then return {0, ''} end
+return {size, redis.call('GETRANGE', KEYS[1], 0, tonumber(ARGV[2]) - 1)}
+"""
+"""ARGV: now, n. {size of the record, its first n bytes}; {0, ''} if there is none."""
+
 TOUCH = (
     _LIVE
     + """
