@@ -267,6 +267,27 @@ def test_a_recursive_get_or_set_async_of_the_same_key_raises(cache: Cache) -> No
     assert cache.get("k", MISSING) is MISSING
 
 
+def test_a_blocking_get_or_set_behind_a_coroutine_of_its_thread_raises_not_hangs(
+    cache: Cache,
+) -> None:
+    """Blocking on a flight led by a coroutine of this thread's loop would wait for ever (the
+    loop cannot run while blocked): a clear error instead, and the coroutine still finishes."""
+
+    async def slow() -> int:
+        await asyncio.sleep(0.1)
+        return 7
+
+    async def main() -> int:
+        leader = asyncio.create_task(cache.get_or_set_async("k", slow))
+        await asyncio.sleep(0.02)  # the leader awaits its factory on this very loop
+        with pytest.raises(RuntimeError, match="get_or_set_async"):
+            cache.get_or_set("k", lambda: 0)
+        return await leader
+
+    assert asyncio.run(main()) == 7
+    assert cache.get("k") == 7
+
+
 def test_a_factory_may_ask_for_other_keys(cache: Cache) -> None:
     def outer() -> int:
         return int(cache.get_or_set("inner", lambda: 20)) + 1

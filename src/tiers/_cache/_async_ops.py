@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .._codec import Rejected
+from .._flight import INTERRUPTED
 from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
 from .._types import MISSING, EntryInfo, Stats
@@ -30,7 +31,6 @@ from ._async_prims import (
     wait_flight_async,
 )
 from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
-from ._flight import INTERRUPTED
 
 
 class AsyncOps(CacheCore):
@@ -263,9 +263,9 @@ class AsyncOps(CacheCore):
             return value
         self._misses += 1
         while True:
-            future, leader = self._flights.join(k)
+            flight, leader = self._flights.join(k)
             if not leader:
-                value = await wait_flight_async(future)
+                value = await wait_flight_async(flight)
                 if value is not INTERRUPTED:
                     return value
                 value = await self._lookup_async(k, counted=False)  # the leader was cancelled
@@ -275,16 +275,16 @@ class AsyncOps(CacheCore):
             try:
                 value = await self._compute_async(k, factory, ttl, tags, meta, lease)
             except Exception as exc:
-                future.set_exception(exc)
+                flight.set_exception(exc)
                 raise
             except BaseException:
-                future.set_result(INTERRUPTED)
+                flight.set_result(INTERRUPTED)
                 raise
             else:
-                future.set_result(value)
+                flight.set_result(value)
                 return value
             finally:
-                self._flights.finish(k, future)
+                self._flights.finish(k, flight)
 
     @asynccontextmanager
     async def getfile_async(

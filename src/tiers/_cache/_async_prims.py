@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from typing import Any, TypeVar
+
+from .._flight import Flight, wait_async
 
 _T = TypeVar("_T")
 
@@ -16,8 +17,8 @@ async def sleep_async(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-async def wait_flight_async(future: Future[_T]) -> _T:
-    return await asyncio.shield(asyncio.wrap_future(future))
+async def wait_flight_async(flight: Flight) -> Any:
+    return await wait_async(flight)
 
 
 async def call_factory_async(factory: Callable[[], Any]) -> Any:

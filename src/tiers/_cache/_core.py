@@ -19,6 +19,7 @@ from typing import Any
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._codec import Codec, Rejected, resolve_compressor, resolve_secret, resolve_serializer
+from .._flight import Flights
 from .._hashing import hash_key
 from .._paths import user_cache_dir
 from .._sizeof import estimate_size
@@ -28,7 +29,6 @@ from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
 from .._units import parse_ttl
 from ..errors import ConfigError, StoreError, StoreFullError, TierUnavailableError
 from ._breaker import Breaker
-from ._flight import Flights
 
 log = logging.getLogger("tiers")
 Meta = dict[str, Any] | Callable[[float], dict[str, Any]] | None

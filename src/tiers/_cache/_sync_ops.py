@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._codec import Rejected
+from .._flight import INTERRUPTED
 from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
 from .._types import MISSING, EntryInfo, Stats
@@ -26,7 +27,6 @@ from ._sync_prims import (
     wait_flight,
 )
 from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
-from ._flight import INTERRUPTED
 
 
 class SyncOps(CacheCore):
@@ -259,9 +259,9 @@ class SyncOps(CacheCore):
             return value
         self._misses += 1
         while True:
-            future, leader = self._flights.join(k)
+            flight, leader = self._flights.join(k)
             if not leader:
-                value = wait_flight(future)
+                value = wait_flight(flight)
                 if value is not INTERRUPTED:
                     return value
                 value = self._lookup(k, counted=False)  # the leader was cancelled
@@ -271,16 +271,16 @@ class SyncOps(CacheCore):
             try:
                 value = self._compute(k, factory, ttl, tags, meta, lease)
             except Exception as exc:
-                future.set_exception(exc)
+                flight.set_exception(exc)
                 raise
             except BaseException:
-                future.set_result(INTERRUPTED)
+                flight.set_result(INTERRUPTED)
                 raise
             else:
-                future.set_result(value)
+                flight.set_result(value)
                 return value
             finally:
-                self._flights.finish(k, future)
+                self._flights.finish(k, flight)
 
     @contextmanager
     def getfile(

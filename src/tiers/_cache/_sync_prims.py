@@ -7,8 +7,9 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any, TypeVar
+
+from .._flight import STALLS, Flight, wait
 
 _T = TypeVar("_T")
 
@@ -17,8 +18,15 @@ def sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def wait_flight(future: Future[_T]) -> _T:
-    return future.result()
+def wait_flight(flight: Flight) -> Any:
+    """The leader's outcome; never a wait that could not end (see `_flight.wait`)."""
+    value = wait(flight)
+    if value is STALLS:
+        raise RuntimeError(
+            "a blocking get_or_set would wait for a coroutine of this thread's own event loop, "
+            "computing the same key: call get_or_set_async from coroutines"
+        )
+    return value
 
 
 def call_factory(factory: Callable[[], Any]) -> Any:

@@ -11,10 +11,13 @@ from collections.abc import Callable, Generator, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .. import _flight
+from .._flight import STALLS, Flight
+from .._plans import run as drive
+from .._plans import run_async as drive_async
 from . import _blocks
 from ._blocks import Span
 from ._buffers import to_buffer
-from ._flight import BYPASS
 from ._results import CachedGetResult
 from ._state import Body, ReadState, Token
 
@@ -36,33 +39,20 @@ Plan = Generator[Call, Any, T]
 
 def run(plan: Plan[T]) -> T:
     """Drive a plan with blocking calls."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = plan.throw(error) if error is not None else plan.send(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            value, error = getattr(step.target, step.name)(*step.args, **step.kwargs), None
-        except BaseException as exc:  # thrown into the plan
-            value, error = None, exc
+    return drive(plan, _perform)
 
 
 async def run_async(plan: Plan[T]) -> T:
     """Drive a plan with awaited calls."""
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = plan.throw(error) if error is not None else plan.send(value)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        try:
-            call = getattr(step.target, step.name + "_async")
-            value, error = await call(*step.args, **step.kwargs), None
-        except BaseException as exc:  # thrown into the plan
-            value, error = None, exc
+    return await drive_async(plan, _perform_async)
+
+
+def _perform(step: Call) -> Any:
+    return getattr(step.target, step.name)(*step.args, **step.kwargs)
+
+
+async def _perform_async(step: Call) -> Any:
+    return await getattr(step.target, step.name + "_async")(*step.args, **step.kwargs)
 
 
 class Origin:
@@ -85,23 +75,32 @@ class Origin:
 
 def single(state: ReadState, key: Hashable, make: Callable[[], Plan[T]]) -> Plan[T]:
     """Run `make()` once per key among concurrent callers; the others get its outcome."""
-    flight, lead = state.flights.claim(key)
+    flight, lead = state.flights.join(key)
     if not lead:
-        value = yield Call(flight, "wait")
-        return (yield from make()) if value is BYPASS else value
+        value = yield Call(_flight, "wait", (flight,))
+        return (yield from make()) if value is STALLS else value
     try:
         value = yield from make()
     except BaseException as exc:
-        state.flights.land(key, error=_shareable(exc))
+        _land(state, key, flight, error=exc)
         raise
-    state.flights.land(key, value)
+    _land(state, key, flight, value)
     return value
 
 
-def _shareable(exc: BaseException) -> BaseException:
-    if isinstance(exc, Exception):
-        return exc
-    return RuntimeError(f"the request that other readers waited for was interrupted ({exc!r})")
+def _land(
+    state: ReadState, key: Hashable, flight: Flight, value: Any = None,
+    error: BaseException | None = None,
+) -> None:  # fmt: skip
+    """End a flight this caller leads with its outcome, waking every waiter."""
+    if error is None:
+        flight.set_result(value)
+    elif isinstance(error, Exception):
+        flight.set_exception(error)
+    else:  # an interruption of the leader: the waiters get an error they can handle
+        interrupted = f"the request that other readers waited for was interrupted ({error!r})"
+        flight.set_exception(RuntimeError(interrupted))
+    state.flights.finish(key, flight)
 
 
 # -- head ----------------------------------------------------------------------------------------
@@ -162,28 +161,26 @@ def blocks(state: ReadState, path: str, meta: Any, indices: list[int]) -> Plan[d
     """The blocks `indices` of `path`: cached ones, ones others fetch, and the rest fetched here."""
     token = state.token(path)
     have = state.blocks(path, indices)
-    mine, theirs = [], {}
+    mine: dict[int, Flight] = {}  # the blocks this caller fetches
+    theirs: dict[int, Flight] = {}  # the blocks others are fetching
     for index in indices:
         if index in have:
             continue
-        flight, lead = state.flights.claim(("blk", path, index))
-        if lead:
-            mine.append(index)
-        else:
-            theirs[index] = flight
+        flight, lead = state.flights.join(("blk", path, index))
+        (mine if lead else theirs)[index] = flight
     try:
-        got = yield from _fetch_blocks(state, path, meta, mine, token)
+        got = yield from _fetch_blocks(state, path, meta, list(mine), token)
     except BaseException as exc:
-        for index in mine:
-            state.flights.land(("blk", path, index), error=_shareable(exc))
+        for index, flight in mine.items():
+            _land(state, ("blk", path, index), flight, error=exc)
         raise
-    for index in mine:
-        state.flights.land(("blk", path, index), got[index])
+    for index, flight in mine.items():
+        _land(state, ("blk", path, index), flight, got[index])
     have.update(got)
     bypassed = []
     for index, flight in theirs.items():
-        value = yield Call(flight, "wait")
-        if value is BYPASS:
+        value = yield Call(_flight, "wait", (flight,))
+        if value is STALLS:
             bypassed.append(index)
         else:
             have[index] = value

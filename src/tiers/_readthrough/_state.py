@@ -8,8 +8,8 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._flight import Flights
 from ._buffers import to_buffer
-from ._flight import Flights
 from ._lru import ByteLRU
 
 if TYPE_CHECKING:

@@ -19,12 +19,14 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from ..._clock import SYSTEM_CLOCK, Clock
+from ..._plans import run as drive
+from ..._plans import run_async as drive_async
 from ...errors import ConfigError, StoreError
 from .._protocol import Entry, StoreCounters
 from . import _locks, _plans
 from ._backend import Backend, check_store, is_local, open_url, split_url
 from ._paths import Layout
-from ._requests import Delete, Get, List, Many, Plan, Put
+from ._requests import Delete, Get, List, Many, Plan, Put, Request
 
 T = TypeVar("T")
 _CONCURRENCY = 16
@@ -110,19 +112,12 @@ class ObjectStore:
 
     def _run(self, plan: Plan[T]) -> T:
         self._check_open()
-        reply: Any = None
-        try:
-            while True:
-                try:
-                    request = plan.send(reply)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                if isinstance(request, Many):
-                    reply = self._many(request)
-                else:
-                    reply = self._backend.call(request)
-        finally:
-            plan.close()
+        return drive(plan, self._perform)
+
+    def _perform(self, request: Request) -> Any:
+        if isinstance(request, Many):
+            return self._many(request)
+        return self._backend.call(request)
 
     def _many(self, many: Many) -> list[Any]:
         if len(many.requests) <= 1:
@@ -135,19 +130,12 @@ class ObjectStore:
 
     async def _run_async(self, plan: Plan[T]) -> T:
         self._check_open()
-        reply: Any = None
-        try:
-            while True:
-                try:
-                    request = plan.send(reply)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                if isinstance(request, Many):
-                    reply = await self._many_async(request)
-                else:
-                    reply = await self._backend.call_async(request)
-        finally:
-            plan.close()
+        return await drive_async(plan, self._perform_async)
+
+    async def _perform_async(self, request: Request) -> Any:
+        if isinstance(request, Many):
+            return await self._many_async(request)
+        return await self._backend.call_async(request)
 
     async def _many_async(self, many: Many) -> list[Any]:
         limit = asyncio.Semaphore(_CONCURRENCY)

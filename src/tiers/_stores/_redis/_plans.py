@@ -12,6 +12,9 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
+from ..._plans import run as drive
+from ..._plans import run_async as drive_async
+
 T = TypeVar("T")
 CHUNK = 1000
 
@@ -67,12 +70,7 @@ def _method(client: Any, call: Call, cluster: bool) -> Any:
 
 def run(plan: Plan[T], client: Any, cluster: bool) -> T:
     """Drive `plan` on a sync client."""
-    reply: Any = None
-    try:
-        while True:
-            reply = _do(plan.send(reply), client, cluster)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+    return drive(plan, lambda request: _do(request, client, cluster))
 
 
 def _do(request: Request, client: Any, cluster: bool) -> Any:
@@ -92,12 +90,7 @@ def _do(request: Request, client: Any, cluster: bool) -> Any:
 
 async def run_async(plan: Plan[T], client: Any, cluster: bool) -> T:
     """Drive `plan` on an asyncio client."""
-    reply: Any = None
-    try:
-        while True:
-            reply = await _do_async(plan.send(reply), client, cluster)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
+    return await drive_async(plan, lambda request: _do_async(request, client, cluster))
 
 
 async def _do_async(request: Request, client: Any, cluster: bool) -> Any:
