@@ -105,8 +105,8 @@ def filled(store_dir: Path) -> Iterator[DiskStore]:
 
 def file_of(store: DiskStore, key: str) -> Path:
     found = store._lookup(key)
-    assert found is not None and found[2].file_name is not None
-    return store._layout.data_path(found[2].file_name)
+    assert found is not None and found[3].file_name is not None
+    return store._layout.data_path(found[3].file_name)
 
 
 def test_bit_flip_in_value_file_is_a_counted_miss(filled: DiskStore) -> None:
@@ -148,7 +148,7 @@ def test_missing_value_file_is_a_counted_miss(filled: DiskStore) -> None:
 
 
 def _patch_index(store_dir: Path, needle: bytes, flip_at: int) -> None:
-    for data in (store_dir / "index").glob("*/data.mdb"):
+    for data in (store_dir / "index").glob("*/log.*"):
         raw = bytearray(data.read_bytes())
         at = raw.find(needle)
         if at >= 0:
@@ -176,9 +176,10 @@ def test_damaged_record_in_index_is_a_counted_miss(filled: DiskStore, store_dir:
 
 def test_damaged_index_file_is_rebuilt(filled: DiskStore, store_dir: Path) -> None:
     filled.close()
-    shards = sorted((store_dir / "index").glob("*/data.mdb"))
-    with open(shards[0], "r+b") as handle:  # both LMDB meta pages: the file is unusable
-        handle.write(os.urandom(8192))
+    tables = sorted((store_dir / "index").glob("*/table"))
+    for table in tables:  # the header and the first slots of every table: unusable files
+        with open(table, "r+b") as handle:
+            handle.write(os.urandom(8192))
     store = DiskStore(store_dir)
     try:
         present = assert_consistent(store, 12)
@@ -195,10 +196,10 @@ def test_random_index_damage_never_raises(filled: DiskStore, store_dir: Path) ->
     """Random byte damage anywhere in the index: reads are right or misses, writes work."""
     filled.close()
     rng = random.Random(7)
-    for data in sorted((store_dir / "index").glob("*/data.mdb")):
+    for data in sorted(p for p in (store_dir / "index").glob("*/*") if p.is_file()):
         raw = bytearray(data.read_bytes())
-        for _ in range(8):
-            at = rng.randrange(8192, len(raw)) if len(raw) > 8192 else rng.randrange(len(raw))
+        for _ in range(8 if raw else 0):
+            at = rng.randrange(len(raw))
             raw[at] ^= 1 << rng.randrange(8)
         data.write_bytes(bytes(raw))
     store = DiskStore(store_dir)

@@ -1,10 +1,43 @@
-"""Per-user directories: where the default cache and the signing key live."""
+"""Per-user directories (where the default cache and the signing key live), and how tiers
+creates directories: every one it makes is private (0700), parents included."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
+
+
+def make_private_dirs(directory: Path) -> bool:
+    """``mkdir -p`` where every directory created is 0700 whatever the umask, and synced into
+    its parent; whether `directory` itself was created by this call."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    created = False
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            created = False
+            continue
+        os.chmod(path, 0o700)
+        _sync_dir(path.parent)
+        created = True
+    return created
+
+
+def _sync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def user_cache_dir() -> Path:

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .._paths import make_private_dirs
 from ..errors import ConfigError, StoreError, StoreFullError, StorePermissionError
 
 if sys.platform != "win32":
@@ -56,12 +57,8 @@ def open_root(path: str | os.PathLike[str], marker: str) -> Path:
     """Create or check the store directory at `path` (resolved); refuse a directory of another
     user, a symlink or file, or one that is not empty and has no `marker` file."""
     root = Path(os.path.realpath(os.fspath(path)))
-    created = False
     try:
-        root.mkdir(parents=True, mode=0o700)
-        created = True
-    except FileExistsError:
-        pass
+        created = make_private_dirs(root)
     except OSError as exc:
         raise translate(exc, f"cannot create the store directory {root}") from exc
     check_dir(root, fix_mode=True)
@@ -82,12 +79,13 @@ def _is_ours_before_marker(name: str, marker: str) -> bool:
 
 
 def read_or_write_marker(marker: Path, content: dict[str, Any]) -> dict[str, Any]:
-    """The marker's JSON object; written as `content` first if missing (one writer wins)."""
+    """The marker's JSON object; written as `content` first if missing (one writer wins).
+    A marker that is not a small regular file of ours (a planted link) is refused."""
     try:
-        text = marker.read_text("utf-8")
+        text = _read_small(marker)
     except FileNotFoundError:
         write_file_atomically(marker, json.dumps(content).encode() + b"\n", exclusive=True)
-        text = marker.read_text("utf-8")
+        text = _read_small(marker)
     try:
         found = json.loads(text)
         if not isinstance(found, dict):
@@ -95,6 +93,26 @@ def read_or_write_marker(marker: Path, content: dict[str, Any]) -> dict[str, Any
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{marker} is damaged; delete the store directory to start over") from exc
     return found
+
+
+def _read_small(path: Path, limit: int = 64 * 1024) -> str:
+    try:
+        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StorePermissionError(f"{path} is a symlink; delete it to start over") from exc
+        raise
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > limit:
+            raise StorePermissionError(f"{path} is not a file of this store; delete it")
+        data = os.read(fd, limit)
+    finally:
+        os.close(fd)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is damaged; delete the store directory to start over") from exc
 
 
 def write_cosmetic_files(root: Path) -> None:
@@ -108,14 +126,27 @@ def write_cosmetic_files(root: Path) -> None:
 
 
 def make_dir(directory: Path) -> None:
-    """mkdir 0700 (existing ones are checked: a real directory, ours, not a symlink)."""
+    """mkdir 0700 (existing ones are checked: a real directory, ours, not a symlink). A new
+    directory is synced into its parent, so that files made durable in it stay reachable."""
     try:
         directory.mkdir(mode=0o700)
     except FileExistsError:
         pass
     except OSError as exc:
         raise translate(exc, f"cannot create {directory}") from exc
+    else:
+        sync_dir(directory.parent)
     check_dir(directory, fix_mode=True)
+
+
+def sync_dir(directory: Path) -> None:
+    """fsync a directory (its entries); best effort where directories cannot be opened."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, DIR_FLAGS)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def check_dir(directory: Path, *, fix_mode: bool) -> None:
@@ -133,7 +164,9 @@ def check_dir(directory: Path, *, fix_mode: bool) -> None:
 def write_file_atomically(path: Path, data: bytes, *, exclusive: bool = False) -> None:
     """Write `data` to a temporary name then rename (or link, if `exclusive`) it into place."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # whatever is planted there (a link) goes, never what it points to
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
         os.write(fd, data)

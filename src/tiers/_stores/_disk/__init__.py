@@ -1,4 +1,4 @@
-"""DiskStore: LMDB index shards plus one file per large value."""
+"""DiskStore: sharded slot tables and record logs read with pread, one file per large value."""
 
 from ._store import DiskStore
 

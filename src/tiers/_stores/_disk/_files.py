@@ -1,17 +1,22 @@
 """Value files of the DiskStore: written whole or not at all, read back exactly.
 
 A value file is first written under ``tmp/`` and renamed into ``data/`` before its record is
-committed, so no reader ever sees a torn file. File names are 32 hex characters: the shard
-(2), random (22) and the writer's pid (8), which lets a later process tell the leftovers of
-a crashed writer (in ``tmp/``, or renamed but never committed) from files still in flight.
+committed, so no reader ever sees a torn file. File names are 42 hex characters: the shard,
+the key hash and the version of the slot that owns the file, and the writer's pid, which lets
+a later process tell the leftovers of a crashed writer (in ``tmp/``, or renamed but never
+committed) from files still in flight (see `_format.value_file_name`).
+
+Every path is walked by directory descriptor with ``O_NOFOLLOW``, and a value file is read
+only if it is a regular file of ours with a single name: nothing planted under the store's
+root (a symlink, a hard link to a file elsewhere) is ever read, written or followed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -19,12 +24,14 @@ from collections.abc import Callable, Iterable, Iterator
 from ...errors import StorePermissionError
 from .. import _fs
 from .._fs import pid_alive, read_exact
+from ._io import is_ours
 from ._layout import Layout
 
 _NOFOLLOW = _fs.NOFOLLOW
 _DIR = _fs.DIR_FLAGS
-_NAME = re.compile(r"[0-9a-f]{32}\Z")
+_NAME = re.compile(r"[0-9a-f]{42}\Z")
 _STALE_SECONDS = 24 * 3600
+_PREFIX_LENGTH = 34
 Buffer = bytes | bytearray | memoryview
 
 
@@ -32,13 +39,9 @@ class DamagedFile(ValueError):
     """A value file whose size does not match its record."""
 
 
-def new_name(shard: int) -> str:
-    return f"{shard:02x}{secrets.token_hex(11)}{os.getpid() & 0xFFFFFFFF:08x}"
-
-
 def writer_pid(name: str) -> int | None:
     try:
-        return int(name[24:32], 16) if len(name) >= 32 else None
+        return int(name[34:42], 16) if len(name) == 42 else None
     except ValueError:
         return None
 
@@ -89,6 +92,7 @@ def _data_subdir(layout: Layout, name: str) -> int:
         try:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(sub, 0o700, dir_fd=data)
+                os.fsync(data)  # the new directory survives a power cut with its files
             fd = os.open(sub, _DIR, dir_fd=data)
             os.fchmod(fd, 0o700)
             return fd
@@ -97,12 +101,26 @@ def _data_subdir(layout: Layout, name: str) -> int:
 
 
 def read(layout: Layout, name: str, size: int) -> bytes:
-    """The file's bytes; FileNotFoundError if gone, `DamagedFile` if its size is wrong."""
-    fd = os.open(layout.data_path(name), os.O_RDONLY | _NOFOLLOW)
+    """The file's bytes; FileNotFoundError if gone, `DamagedFile` if its size is wrong or it
+    is not a file of ours."""
     try:
-        actual = os.fstat(fd).st_size
-        if actual != size:
-            raise DamagedFile(f"value file has {actual} bytes, its record says {size}")
+        directory = open_dir(layout, "data", name[2:4])
+    except StorePermissionError:
+        raise DamagedFile("value file directory is not ours") from None
+    try:
+        fd = os.open(name, os.O_RDONLY | _NOFOLLOW, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EISDIR):
+            raise DamagedFile("value file is not a file") from None
+        raise
+    finally:
+        os.close(directory)
+    try:
+        info = os.fstat(fd)
+        if not is_ours(info):
+            raise DamagedFile("value file is not a file of this store")
+        if info.st_size != size:
+            raise DamagedFile(f"value file has {info.st_size} bytes, its record says {size}")
         try:
             return read_exact(fd, size)
         except EOFError as exc:
@@ -112,15 +130,20 @@ def read(layout: Layout, name: str, size: int) -> bytes:
 
 
 def unlink(layout: Layout, names: Iterable[str]) -> None:
-    """Remove value files (already absent ones are fine), never through a symlink."""
+    """Remove value files (already absent ones are fine), never through a symlink. A name of
+    34 characters is the prefix a slot determines: every file starting with it goes."""
     for name in names:
         try:
             fd = open_dir(layout, "data", name[2:4])
         except (FileNotFoundError, StorePermissionError):
             continue
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name, dir_fd=fd)
+            doomed = [name]
+            if len(name) == _PREFIX_LENGTH:
+                doomed = [n for n in os.listdir(fd) if n.startswith(name) and _NAME.match(n)]
+            for one in doomed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(one, dir_fd=fd)
         finally:
             os.close(fd)
 
@@ -175,6 +198,24 @@ def sweep_orphans(
     return removed
 
 
+def sweep_shard(layout: Layout, shard: int, is_referenced: Callable[[str], bool]) -> int:
+    """Remove every value file of `shard` no slot references, whoever wrote it (after the
+    shard was salvaged, its lost entries' files would otherwise stay forever)."""
+    removed = 0
+    prefix = f"{shard:02x}"
+    try:
+        subdirs = sorted(n for n in os.listdir(layout.data) if re.fullmatch("[0-9a-f]{2}", n))
+    except FileNotFoundError:
+        return 0
+    for sub in subdirs:
+        for fd, name, _info in _files_in(layout, ("data", sub)):
+            if name.startswith(prefix) and not is_referenced(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+                    removed += 1
+    return removed
+
+
 def _files_in(layout: Layout, parts: tuple[str, ...]) -> Iterator[tuple[int, str, os.stat_result]]:
     """(directory fd, name, stat) of the regular files named like ours in ``root/parts``."""
     try:
@@ -191,13 +232,5 @@ def _files_in(layout: Layout, parts: tuple[str, ...]) -> Iterator[tuple[int, str
                 continue
             if stat.S_ISREG(info.st_mode):
                 yield fd, name, info
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: os.PathLike[str] | str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)

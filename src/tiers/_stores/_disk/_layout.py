@@ -1,31 +1,44 @@
 """The DiskStore directory: creation, permissions, ownership and format checks.
 
-    <root>/tiers-store.json   format marker: {"format": "tiers-disk", "version": 1, "shards": 8}
-    <root>/index/00 .. 07/    one LMDB environment per shard (records and their indexes)
+    <root>/tiers-store.json   format marker: {"format": "tiers-disk", "version": 2, "shards": 8}
+    <root>/index/00 .. 07/    one shard each: ``table`` (slots), ``log.<n>`` (records),
+                              ``lock`` (the writers' flock), ``locks/`` (single-flight leases)
     <root>/data/<xx>/<name>   values too large to keep inline, one file each
     <root>/tmp/               files being written (named after the writing process)
     <root>/procs/<pid>        processes that have the store open (to find crashed writers)
-    <root>/reserve            a small file deleted when the disk is full, so deletes still run
 
 Directories are 0700 and files 0600 whatever the umask; a directory owned by another user,
 or one that is not empty and not a tiers store, is refused (shared with FolderStore: `.._fs`).
+A store of the first format (version 1, an LMDB index) is emptied and reused: a cache may
+lose its entries to an upgrade, never fail to open.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
+import sys
 from pathlib import Path
 
 from ...errors import ConfigError
-from .._fs import NOFOLLOW, make_dir, open_root, read_or_write_marker, write_cosmetic_files
+from .._fs import (
+    make_dir,
+    open_dir,
+    open_root,
+    read_or_write_marker,
+    remove_tree,
+    write_cosmetic_files,
+    write_file_atomically,
+)
+
+if sys.platform != "win32":
+    import fcntl
 
 FORMAT = "tiers-disk"
-VERSION = 1
+VERSION = 2
 SHARDS = 8
-RESERVE_SIZE = 256 * 1024
 _MARKER = "tiers-store.json"
-_NOFOLLOW = NOFOLLOW
+_OLD_VERSIONS = (1,)
 
 
 class Layout:
@@ -38,7 +51,6 @@ class Layout:
         self.data = root / "data"
         self.tmp = root / "tmp"
         self.procs = root / "procs"
-        self.reserve = root / "reserve"
 
     def shard_dir(self, shard: int) -> Path:
         return self.index / f"{shard:02x}"
@@ -64,7 +76,10 @@ def _read_or_write_marker(marker: Path) -> int:
         fmt, version, shards = content["format"], content["version"], content["shards"]
     except KeyError as exc:
         raise ConfigError(f"{marker} is damaged; delete the store directory to start over") from exc
-    if fmt != FORMAT or version != VERSION or not isinstance(shards, int) or shards < 1:
+    if fmt == FORMAT and version in _OLD_VERSIONS:
+        _upgrade(marker.parent)
+        return _read_or_write_marker(marker)
+    if fmt != FORMAT or version != VERSION or not isinstance(shards, int) or not 1 <= shards <= 256:
         raise ConfigError(
             f"{marker.parent} holds a {fmt!r} store of version {version}; "
             f"this tiers reads {FORMAT!r} version {VERSION}"
@@ -72,29 +87,19 @@ def _read_or_write_marker(marker: Path) -> int:
     return shards
 
 
-def ensure_reserve(layout: Layout) -> None:
-    """Create the reserve file if missing and there is room (deleted when the disk fills)."""
-    if layout.reserve.exists():
-        return
+def _upgrade(root: Path) -> None:
+    """Empty a store of an older format and mark it as this one (one process does it: the
+    others wait on the directory's flock, then find it done)."""
+    fd = open_dir(root)
     try:
-        fd = os.open(layout.reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
-    except OSError:
-        return
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, b"\0" * RESERVE_SIZE)
-    except OSError:
+        if sys.platform != "win32":
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        content = read_or_write_marker(root / _MARKER, {})
+        if content.get("format") != FORMAT or content.get("version") not in _OLD_VERSIONS:
+            return  # another process upgraded it meanwhile
+        for name in ("index", "data", "tmp", "reserve"):
+            remove_tree(fd, name)
+        new = {"format": FORMAT, "version": VERSION, "shards": SHARDS}
+        write_file_atomically(root / _MARKER, json.dumps(new).encode() + b"\n")
+    finally:
         os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(layout.reserve)
-        return
-    os.close(fd)
-
-
-def release_reserve(layout: Layout) -> bool:
-    """Delete the reserve file to give a full disk some room; True if there was one."""
-    try:
-        os.unlink(layout.reserve)
-    except FileNotFoundError:
-        return False
-    return True

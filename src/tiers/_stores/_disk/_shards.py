@@ -1,168 +1,118 @@
-"""The index shards of one store directory as this process sees them.
+"""The shards of one store directory as this process sees them.
 
-`ShardSet` opens the shards, reopens one that another process rebuilt, rebuilds one whose LMDB
-file is damaged, and runs index operations through `guard`, which translates LMDB errors at the
-boundary (full disk → `StoreFullError`, damage → a rebuilt shard and `Damaged`). Opening a
-store also cleans what crashed processes left behind (`recover_leftovers`).
+`ShardSet` opens the shards and notices, at most every `CHECK_SECONDS`, when their files lost
+their names (the store directory was deleted, or replaced): the store then reopens at its path
+instead of going on with files nobody else sees. Opening a store also cleans what crashed
+processes left behind (`recover_leftovers`): temp files, value files no slot owns, and the
+counters of shards a crashed writer may have left off.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
 
-import lmdb
-import xxhash
-
-from ...errors import StoreError, StoreFullError
 from .. import _fs
 from . import _files as files
-from ._index import DAMAGED_ERRORS, Removed, Shard
-from ._layout import Layout, release_reserve
+from ._format import parse_file_name
+from ._io import NotOurs, open_or_replace
+from ._layout import Layout
+from ._shard import Shard
 
-INODE_CHECK_SECONDS = 1.0  # how often to notice a shard another process rebuilt
+CHECK_SECONDS = 1.0  # how often to notice a store directory deleted under us
+SEGMENT_MAX = 64 << 20  # log segment size of an unbounded store
 _SWEEP_EVERY_SECONDS = 24 * 3600
-_T = TypeVar("_T")
 
 
-class Damaged(Exception):
-    """The shard was damaged and has been rebuilt: the operation found nothing."""
+def segment_max(max_size: int | None, shards: int) -> int:
+    """Log segment size: small enough that compacting one is a small part of a bounded store."""
+    if max_size is None:
+        return SEGMENT_MAX
+    return max(64 << 10, min(SEGMENT_MAX, max_size // (8 * shards)))
 
 
 class ShardSet:
-    """The LMDB shards of a store, opened for this process."""
+    """The shards of a store, opened for this process."""
 
-    def __init__(self, layout: Layout, name: str) -> None:
+    def __init__(self, layout: Layout, max_size: int | None) -> None:
         self.layout = layout
-        self._name = name
-        self._lock = threading.Lock()
-        self.shards = [self._open(i) for i in range(layout.shards)]
-        self._inodes = [self._inode(i) for i in range(layout.shards)]
-        self._checked = time.monotonic()
+        size = segment_max(max_size, layout.shards)
+        self.shards: list[Shard] = []
+        for i in range(layout.shards):
+            self.shards.append(Shard(i, layout.shard_dir(i), size, self))
+        self.checked = time.monotonic()
 
-    def of(self, lkey: bytes) -> int:
-        """The shard holding index key `lkey`."""
-        return xxhash.xxh3_64_intdigest(lkey) % len(self.shards)
+    def gone(self) -> bool:
+        """Whether the store's files lost their names (checked at most every second)."""
+        self.checked = time.monotonic()
+        return any(shard.gone() for shard in self.shards)
 
-    def check(self) -> None:
-        """Reopen shards another process rebuilt (checked at most every second)."""
-        now = time.monotonic()
-        if now - self._checked > INODE_CHECK_SECONDS:
-            self._checked = now
-            for i in range(len(self.shards)):
-                if self._inode(i) != self._inodes[i]:
-                    with self._lock:
-                        self.shards[i].abandon()
-                        self.shards[i] = self._open(i)
-                        self._inodes[i] = self._inode(i)
+    def unlink(self, names: list[str]) -> None:
+        files.unlink(self.layout, names)
 
-    def guard(self, i: int, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run an index operation on shard `i`, translating LMDB errors."""
-        try:
-            return fn(*args)
-        except lmdb.MapFullError as exc:
-            raise StoreFullError(28, f"{self._name}: the index of shard {i} is full") from exc
-        except DAMAGED_ERRORS as exc:
-            self.recover(i)
-            raise Damaged from exc
-        except lmdb.Error as exc:
-            if "No space left" in str(exc) or "quota" in str(exc).lower():
-                raise StoreFullError(28, f"{self._name}: no space left on the device") from exc
-            raise StoreError(f"{self._name}: {exc}") from exc
+    def sweep_shard(self, shard: int) -> None:
+        """Remove the shard's value files no slot owns, whoever wrote them (after damage)."""
+        files.sweep_shard(self.layout, shard, self.owns_file)
 
-    def removing(self, i: int, fn: Callable[..., Removed], *args: Any) -> Removed:
-        """Run a removal and unlink the files it freed; on a full disk, give up the reserve
-        file once and retry (LMDB needs free pages even to delete)."""
-        try:
-            removed = self.guard(i, fn, *args)
-        except StoreFullError:
-            if not release_reserve(self.layout):
-                raise
-            removed = self.guard(i, fn, *args)
-        files.unlink(self.layout, removed.files)
-        return removed
-
-    def totals(self) -> list[int]:
+    def totals(self) -> tuple[int, int, int, int, int]:
         """items, bytes, evictions, expirations, rejected, summed over the shards."""
-        totals = [0, 0, 0, 0, 0]
-        for i, shard in enumerate(self.shards):
-            with contextlib.suppress(Damaged):
-                for n, value in enumerate(self.guard(i, shard.stats)):
-                    totals[n] += value
-        return totals
+        items = nbytes = evictions = expirations = rejected = 0
+        for shard in self.shards:
+            header = shard.header()
+            rejected += shard.rejected_on_open
+            if header is None:
+                continue
+            items += header.items
+            nbytes += header.live
+            evictions += header.evictions
+            expirations += header.expirations
+            rejected += header.rejected
+        return items, nbytes, evictions, expirations, rejected
 
     def owns_file(self, name: str) -> bool:
-        """Whether a record references the value file `name` (its shard is in its name)."""
-        try:
-            shard = int(name[:2], 16)
-        except ValueError:
+        """Whether a live slot owns the value file `name` (its name says which slot)."""
+        parsed = parse_file_name(name)
+        if parsed is None or parsed[0] >= len(self.shards):
             return False
-        return shard < len(self.shards) and self.shards[shard].owns_file(name)
+        shard, khash, version, _pid = parsed
+        if shard >= len(self.shards):  # during __init__: a shard not opened yet owns nothing
+            return False
+        return self.shards[shard].slot_of(khash, version) is not None
 
-    def recover(self, i: int) -> None:
-        """Shard `i` is damaged: rebuild it empty (counted); its value files become orphans."""
-        with self._lock:
-            if self._inode(i) == self._inodes[i]:  # else another process rebuilt it already
-                self.shards[i].abandon()
-                _quarantine(self.layout.shard_dir(i))
-            self.shards[i] = self._open(i)
-            self._inodes[i] = self._inode(i)
-            self.shards[i].count_removal("rejected")
-        files.sweep_orphans(self.layout, set(), self.owns_file, every=False)
-
-    def close(self) -> None:
+    def recount(self) -> None:
         for shard in self.shards:
-            shard.close()
-
-    def forget(self) -> None:
-        """After a fork: let go of the parent's environments without closing them."""
-        for shard in self.shards:
-            shard.forget()
-
-    def _open(self, i: int) -> Shard:
-        path = self.layout.shard_dir(i)
-        try:
-            return Shard(path)
-        except DAMAGED_ERRORS:  # the index file is unusable: start this shard afresh
-            _quarantine(path)
-            shard = Shard(path)
-            shard.count_removal("rejected")
-            return shard
-
-    def _inode(self, i: int) -> int:
-        try:
-            return self.shards[i].inode()
-        except FileNotFoundError:
-            return -1
+            shard.recount()
 
 
-def recover_leftovers(layout: Layout, owns_file: Callable[[str], bool]) -> None:
+def recover_leftovers(layout: Layout, index: ShardSet) -> None:
     """Register this process with the store and clean what crashed processes left: their
-    temp files and their value files no record references (and, once a day, any old ones)."""
+    temp files, value files no slot owns (and, once a day, any old ones), and counters a
+    crashed writer may have left off."""
     _fs.register_once(layout.procs)
     files.sweep_tmp(layout)
     dead = files.dead_processes(layout)
-    marker = layout.procs / ".swept"
-    try:
-        every = time.time() - marker.stat().st_mtime > _SWEEP_EVERY_SECONDS
-    except FileNotFoundError:
-        every = True
+    every = _sweep_due(layout)
+    if dead:
+        index.recount()
     if dead or every:
-        files.sweep_orphans(layout, dead, owns_file, every=every)
+        files.sweep_orphans(layout, dead, index.owns_file, every=every)
         files.forget_processes(layout, dead)
-        if every:
-            with contextlib.suppress(OSError):
-                marker.touch(mode=0o600)
 
 
-def _quarantine(path: Path) -> None:
-    doomed = path.with_name(f"{path.name}.damaged.{os.getpid()}.{time.time_ns()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.rename(path, doomed)
-    shutil.rmtree(doomed, ignore_errors=True)
+def _sweep_due(layout: Layout) -> bool:
+    """Whether the daily sweep is due; marks it done (never following a planted link)."""
+    procs = _fs.open_dir(layout.root, "procs")
+    try:
+        try:
+            info = os.stat(".swept", dir_fd=procs, follow_symlinks=False)
+            due = time.time() - info.st_mtime > _SWEEP_EVERY_SECONDS
+        except FileNotFoundError:
+            due = True
+        if due:
+            with contextlib.suppress(OSError, NotOurs):
+                marker = open_or_replace(procs, ".swept")
+                os.utime(marker.fd)
+        return due
+    finally:
+        os.close(procs)

@@ -1,9 +1,10 @@
 """DiskStore: a persistent store shared by the threads and processes of one host.
 
-Records live in an LMDB index split into shards (so writers in different processes rarely
-wait for each other); values up to `INLINE_MAX` bytes live in their record, larger ones in
-files of their own. Every record and every value file is checksummed (xxh3-64): damage is a
-miss, the entry is removed and counted. See docs/decisions/0001-disk-engine.md.
+Entries are split into shards by a hash of their key; each shard is a slot table and a log of
+records read with `pread` and written with `pwrite` (no file is ever mapped into memory).
+Values up to `INLINE_MAX` bytes live in their record, larger ones in files of their own. Every
+slot, record and value file is checksummed: damage is a miss, the entry is removed and
+counted. See docs/decisions/0009-disk-engine-v2.md.
 """
 
 from __future__ import annotations
@@ -11,48 +12,53 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import math
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
-import lmdb
 import xxhash
 
 from ..._clock import SYSTEM_CLOCK, Clock
 from ..._units import parse_size
-from ...errors import StoreError, StoreFullError
-from .._fs import forget_registrations, is_full, unregister_all
+from ...errors import StoreError
+from .._fs import forget_registrations, translate, unregister_all
 from .._protocol import Entry, StoreCounters
 from . import _files as files
 from ._budget import Budget
-from ._index import Shard
-from ._layout import Layout, ensure_reserve, open_layout, release_reserve
-from ._records import (
+from ._format import (
     DIRECT_KEY_MAX,
     IN_FILE,
+    LIVE,
     LONG_KEY,
-    DamagedRecord,
+    SLOT_SIZE,
+    Damaged,
     Record,
+    Slot,
+    SlotFields,
     body_hash,
     index_key,
+    key_hash,
     key_of,
-    pack,
-    prefix_bounds,
-    unpack,
+    pack_record,
+    tag_bits,
+    unpack_record,
+    value_file_name,
 )
-from ._shards import (
-    Damaged,
-    ShardSet,
-    recover_leftovers,
-)
+from ._layout import Layout, open_layout
+from ._shard import Shard
+from ._shards import CHECK_SECONDS, ShardSet, recover_leftovers
 
 INLINE_MAX = 32 * 1024
-SCAN_BATCH = 512
-
-_LIVE_STORES: weakref.WeakSet[DiskStore] = weakref.WeakSet()  # to mark stale after a fork
+_STAMP: Final = 6  # positions in SlotFields
+_EXPIRES: Final = 7
+_VERSION: Final = 9
+_LIVE_STORES: weakref.WeakSet[DiskStore] = weakref.WeakSet()  # to reopen after a fork
+_RETRY = object()
 
 
 class DiskStore:
@@ -85,6 +91,8 @@ class DiskStore:
         self.clock: Clock = SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._closed = False
+        self._stale = False
+        self._index: ShardSet | None = None
         self._open()
         _LIVE_STORES.add(self)
 
@@ -104,215 +112,195 @@ class DiskStore:
     # -- opening ------------------------------------------------------------------------
 
     def _open(self) -> None:
-        layout = open_layout(self.path)
+        try:
+            layout = open_layout(self.path)
+            index = ShardSet(layout, self.max_size)
+            recover_leftovers(layout, index)
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot open the store") from exc
         self._layout: Layout = layout
+        self._budget = Budget(index, self.max_size)
+        self._index = index
         self._stale = False
-        self._index = ShardSet(layout, repr(self))
-        self._budget = Budget(self._index, self.max_size)
-        recover_leftovers(layout, self._index.owns_file)
-        ensure_reserve(layout)
 
     def _ready(self) -> ShardSet:
-        """The shards, reopened after a fork (and after another process rebuilt one)."""
-        if self._stale:
-            with self._lock:
-                if self._stale:
-                    self._index.forget()
-                    self._open()
-        if self._closed:
+        """The shards; reopened after a fork, or when the store directory was deleted."""
+        index = self._index
+        if index is None or self._closed:
             raise StoreError(f"{self!r} is closed")
-        self._index.check()
-        return self._index
+        if self._stale or time.monotonic() - index.checked > CHECK_SECONDS:
+            with self._lock:
+                index = self._index
+                if index is None or self._closed:
+                    raise StoreError(f"{self!r} is closed")
+                if self._stale or (
+                    time.monotonic() - index.checked > CHECK_SECONDS and index.gone()
+                ):
+                    self._open()
+                    index = self._index
+        if index is None:
+            raise StoreError(f"{self!r} is closed")
+        return index
 
-    def _route(self, key: str) -> tuple[int, Shard, bytes]:
-        """(shard number, shard, index key) of `key`."""
+    def _route(self, key: str) -> tuple[ShardSet, Shard, bytes, int]:
         index = self._ready()
         lkey = index_key(key)
-        i = index.of(lkey)
-        return i, index.shards[i], lkey
+        khash = key_hash(lkey)
+        return index, index.shards[khash % len(index.shards)], lkey, khash
 
     def _owns_file(self, name: str) -> bool:
-        return self._index.owns_file(name)
-
-    @staticmethod
-    def _entry(rec: Record, body: bytes | None) -> Entry:
-        """The record as the entry a read returns (a record is an Entry; each read decodes
-        its own, so setting its value is safe)."""
-        rec.value = body
-        return rec
-
-    @staticmethod
-    def _live(rec: Record, now: float) -> bool:
-        return rec.expires_at is None or rec.expires_at > now
+        return self._ready().owns_file(name)
 
     # -- core -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        found = self._lookup(key)
-        if found is None:
-            return None
-        rec = found[2]
-        if rec.file_name is None:
-            return rec
         for _attempt in range(3):
-            body = self._body(*found)
-            if body is not _RETRY:
-                return None if body is None else self._entry(found[2], body)  # type: ignore[arg-type]
             found = self._lookup(key)
             if found is None:
                 return None
+            shard, position, slot, rec = found
+            if rec.file_name is None:
+                return rec
+            body = self._body(shard, position, slot, rec)
+            if body is not _RETRY:
+                if body is None:
+                    return None
+                rec.value = body
+                return rec
         return None
 
-    def _lookup(self, key: str) -> tuple[int, bytes, Record] | None:
-        """Find the live record of `key` (removing it if expired or damaged). Hot path."""
-        index = self._ready() if self._stale or self._closed else self._index
-        index.check()
+    def _lookup(self, key: str) -> tuple[Shard, int, SlotFields, Record] | None:
+        """The key's live entry (an expired or damaged one is removed). Hot path."""
+        index = self._index
+        if index is None or self._stale or time.monotonic() - index.checked > CHECK_SECONDS:
+            index = self._ready()
         lkey = key.encode("utf-8", "surrogatepass")
         if not lkey or len(lkey) > DIRECT_KEY_MAX:
             lkey = index_key(key)
-        i = xxhash.xxh3_64_intdigest(lkey) % len(index.shards)  # index.of(), inlined
-        shard = index.shards[i]
+        khash = xxhash.xxh3_64_intdigest(lkey) or 1
+        shard = index.shards[khash % len(index.shards)]
         try:
-            with shard.env.begin(db=shard.entries) as txn:
-                raw = txn.get(lkey)
-        except lmdb.Error:
-            try:
-                raw = index.guard(i, shard.get, lkey)
-            except Damaged:
-                return None
-        if raw is None:
+            found = shard.find(lkey, khash)
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot read") from exc
+        if found is None:
             return None
+        position, slot, raw = found
         try:
-            rec = unpack(raw)
-        except DamagedRecord:
-            self._discard(i, lkey, None, None)
+            rec = unpack_record(raw, lkey)
+        except Damaged:
+            shard.discard(position, slot[_VERSION], "rejected")
             return None
         if rec.full_key is not None and rec.full_key != key:
             return None
-        expires = rec.expires_at
-        if expires is not None or self.max_size is not None:
+        expires = slot[_EXPIRES]
+        if expires != math.inf or self.max_size is not None:
             now = self.clock.time()
-            if expires is not None and expires <= now:
-                self._discard(i, lkey, rec.stamp, "expirations")
+            if expires <= now:
+                shard.discard(position, slot[_VERSION], "expirations")
                 return None
+            if expires != math.inf:
+                rec.expires_at = expires
             if self.max_size is not None:
-                self._budget.accessed(i, lkey, rec.stamp, now)
-        return i, lkey, rec
+                self._budget.accessed(shard.number, lkey, slot[_STAMP], now)
+        return shard, position, slot, rec
 
-    def _body(self, i: int, lkey: bytes, rec: Record) -> object:
-        """The record's value; None if damaged (removed), `_RETRY` if replaced meanwhile."""
-        if rec.file_name is None:
-            return rec.value
+    def _body(self, shard: Shard, position: int, slot: SlotFields, rec: Record) -> object:
+        """The value in the record's file; None if damaged (removed), `_RETRY` if replaced."""
+        version = slot[_VERSION]
         try:
-            body = files.read(self._layout, rec.file_name, rec.body_size)
+            body = files.read(self._layout, str(rec.file_name), rec.body_size)
         except FileNotFoundError:
-            current = self._index.shards[i].get(lkey)
-            if current is None:
-                return None  # deleted meanwhile: a plain miss
-            try:
-                if unpack(current).file_name != rec.file_name:
-                    return _RETRY  # replaced meanwhile: read the new value
-            except DamagedRecord:
-                pass
-            self._discard(i, lkey, rec.stamp, "rejected")
+            if shard.slot_of(slot[0], version) is None:
+                return _RETRY  # replaced or deleted meanwhile: look again
+            shard.discard(position, version, "rejected")
             return None
         except files.DamagedFile:
-            self._discard(i, lkey, rec.stamp, "rejected")
+            shard.discard(position, version, "rejected")
             return None
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot read a value file") from exc
         if body_hash(body) != rec.body_hash:
-            self._discard(i, lkey, rec.stamp, "rejected")
+            shard.discard(position, version, "rejected")
             return None
         return body
 
-    def _discard(self, i: int, lkey: bytes, stamp: int | None, kind: str | None) -> None:
-        """Remove an expired or damaged entry found by a read (if nobody replaced it)."""
-        index = self._index
-        try:
-            removed = index.removing(i, index.shards[i].delete, lkey, stamp)
-            if kind is not None and removed.records:
-                index.guard(i, index.shards[i].count_removal, kind, len(removed.records))
-        except (Damaged, StoreError):
-            pass  # a read never fails because a cleanup could not run
-
     def set(self, key: str, entry: Entry) -> bool:
-        i, shard, lkey = self._route(key)
-        index = self._index
+        index, shard, lkey, khash = self._route(key)
         body = entry.value
         size = memoryview(body).nbytes
         in_file = size > INLINE_MAX
-        header = bytes(entry.header)
+        long_key = len(lkey) > DIRECT_KEY_MAX
+        now = self.clock.time()
+        version = self._budget.stamp(now)
+        file_name = value_file_name(shard.number, khash, version, os.getpid()) if in_file else None
         rec = Record(
-            value=b"" if in_file else bytes(body),
-            header=header,
-            created_at=entry.created_at,
-            expires_at=entry.expires_at,
-            tags=tuple(entry.tags),
-            meta=dict(entry.meta) if entry.meta is not None else None,
-            size=size + len(header),
-            flags=(IN_FILE if in_file else 0) | (LONG_KEY if len(lkey) > DIRECT_KEY_MAX else 0),
-            stamp=self._budget.stamp(self.clock.time()),
-            body_size=size,
-            body_hash=body_hash(body),
-            full_key=key if len(lkey) > DIRECT_KEY_MAX else None,
-            file_name=files.new_name(i) if in_file else None,
-        )
-        packed = pack(rec)
-        cost = rec.cost(lkey, len(packed))
-        if self.max_size is not None and cost > self.max_size:
-            index.removing(i, shard.delete, lkey, None)
-            index.guard(i, shard.count_removal, "rejected")
+            b"" if in_file else bytes(body), bytes(entry.header), entry.created_at, None,
+            tuple(entry.tags), dict(entry.meta) if entry.meta is not None else None, 0, lkey,
+            size, body_hash(body), key if long_key else None, file_name,
+        )  # fmt: skip
+        data = pack_record(rec)
+        cost = len(data) + (-(-size // 4096) * 4096 if in_file else 0)
+        if self.max_size is not None and cost + SLOT_SIZE > self.max_size:
+            self._delete(shard, lkey, khash)
+            self._count(shard, "rejected")
             return False
-        if rec.file_name is not None:
+        expires = math.inf if entry.expires_at is None else entry.expires_at
+        slot = Slot(
+            khash, 0, 0, 0, LIVE | (IN_FILE if in_file else 0) | (LONG_KEY if long_key else 0),
+            tag_bits(rec.tags), version, expires, cost, version,
+        )  # fmt: skip
+        if file_name is not None:
             try:
-                files.write(self._layout, rec.file_name, body, durable=self.durable)
+                files.write(self._layout, file_name, body, durable=self.durable)
             except OSError as exc:
-                if is_full(exc):
-                    message = f"{self!r}: no space left on the device"
-                    raise StoreFullError(exc.errno, message) from exc
-                raise StoreError(f"{self!r}: cannot write a value file: {exc}") from exc
+                raise _translated(exc, f"{self!r}: cannot write a value file") from exc
         try:
-            removed = index.guard(i, shard.put, lkey, rec, packed, cost)
-        except BaseException:
-            if rec.file_name is not None:
-                files.unlink(self._layout, [rec.file_name])
+            removed = shard.put(lkey, khash, data, slot, self.durable)
+        except BaseException as exc:
+            if file_name is not None:
+                files.unlink(self._layout, [file_name])
+            if isinstance(exc, OSError) and not isinstance(exc, StoreError):
+                raise _translated(exc, f"{self!r}: cannot write") from exc
             raise
-        files.unlink(self._layout, removed.files)
-        if self.durable:
-            shard.sync()
+        index.unlink(removed.files)
         self._budget.wrote(cost - removed.freed)
         return True
 
     def delete(self, key: str) -> bool:
-        i, shard, lkey = self._route(key)
-        try:
-            removed = self._index.removing(i, shard.delete, lkey, None)
-        except Damaged:
-            return False
+        _index, shard, lkey, khash = self._route(key)
+        removed = self._delete(shard, lkey, khash)
         now = self.clock.time()
-        return any(self._live(r, now) for r in removed.records)
+        return any(s.expires > now for s in removed)
+
+    def _delete(self, shard: Shard, lkey: bytes, khash: int) -> list[Slot]:
+        try:
+            removed = shard.delete(lkey, khash)
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot delete") from exc
+        shard.unlink_files(removed.files)
+        return removed.slots
+
+    def _count(self, shard: Shard, kind: str) -> None:
+        with contextlib.suppress(OSError, StoreError), shard.locked() as (table, header):
+            setattr(header, kind, getattr(header, kind) + 1)
+            table.write_header(header)
 
     def clear(self, prefix: str = "") -> int:
         index = self._ready()
         now = self.clock.time()
         count = 0
-        for i, shard in enumerate(index.shards):
+        for shard in index.shards:
             if prefix:
-                count += self._remove_matching(i, prefix, None, now)
+                count += self._remove_matching(shard, prefix, None, now)
                 continue
             try:
-                expired = index.guard(i, shard.count_expired, now)
-                try:
-                    items, names = index.guard(i, shard.clear_all)
-                except StoreFullError:
-                    if not release_reserve(self._layout):
-                        raise
-                    items, names = index.guard(i, shard.clear_all)
-            except Damaged:
-                continue
-            files.unlink(self._layout, names)
-            count += max(0, items - expired)
+                _items, removed = shard.clear()
+            except OSError as exc:
+                raise _translated(exc, f"{self!r}: cannot clear") from exc
+            index.unlink(removed.files)
+            count += sum(1 for s in removed.slots if s.expires > now)
         self._budget.forget_total()
-        ensure_reserve(self._layout)
         return count
 
     def stats(self) -> StoreCounters:
@@ -323,71 +311,83 @@ class DiskStore:
         )  # fmt: skip
 
     def close(self) -> None:
-        if self._closed:
-            return
-        if not self._stale:
-            self._budget.flush()
-            self._index.close()
-        self._closed = True
+        """Close the store. Operations already running in other threads finish on the files
+        they opened (closed when the last of them ends); later calls raise StoreError."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            index, self._index = self._index, None
+        if index is not None and not self._stale:
+            with contextlib.suppress(OSError, StoreError):
+                self._budget.flush()
 
     # -- capabilities -----------------------------------------------------------------------
 
     def info(self, key: str) -> Entry | None:
         found = self._lookup(key)
-        return None if found is None else self._entry(found[2], None)
+        if found is None:
+            return None
+        rec = found[3]
+        rec.value = None
+        return rec
 
     def pop(self, key: str) -> Entry | None:
-        i, shard, lkey = self._route(key)
+        _index, shard, lkey, khash = self._route(key)
         try:
-            removed = self._index.guard(i, shard.delete, lkey, None)
-        except Damaged:
+            popped = shard.pop(lkey, khash)
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot pop") from exc
+        if popped is None:
             return None
-        if not removed.records:
-            return None
-        rec = removed.records[0]
+        slot, rec, removed = popped
         try:
-            if not self._live(rec, self.clock.time()):
+            if slot.expires <= self.clock.time():
                 return None
+            if slot.expires != math.inf:
+                rec.expires_at = slot.expires
             if rec.file_name is None:
                 return rec
             try:
                 body = files.read(self._layout, rec.file_name, rec.body_size)
             except (FileNotFoundError, files.DamagedFile):
                 return None
-            return self._entry(rec, body) if body_hash(body) == rec.body_hash else None
+            if body_hash(body) != rec.body_hash:
+                return None
+            rec.value = body
+            return rec
         finally:
-            files.unlink(self._layout, removed.files)
+            shard.unlink_files(removed.files)
 
     def touch(self, key: str, expires_at: float | None) -> bool:
-        i, shard, lkey = self._route(key)
+        _index, shard, lkey, khash = self._route(key)
+        expires = math.inf if expires_at is None else expires_at
         try:
-            return self._index.guard(i, shard.set_expiry, lkey, expires_at, self.clock.time())
-        except Damaged:
-            return False
+            return shard.set_expiry(lkey, khash, expires, self.clock.time())
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot touch") from exc
 
     def expire(self) -> int:
         index = self._ready()
         now = self.clock.time()
         count = 0
-        for i, shard in enumerate(index.shards):
-            while True:
-                try:
-                    removed = index.removing(i, shard.expire, now)
-                except Damaged:
-                    break
-                count += len(removed.records)
-                if len(removed.records) + removed.damaged < 1000:
-                    break
+        for shard in index.shards:
+            try:
+                removed = shard.expire(now)
+            except OSError as exc:
+                raise _translated(exc, f"{self!r}: cannot expire") from exc
+            index.unlink(removed.files)
+            count += len(removed.slots)
         return count
 
     def evict(self, tag: str, prefix: str = "") -> int:
         index = self._ready()
         now = self.clock.time()
-        return sum(self._remove_matching(i, prefix, tag, now) for i in range(len(index.shards)))
+        return sum(self._remove_matching(shard, prefix, tag, now) for shard in index.shards)
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
-        for i in range(len(self._ready().shards)):
-            for key, _rec in self._matching(i, prefix, tag, self.clock.time()):
+        for shard in self._ready().shards:
+            for key, _slot, _position in self._matching(shard, prefix, tag, self.clock.time()):
                 yield key
 
     def count(self, prefix: str = "") -> int:
@@ -396,93 +396,76 @@ class DiskStore:
         index = self._ready()
         now = self.clock.time()
         total = 0
-        for i, shard in enumerate(index.shards):
-            try:
-                total += index.guard(i, shard.stats)[0] - index.guard(i, shard.count_expired, now)
-            except Damaged:
-                continue
-        return max(0, total)
+        for shard in index.shards:
+            header = shard.header()
+            if header is not None and header.min_expires > now:
+                total += header.items
+            else:
+                total += sum(1 for _p, s, _t in shard.scan() if s.expires > now)
+        return total
 
     # -- locks (single-flight across processes) -------------------------------------------
 
     def acquire_lock(self, name: str, token: str, lease: float) -> bool:
-        i, shard, lkey = self._route(name)
+        _index, shard, lkey, _khash = self._route(name)
         now = self.clock.time()
-        return self._index.guard(i, shard.acquire_lock, lkey, token.encode(), now + lease, now)
+        return self._locked_call(shard.acquire_lock, lkey, token.encode(), now + lease, now)
 
     def renew_lock(self, name: str, token: str, lease: float) -> bool:
-        i, shard, lkey = self._route(name)
-        expires = self.clock.time() + lease
-        return self._index.guard(i, shard.renew_lock, lkey, token.encode(), expires)
+        _index, shard, lkey, _khash = self._route(name)
+        return self._locked_call(shard.renew_lock, lkey, token.encode(), self.clock.time() + lease)
 
     def release_lock(self, name: str, token: str) -> bool:
-        i, shard, lkey = self._route(name)
-        return self._index.guard(i, shard.release_lock, lkey, token.encode())
+        _index, shard, lkey, _khash = self._route(name)
+        return self._locked_call(shard.release_lock, lkey, token.encode())
+
+    def _locked_call(self, fn: Any, *args: Any) -> bool:
+        try:
+            return bool(fn(*args))
+        except OSError as exc:
+            if isinstance(exc, StoreError):
+                raise
+            raise _translated(exc, f"{self!r}: cannot use a lock") from exc
 
     # -- scans ------------------------------------------------------------------------------
 
     def _matching(
-        self, i: int, prefix: str, tag: str | None, now: float | None
-    ) -> Iterator[tuple[str, Record]]:
-        """Live (key, record) pairs of shard `i` under `prefix` (and with `tag`); expired ones
-        too when `now` is None."""
-        shard = self._index.shards[i]
-        if tag is not None:
-            try:
-                lkeys = self._index.guard(i, shard.tagged, tag)
-            except Damaged:
-                return
-            for lkey in lkeys:
-                raw = shard.get(lkey)
-                try:
-                    rec = unpack(raw) if raw is not None else None
-                except DamagedRecord:
-                    continue
-                if rec is not None and tag in rec.tags and (now is None or self._live(rec, now)):
-                    key = key_of(lkey, rec.full_key)
-                    if key.startswith(prefix):
-                        yield key, rec
-            return
-        start = prefix_bounds(prefix)
-        after: bytes | None = None
-        while True:
-            try:
-                batch = self._index.guard(i, shard.scan, start, after, SCAN_BATCH)
-            except Damaged:
-                return
-            for lkey, raw in batch:
-                try:
-                    rec = unpack(raw)
-                except DamagedRecord:
-                    continue
-                key = key_of(lkey, rec.full_key)
-                if key.startswith(prefix) and (now is None or self._live(rec, now)):
-                    yield key, rec
-            if len(batch) < SCAN_BATCH:
-                return
-            after = batch[-1][0]
+        self, shard: Shard, prefix: str, tag: str | None, now: float | None
+    ) -> Iterator[tuple[str, Slot, int]]:
+        """Live (key, slot, position) of a shard under `prefix` (and with `tag`); expired
+        ones too when `now` is None."""
+        bits = tag_bits((tag,)) if tag is not None else 0
+        for position, slot, _table in shard.scan(bits):
+            if now is not None and slot.expires <= now:
+                continue
+            rec = shard.record(slot)
+            if rec is None or (tag is not None and tag not in rec.tags):
+                continue
+            key = key_of(rec.lkey, rec.full_key)
+            if key.startswith(prefix):
+                yield key, slot, position
 
-    def _remove_matching(self, i: int, prefix: str, tag: str | None, now: float) -> int:
+    def _remove_matching(self, shard: Shard, prefix: str, tag: str | None, now: float) -> int:
         # expired entries go too (uncounted), as they do in clear() and evict() of MemoryStore
-        doomed = [index_key(key) for key, _rec in self._matching(i, prefix, tag, None)]
-        removed = 0
-        for start in range(0, len(doomed), SCAN_BATCH):
-            try:
-                batch = doomed[start : start + SCAN_BATCH]
-                chunk = self._index.removing(i, self._index.shards[i].remove_many, batch)
-            except Damaged:
-                break
-            removed += sum(1 for r in chunk.records if self._live(r, now))
-        return removed
+        matching = self._matching(shard, prefix, tag, None)
+        doomed = [(position, slot) for _k, slot, position in matching]
+        if not doomed:
+            return 0
+        try:
+            removed = shard.evict([(p, s.version) for p, s in doomed], None)
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot remove entries") from exc
+        shard.unlink_files(removed.files)
+        return sum(1 for s in removed.slots if s.expires > now)
 
-    # -- async twins: index work is in-memory fast; file I/O and bulk work go to a thread --
+    # -- async twins: index work is a few small reads; file I/O and bulk work go to a thread --
 
     async def get_async(self, key: str) -> Entry | None:
         found = self._lookup(key)
         if found is None:
             return None
-        if found[2].file_name is None:
-            return found[2]
+        if found[3].file_name is None:
+            return found[3]
         return await asyncio.to_thread(self.get, key)
 
     async def set_async(self, key: str, entry: Entry) -> bool:
@@ -530,7 +513,12 @@ class DiskStore:
         return self.release_lock(name, token)
 
 
-_RETRY = object()
+def _translated(exc: OSError, message: str) -> Exception:
+    """A TiersError for an OS error met by the store (full disk, permissions, I/O)."""
+    if isinstance(exc, StoreError):
+        return exc
+    out = translate(exc, message)
+    return out if out is not exc else StoreError(f"{message}: {exc}")
 
 
 def _rebuild(path: str, max_size: int | None, durable: bool) -> DiskStore:
@@ -539,12 +527,12 @@ def _rebuild(path: str, max_size: int | None, durable: bool) -> DiskStore:
 
 def _after_fork_in_child() -> None:
     for store in list(_LIVE_STORES):
-        store._stale = True  # reopened on its next use, with a new ShardSet and Budget
+        store._stale = True  # reopened on its next use: new descriptors, locks and budget
         store._lock = threading.Lock()  # another thread may have held it at the fork
     forget_registrations()
 
 
-def _unregister_at_exit() -> None:
+def _close_at_exit() -> None:
     for store in list(_LIVE_STORES):
         with contextlib.suppress(Exception):
             store.close()
@@ -553,4 +541,4 @@ def _unregister_at_exit() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_unregister_at_exit)
+atexit.register(_close_at_exit)

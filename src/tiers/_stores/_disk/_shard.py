@@ -1,0 +1,921 @@
+"""One shard of the DiskStore: a slot table, a record log and leased locks, in ``index/<nn>/``.
+
+Reads take no lock: they read the slots a key may occupy and the record a slot points to, and
+verify both. Writes take the shard lock (a thread lock and an exclusive `flock` of ``lock``),
+read the header, append a record, rewrite one slot and then the header. A killed writer leaves
+at worst a record no slot points to, or a slot whose record the next append overwrites (it
+then reads as damaged: a miss). Space is reclaimed by compacting a segment (copying its live
+records to the head, syncing, deleting it) and the table is rebuilt when it fills up.
+
+A table that cannot be trusted (cut short, a bad header, not our file) is salvaged: every slot
+that still verifies is kept, the rest are misses, and the damage is counted as rejected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import math
+import os
+import struct
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import xxhash
+
+from ...errors import StoreError, StoreFullError
+from .. import _fs
+from . import _locks as locks
+from ._format import (
+    HEADER_SIZE,
+    IN_FILE,
+    LIVE,
+    MAX_SEGMENTS,
+    PROBE,
+    SLOT,
+    SLOT_SIZE,
+    TOMB,
+    Damaged,
+    Header,
+    Record,
+    Segment,
+    Slot,
+    SlotFields,
+    key_hash,
+    record_length,
+    slot_fields,
+    slot_khash,
+    unpack_header,
+    unpack_record,
+    unpack_slot,
+    value_file_prefix,
+)
+from ._io import Fd, NotOurs, open_or_replace, open_ours, pread_exact, remove_name
+from ._log import Log
+from ._table import (
+    MIN_CAPACITY,
+    TABLE,
+    Overflow,
+    Retired,
+    Table,
+    build_table,
+    capacity_for,
+    open_table,
+)
+
+if sys.platform != "win32":
+    import fcntl
+
+_LKEY_AT = 44  # where a record's index key starts (after its fixed part)
+_LKEY_LEN = struct.Struct("<H")
+_FIRST_READ = 4  # slots read first: most keys sit at or right after their home
+_SCAN_CHUNK = 1024
+_RETRIES = 4
+_MAX_SEGMENT_END = (1 << 32) - 1
+
+
+class ValueFiles(Protocol):
+    """Where the store keeps value files (outside the shard's directory)."""
+
+    def unlink(self, names: list[str]) -> None: ...
+    def sweep_shard(self, shard: int) -> None:
+        """Remove the shard's value files that no slot owns (after a salvage)."""
+        ...
+
+
+@dataclass
+class Removed:
+    """What a write removed: the slots (live or expired) and the value files to unlink."""
+
+    slots: list[Slot] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # only for pop
+    freed: int = 0
+
+
+class Shard:
+    """A shard opened by this process (reopened after a fork, or when its files are replaced)."""
+
+    def __init__(self, number: int, path: Path, segment_max: int, files: ValueFiles) -> None:
+        self.number = number
+        self._files = files
+        self.path = path
+        self.segment_max = segment_max
+        _fs.make_dir(path)
+        self._dir = Fd(_fs.open_dir(path))
+        self._lock_file = open_or_replace(self._dir.fd, "lock")
+        self._thread_lock = threading.RLock()  # scans under the lock may reopen the table
+        _fs.make_dir(path / locks.DIRECTORY)
+        self._locks_dir = Fd(_fs.open_dir(path, locks.DIRECTORY))
+        self.log = Log(self._dir)
+        self.rejected_on_open = 0
+        self.table: Table
+        with self._locked_raw():
+            self.table = self._open_or_salvage()
+
+    # -- locking and (re)opening -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked_raw(self) -> Iterator[None]:
+        with self._thread_lock:
+            if sys.platform != "win32":
+                fcntl.flock(self._lock_file.fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if sys.platform != "win32":
+                    fcntl.flock(self._lock_file.fd, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[tuple[Table, Header]]:
+        """Hold the shard lock; yield the current table and its header (written by the
+        caller when changed)."""
+        with self._locked_raw():
+            table = self.table
+            try:
+                header = table.read_header(self.number)
+            except (Retired, Damaged, OSError):
+                table = self.table = self._open_or_salvage()
+                header = table.read_header(self.number)
+            yield table, header
+
+    def _open_or_salvage(self) -> Table:
+        """(Under the lock.) The current table, created when missing, salvaged when damaged."""
+        try:
+            table, header = open_table(self._dir.fd, self.number)
+        except FileNotFoundError:
+            return build_table(self._dir.fd, Header(self.number, MIN_CAPACITY), [], MIN_CAPACITY)
+        except (Damaged, NotOurs, OSError) as exc:
+            if isinstance(exc, OSError) and not isinstance(exc, NotOurs) and is_io_error(exc):
+                raise
+            return self._salvage()
+        self.log.forget({s.number for s in header.segments})
+        return table
+
+    def reopen_table(self, stale: Table) -> None:
+        """A read found `stale` retired or cut short: take the current one (lock-free when the
+        file on disk is fine)."""
+        if self.table is not stale:
+            return
+        try:
+            table, header = open_table(self._dir.fd, self.number)
+        except (FileNotFoundError, Damaged, NotOurs, OSError):
+            with self._locked_raw():
+                if self.table is stale:
+                    self.table = self._open_or_salvage()
+            return
+        self.table = table
+        self.log.forget({s.number for s in header.segments})
+
+    def gone(self) -> bool:
+        """Whether the table lost its name (the store directory was deleted or replaced)."""
+        try:
+            return self.table.gone()
+        except OSError:
+            return True
+
+    # -- reads (no lock) ----------------------------------------------------------------------
+
+    def find(self, lkey: bytes, khash: int) -> tuple[int, SlotFields, bytes] | None:
+        """(position, slot fields, record bytes) of the key's live slot, or None. Hot path:
+        the key's slot among the first few read, verified, and its record read, inline."""
+        for _attempt in range(_RETRIES):
+            table = self.table
+            home = (khash >> 8) & table.mask
+            buf = _pread(table.fd, _FIRST_BYTES, HEADER_SIZE + home * SLOT_SIZE)
+            if len(buf) != _FIRST_BYTES:
+                self.reopen_table(table)
+                continue
+            at = 0
+            found = _KHASH_AT(buf, 0)[0]
+            while found != khash and found and at < _LAST_FIRST:
+                at += SLOT_SIZE
+                found = _KHASH_AT(buf, at)[0]
+            if found == khash:
+                fields: SlotFields = _SLOT_AT(buf, at)
+                position = home + (at >> 6)
+                file = self.log.files.get(fields[1])
+                if (
+                    fields[4] & LIVE
+                    and file is not None
+                    and _xxh3(buf[at : at + _SLOT_BODY], position)
+                    == _CHECK_AT(buf, at + _SLOT_BODY)[0]
+                ):
+                    raw = _pread(file.fd, fields[3], fields[2])
+                    if len(raw) == fields[3] and _holds_key(raw, lkey):
+                        return position, fields, raw
+            elif not found:
+                return None
+            found_slow = self._find_in(table, buf, home, lkey, khash)
+            if found_slow is not _AGAIN:
+                return found_slow  # type: ignore[return-value]
+        return None
+
+    def _find_in(
+        self, table: Table, buf: bytes, home: int, lkey: bytes, khash: int
+    ) -> tuple[int, SlotFields, bytes] | object | None:
+        """The general case of `find`: probe the whole chain, reread torn slots, repair."""
+        read = _FIRST_READ
+        for j in range(PROBE):
+            if j == read:
+                buf = table.read(home, PROBE)
+                if len(buf) != PROBE * SLOT_SIZE:
+                    self.reopen_table(table)
+                    return _AGAIN
+                read = PROBE
+            at = j * SLOT_SIZE
+            found = slot_khash(buf, at)
+            if found == 0:
+                return None
+            if found != khash:
+                continue
+            position = home + j
+            slot = self._verified(table, buf, at, position)
+            if slot is None or not slot.flags & LIVE:
+                continue
+            raw = self.log.read(slot.seg, slot.off, slot.rlen)
+            if raw is None or len(raw) != slot.rlen:
+                if self._slot_moved(table, position, slot):
+                    return _AGAIN  # compacted meanwhile: read the slot again
+                self.discard(position, slot.version, "rejected")  # its segment is gone
+                continue
+            if _holds_key(raw, lkey):
+                return position, slot_fields(slot), raw
+            if not self._is_collision(raw, khash):
+                self.discard(position, slot.version, "rejected")
+        return None
+
+    def _verified(self, table: Table, buf: bytes, at: int, position: int) -> Slot | None:
+        """The slot, read again if torn; None (and repaired) when it stays damaged."""
+        for _ in range(3):
+            try:
+                return unpack_slot(buf, at, position)
+            except Damaged:
+                buf = table.read(position, 1)
+                at = 0
+                if len(buf) != SLOT_SIZE:
+                    return None
+        self._repair(position)
+        return None
+
+    def _slot_moved(self, table: Table, position: int, slot: Slot) -> bool:
+        buf = table.read(position, 1)
+        try:
+            now = unpack_slot(buf, 0, position)
+        except Damaged:
+            return True
+        return (now.seg, now.off, now.version) != (slot.seg, slot.off, slot.version) or (
+            table is not self.table
+        )
+
+    @staticmethod
+    def _is_collision(raw: bytes, khash: int) -> bool:
+        """Whether `raw` is a valid record of another key with the same hash (kept), rather
+        than damage (removed)."""
+        try:
+            return key_hash(unpack_record(raw).lkey) == khash
+        except Damaged:
+            return False
+
+    def slot_of(self, khash: int, version: int) -> Slot | None:
+        """The live slot of hash `khash` written as `version`, if any (lock-free)."""
+        table = self.table
+        home = (khash >> 8) & table.mask
+        buf = table.read(home, PROBE)
+        for j in range(len(buf) // SLOT_SIZE):
+            at = j * SLOT_SIZE
+            found = slot_khash(buf, at)
+            if found == 0:
+                return None
+            if found == khash:
+                try:
+                    slot = unpack_slot(buf, at, home + j)
+                except Damaged:
+                    continue
+                if slot.flags & LIVE and slot.version == version:
+                    return slot
+        return None
+
+    def header(self) -> Header | None:
+        """The header as it is now; read lock-free, and under the lock when a concurrent
+        write tears the read. None if it cannot be read at all."""
+        for _ in range(3):
+            table = self.table
+            try:
+                raw = os.pread(table.fd, HEADER_SIZE, 0)
+                if len(raw) < HEADER_SIZE:
+                    self.reopen_table(table)  # retired by a rebuild, or cut short
+                    continue
+                header = unpack_header(raw, self.number)
+            except (Damaged, OSError):
+                continue
+            self.log.forget({s.number for s in header.segments})
+            return header
+        try:
+            with self.locked() as (_table, header):
+                return header
+        except (Damaged, OSError, StoreError):
+            return None
+
+    def scan(self, tagbits: int = 0) -> Iterator[tuple[int, Slot, Table]]:
+        """Every live slot (with all of `tagbits` set), chunk by chunk, lock-free. A table
+        replaced during the scan is followed from the same position: under concurrent writes
+        a key may be missed or seen twice."""
+        position = 0
+        table = self.table
+        while position < table.capacity + PROBE:
+            count = min(_SCAN_CHUNK, table.capacity + PROBE - position)
+            buf = table.read_all(position, count)
+            if len(buf) != count * SLOT_SIZE:
+                self.reopen_table(table)
+                if self.table is table:
+                    return
+                table = self.table
+                continue
+            for j in range(count):
+                at = j * SLOT_SIZE
+                if slot_khash(buf, at) == 0:
+                    continue
+                try:
+                    slot = unpack_slot(buf, at, position + j)
+                except Damaged:
+                    continue
+                if slot.flags & LIVE and slot.tagbits & tagbits == tagbits:
+                    yield position + j, slot, table
+            position += count
+
+    def record(self, slot: Slot) -> Record | None:
+        """The decoded record of a slot; None if it is gone or damaged."""
+        raw = self.log.read(slot.seg, slot.off, slot.rlen)
+        if raw is None or len(raw) != slot.rlen:
+            return None
+        try:
+            return unpack_record(raw)
+        except Damaged:
+            return None
+
+    # -- writes (under the lock) --------------------------------------------------------------
+
+    def put(self, lkey: bytes, khash: int, data: bytes, slot: Slot, durable: bool) -> Removed:
+        """Append record `data` and point the key's slot at it (seg, off and rlen of `slot`
+        are filled in here). Returns what it replaced."""
+        with self.locked() as (_table, header):
+            seg = self._head(header, len(data))
+            table, position, old, kind = self._place(header, lkey, khash)
+            slot.seg, slot.off, slot.rlen = seg.number, seg.end, len(data)
+            try:
+                self.log.append(seg.number, seg.end, data)
+                if durable:
+                    self.log.sync(seg.number)
+            except OSError as exc:
+                raise translate(exc, self.path, "cannot write an entry") from exc
+            seg.end += len(data)
+            seg.live += len(data)
+            removed = Removed()
+            if old is not None:
+                self._account_removal(header, old, removed)
+            elif kind == _EMPTY:
+                header.used += 1
+            else:
+                header.tombs -= 1
+            header.items += 1
+            header.live += slot.cost
+            header.min_expires = min(header.min_expires, slot.expires)
+            # The header first: a writer killed between the two leaves counters a little off
+            # (recounted at the next open), never a slot pointing past the log's end.
+            table.write_header(header)
+            table.write(position, slot)
+            if durable:
+                table.sync()
+            self._maintain(header, written=True)
+            return removed
+
+    def _place(
+        self, header: Header, lkey: bytes, khash: int
+    ) -> tuple[Table, int, Slot | None, int]:
+        """(table, position, slot there now, kind of position) for the key's slot: its own
+        slot, else the first tombstone or empty slot of its chain; the table is rebuilt bigger
+        when the chain has none."""
+        for _ in range(8):
+            table = self.table
+            home = table.home(khash)
+            buf = table.read_all(home, PROBE)
+            free, kind = -1, _EMPTY
+            for j in range(len(buf) // SLOT_SIZE):
+                at = j * SLOT_SIZE
+                found = slot_khash(buf, at)
+                if found == 0:
+                    if free < 0:
+                        free, kind = home + j, _EMPTY
+                    break
+                try:
+                    slot = unpack_slot(buf, at, home + j)
+                except Damaged:
+                    continue  # neither free nor the key's: dropped at the next rebuild
+                if slot.flags & TOMB:
+                    if free < 0:
+                        free, kind = home + j, _TOMB
+                elif found == khash:  # (two keys sharing a 64-bit hash: one replaces the other;
+                    return table, home + j, slot, _OWN  # readers check the key: a miss at worst)
+            if free >= 0:
+                return table, free, None, kind
+            self._rebuild(header, table.capacity * 2)
+        raise StoreError(f"{self.path}: the index table cannot place a key")
+
+    def _holds(self, slot: Slot, lkey: bytes) -> bool:
+        raw = self.log.read(slot.seg, slot.off, slot.rlen)
+        if raw is None or len(raw) != slot.rlen:
+            return True  # damaged: the new record replaces it
+        return _holds_key(raw, lkey)
+
+    def _head(self, header: Header, length: int) -> Segment:
+        """The segment the next record of `length` bytes goes to (a new one when the head is
+        full; compaction keeps the segment table from overflowing)."""
+        head = header.segments[-1] if header.segments else None
+        if head is None or head.end >= self.segment_max or head.end + length > _MAX_SEGMENT_END:
+            if len(header.segments) >= MAX_SEGMENTS - 1:
+                self._compact(header, force=True)
+            head = Segment(header.next_segment, 0, 0)
+            header.next_segment += 1
+            header.segments.append(head)
+        return head
+
+    def _account_removal(self, header: Header, old: Slot, removed: Removed) -> None:
+        """`old` leaves the table (its slot is being rewritten or tombstoned)."""
+        header.items -= 1
+        header.live -= old.cost
+        seg = header.segment(old.seg)
+        if seg is not None:
+            seg.live = max(0, seg.live - old.rlen)
+        removed.slots.append(old)
+        removed.freed += old.cost
+        if old.flags & IN_FILE:
+            rec = self.record(old)
+            if rec is not None and rec.file_name is not None:
+                removed.files.append(rec.file_name)
+                removed.records.append(rec)
+            else:  # a damaged record: its file is found by the part of the name a slot gives
+                removed.files.append(value_file_prefix(self.number, old.khash, old.version))
+
+    def _tombstone(self, table: Table, header: Header, position: int, old: Slot) -> Removed:
+        removed = Removed()
+        self._account_removal(header, old, removed)
+        header.tombs += 1
+        table.write(position, _tomb(old.khash))
+        return removed
+
+    def delete(self, lkey: bytes, khash: int, version: int | None = None) -> Removed:
+        """Remove the key's entry (only if it is still `version`, when given)."""
+        with self.locked() as (table, header):
+            position, old = self._locate(table, lkey, khash)
+            if old is None or (version is not None and old.version != version):
+                return Removed()
+            removed = self._tombstone(table, header, position, old)
+            self._maintain(header)
+            return removed
+
+    def discard(self, position: int, version: int, kind: str) -> None:
+        """Remove the entry a read found expired or damaged, if nobody replaced it (counted as
+        `kind`). Never raises: a read does not fail because a cleanup could not run."""
+        try:
+            with self.locked() as (table, header):
+                buf = table.read(position, 1)
+                try:
+                    old = unpack_slot(buf, 0, position)
+                except Damaged:
+                    return
+                if not old.flags & LIVE or old.version != version:
+                    return
+                removed = self._tombstone(table, header, position, old)
+                setattr(header, kind, getattr(header, kind) + 1)
+                self._maintain(header)
+        except (OSError, StoreError, Damaged):
+            return
+        self.unlink_files(removed.files)
+
+    def _repair(self, position: int) -> None:
+        """A slot stays damaged: tombstone it (counted as rejected)."""
+        try:
+            with self.locked() as (table, header):
+                buf = table.read(position, 1)
+                if len(buf) != SLOT_SIZE:
+                    return
+                try:
+                    unpack_slot(buf, 0, position)
+                    return  # it reads fine now
+                except Damaged:
+                    pass
+                table.write(position, _tomb(1))
+                header.items = max(0, header.items - 1)
+                header.tombs += 1
+                header.rejected += 1
+                table.write_header(header)
+        except (OSError, StoreError, Damaged):
+            return
+
+    def _locate(
+        self, table: Table, lkey: bytes, khash: int, *, verify: bool = False
+    ) -> tuple[int, Slot | None]:
+        """(Under the lock.) The key's slot position and slot, or (-1, None). By its hash alone
+        (a key sharing another's 64-bit hash may remove it: a miss, never a wrong value), or
+        with its record checked when `verify` (the caller returns what the record holds)."""
+        home = table.home(khash)
+        buf = table.read_all(home, PROBE)
+        for j in range(len(buf) // SLOT_SIZE):
+            at = j * SLOT_SIZE
+            found = slot_khash(buf, at)
+            if found == 0:
+                break
+            if found != khash:
+                continue
+            try:
+                slot = unpack_slot(buf, at, home + j)
+            except Damaged:
+                continue
+            if slot.flags & LIVE and (not verify or self._holds(slot, lkey)):
+                return home + j, slot
+        return -1, None
+
+    def pop(self, lkey: bytes, khash: int) -> tuple[Slot, Record, Removed] | None:
+        """Remove the key's entry and return its slot and record (value files are for the
+        caller to read, then unlink)."""
+        with self.locked() as (table, header):
+            position, old = self._locate(table, lkey, khash, verify=True)
+            if old is None:
+                return None
+            rec = self.record(old)
+            removed = self._tombstone(table, header, position, old)
+            if rec is None:
+                header.rejected += 1
+            self._maintain(header)
+        if rec is None:
+            self.unlink_files(removed.files)
+            return None
+        return old, rec, removed
+
+    def set_expiry(self, lkey: bytes, khash: int, expires: float, now: float) -> bool:
+        with self.locked() as (table, header):
+            position, old = self._locate(table, lkey, khash, verify=True)
+            if old is None or old.expires <= now:
+                return False
+            old.expires = expires
+            table.write(position, old)
+            header.min_expires = min(header.min_expires, expires)
+            table.write_header(header)
+            return True
+
+    def restamp(self, stamps: dict[bytes, int]) -> None:
+        """Move entries up the LRU order (batched access times)."""
+        with self.locked() as (table, _header):
+            for lkey, stamp in stamps.items():
+                position, old = self._locate(table, lkey, key_hash(lkey))
+                if old is not None and old.stamp < stamp:
+                    old.stamp = stamp
+                    table.write(position, old)
+
+    def evict(self, victims: list[tuple[int, int]], kind: str | None = "evictions") -> Removed:
+        """Remove the given (position, version) entries if unchanged, counted as `kind`
+        (None: removals the caller asked for, not counted)."""
+        removed = Removed()
+        with self.locked() as (table, header):
+            for position, version in victims:
+                if position >= table.capacity + PROBE:
+                    continue
+                try:
+                    old = unpack_slot(table.read(position, 1), 0, position)
+                except Damaged:
+                    continue
+                if not old.flags & LIVE or old.version != version:
+                    continue
+                one = self._tombstone(table, header, position, old)
+                removed.slots += one.slots
+                removed.files += one.files
+                removed.freed += one.freed
+                if kind is not None:
+                    setattr(header, kind, getattr(header, kind) + 1)
+            self._maintain(header)
+        return removed
+
+    def expire(self, now: float) -> Removed:
+        """Remove every entry expired at `now` (counted as expirations)."""
+        doomed = [(p, s.version) for p, s, _t in self.scan() if s.expires <= now]
+        removed = self.evict(doomed, "expirations") if doomed else Removed()
+        with contextlib.suppress(OSError):
+            locks.remove_expired(self._locks_dir, now)
+        with self.locked() as (table, header):
+            if header.min_expires <= now:
+                soonest = min((s.expires for _p, s, _t in self.scan()), default=math.inf)
+                header.min_expires = soonest
+                table.write_header(header)
+        return removed
+
+    def clear(self) -> tuple[int, Removed]:
+        """Drop every entry (not the locks); (entries that were live, what was removed). The
+        segments go first, so that a full disk gets room for the new, empty table."""
+        with self.locked() as (table, header):
+            removed = Removed()
+            for _position, slot, _t in self.scan():
+                self._account_removal(header, slot, removed)
+            for seg in header.segments:
+                self.log.remove(seg.number)
+            fresh = Header(
+                self.number, MIN_CAPACITY, evictions=header.evictions,
+                expirations=header.expirations, rejected=header.rejected,
+                next_segment=header.next_segment,
+            )  # fmt: skip
+            try:
+                self.table = build_table(self._dir.fd, fresh, [], MIN_CAPACITY)
+            except OSError:
+                fresh.capacity = table.capacity  # no room for a new file: empty this one
+                table.write_header(fresh)
+                table.erase_slots()
+            else:
+                table.retire()
+            return len(removed.slots), removed
+
+    # -- locks ------------------------------------------------------------------------------
+
+    def acquire_lock(self, lkey: bytes, token: bytes, until: float, now: float) -> bool:
+        with self.locked():
+            held = locks.read(self._locks_dir, lkey)
+            if held is not None and held[0] != token and held[1] > now:
+                return False
+            self._write_lock(lkey, token, until)
+            return True
+
+    def renew_lock(self, lkey: bytes, token: bytes, until: float) -> bool:
+        with self.locked():
+            held = locks.read(self._locks_dir, lkey)
+            if held is None or held[0] != token:
+                return False
+            self._write_lock(lkey, token, until)
+            return True
+
+    def release_lock(self, lkey: bytes, token: bytes) -> bool:
+        with self.locked():
+            held = locks.read(self._locks_dir, lkey)
+            if held is None or held[0] != token:
+                return False
+            locks.remove(self._locks_dir, lkey)
+            return True
+
+    def _write_lock(self, lkey: bytes, token: bytes, until: float) -> None:
+        try:
+            locks.write(self._locks_dir, lkey, token, until)
+        except OSError as exc:
+            raise translate(exc, self.path, "cannot write a lock") from exc
+
+    # -- upkeep -------------------------------------------------------------------------------
+
+    def _maintain(self, header: Header, *, written: bool = False) -> None:
+        """After a change (under the lock): rebuild a table over 3/4 full, compact a segment
+        when garbage outweighs what is live, and write the header (unless `written` and
+        nothing changed since). Upkeep that fails for lack of space is left for later."""
+        changed = False
+        try:
+            if header.used * 4 > self.table.capacity * 3:
+                self._rebuild(header, capacity_for(header.items))
+                changed = True
+            garbage = header.garbage
+            if garbage > self.segment_max and garbage * 2 > sum(s.end for s in header.segments):
+                self._compact(header, force=False)
+                changed = True
+        except StoreFullError:
+            pass  # deletes must work on a full disk; the upkeep runs again after the next write
+        if changed or not written:
+            self.table.write_header(header)
+
+    def compact(self, min_garbage: int) -> bool:
+        """Compact the segment with the most garbage if it has at least `min_garbage` bytes of
+        it; whether anything was compacted."""
+        with self.locked() as (_table, header):
+            if not header.segments:
+                return False
+            if max(s.end - s.live for s in header.segments) < max(1, min_garbage):
+                return False
+            self._compact(header, force=True)
+            self.table.write_header(header)
+            return True
+
+    def _compact(self, header: Header, force: bool) -> None:
+        """Copy the live records of the segment with the most garbage to the head (a new head
+        when it is the head itself), make them durable, then delete the segment."""
+        if not header.segments:
+            return
+        victim = max(header.segments, key=lambda s: (s.end - s.live, -s.number))
+        if not force and victim.end - victim.live < victim.end // 4:
+            return
+        if victim is header.segments[-1]:
+            header.segments.append(Segment(header.next_segment, 0, 0))
+            header.next_segment += 1
+        table = self.table
+        moved_to: set[int] = set()
+        data = self.log.read_segment(victim.number, victim.end)
+        if data is None or not self._move_walking(table, header, victim, data, moved_to):
+            self._move_scanning(table, header, victim, moved_to)
+        try:
+            for number in moved_to:
+                self.log.sync(number)
+            table.sync()
+        except OSError as exc:
+            raise translate(exc, self.path, "cannot sync a compaction") from exc
+        header.segments.remove(victim)
+        self.log.remove(victim.number)
+
+    def _move_walking(
+        self, table: Table, header: Header, victim: Segment, data: bytes, moved_to: set[int]
+    ) -> bool:
+        """Walk the segment's records, moving each that a slot still points to; False if the
+        walk met damage (the caller then finds the live records through the table)."""
+        at = 0
+        while at < len(data):
+            try:
+                length = record_length(data, at)
+            except Damaged:
+                return False
+            lkey_len = _LKEY_LEN.unpack_from(data, at + 4)[0]
+            lkey = data[at + _LKEY_AT : at + _LKEY_AT + lkey_len]
+            khash = key_hash(lkey)
+            home = table.home(khash)
+            buf = table.read_all(home, PROBE)
+            for j in range(len(buf) // SLOT_SIZE):
+                if slot_khash(buf, j * SLOT_SIZE) != khash:
+                    continue
+                try:
+                    slot = unpack_slot(buf, j * SLOT_SIZE, home + j)
+                except Damaged:
+                    continue
+                if slot.flags & LIVE and slot.seg == victim.number and slot.off == at:
+                    self._move(table, header, home + j, slot, data[at : at + length], moved_to)
+            at += length
+        return True
+
+    def _move_scanning(
+        self, table: Table, header: Header, victim: Segment, moved_to: set[int]
+    ) -> None:
+        for position, slot, _t in list(self.scan()):
+            if slot.seg == victim.number:
+                raw = self.log.read(slot.seg, slot.off, slot.rlen)
+                if raw is not None and len(raw) == slot.rlen:
+                    self._move(table, header, position, slot, raw, moved_to)
+
+    def _move(
+        self, table: Table, header: Header, position: int, slot: Slot, raw: bytes, moved: set[int]
+    ) -> None:
+        seg = header.segments[-1]
+        if seg.end >= self.segment_max or seg.end + len(raw) > _MAX_SEGMENT_END:
+            seg = Segment(header.next_segment, 0, 0)
+            header.next_segment += 1
+            header.segments.append(seg)
+        try:
+            self.log.append(seg.number, seg.end, raw)
+        except OSError as exc:
+            raise translate(exc, self.path, "cannot compact") from exc
+        old_seg = header.segment(slot.seg)
+        if old_seg is not None:
+            old_seg.live = max(0, old_seg.live - slot.rlen)
+        slot.seg, slot.off = seg.number, seg.end
+        seg.end += len(raw)
+        seg.live += len(raw)
+        table.write(position, slot)
+        moved.add(seg.number)
+
+    def _rebuild(self, header: Header, capacity: int) -> Table:
+        """(Under the lock.) Rebuild the table at `capacity` from its live slots and retire
+        the old one (its readers notice and reopen)."""
+        old = self.table
+        slots = [slot for _p, slot, _t in self.scan()]
+        self.table = self._build(header, slots, capacity)
+        old.retire()
+        return self.table
+
+    def _build(self, header: Header, slots: list[Slot], capacity: int) -> Table:
+        capacity = max(capacity, MIN_CAPACITY)
+        while True:
+            try:
+                return build_table(self._dir.fd, header, slots, capacity)
+            except Overflow:
+                capacity *= 2
+            except OSError as exc:
+                raise translate(exc, self.path, "cannot rebuild the index table") from exc
+
+    def _salvage(self) -> Table:
+        """(Under the lock.) Build a new table from whatever still verifies in the damaged one
+        and the segment files present; the damage is counted as rejected."""
+        base = Header(self.number, MIN_CAPACITY)
+        slots: list[Slot] = []
+        try:
+            file = open_ours(self._dir.fd, TABLE)
+        except (FileNotFoundError, NotOurs):
+            remove_name(self._dir.fd, TABLE)
+        else:
+            with contextlib.suppress(Damaged):
+                base = unpack_header(pread_exact(file.fd, HEADER_SIZE, 0), self.number)
+            slots = _verified_slots(file)
+        present = {n: self._segment_size(n) for n in self.log.names()}
+        slots = [s for s in slots if s.seg in present and s.off + s.rlen <= present[s.seg]]
+        header = Header(
+            self.number, MIN_CAPACITY, evictions=base.evictions, expirations=base.expirations,
+            rejected=base.rejected + 1, next_segment=max([base.next_segment - 1, *present]) + 1,
+        )  # fmt: skip
+        live: dict[int, int] = {}
+        for slot in slots:
+            header.items += 1
+            header.live += slot.cost
+            header.min_expires = min(header.min_expires, slot.expires)
+            live[slot.seg] = live.get(slot.seg, 0) + slot.rlen
+        for number in sorted(present):
+            if number in live and len(header.segments) < MAX_SEGMENTS - 2:
+                header.segments.append(Segment(number, present[number], live[number]))
+            else:
+                self.log.remove(number)
+        kept = {s.number for s in header.segments}
+        slots = [s for s in slots if s.seg in kept]
+        self.rejected_on_open += 1
+        table = self._build(header, slots, capacity_for(len(slots)))
+        self.table = table
+        self._files.sweep_shard(self.number)
+        return table
+
+    def _segment_size(self, number: int) -> int:
+        try:
+            file = open_ours(self._dir.fd, f"log.{number}")
+        except (FileNotFoundError, NotOurs):
+            return 0
+        return min(os.fstat(file.fd).st_size, _MAX_SEGMENT_END)
+
+    def unlink_files(self, names: list[str]) -> None:
+        if names:
+            self._files.unlink(names)
+
+    def recount(self) -> None:
+        """Rebuild the table and its counters from the slots (a process that crashed in the
+        middle of a write may have left the counters off by what it was doing)."""
+        with self.locked() as (_table, header):
+            slots = [slot for _p, slot, _t in self.scan()]
+            header.items = len(slots)
+            header.live = sum(s.cost for s in slots)
+            header.min_expires = min((s.expires for s in slots), default=math.inf)
+            live: dict[int, int] = {}
+            for slot in slots:
+                live[slot.seg] = live.get(slot.seg, 0) + slot.rlen
+            for seg in header.segments:
+                seg.live = min(seg.end, live.get(seg.number, 0))
+            old = self.table
+            self.table = self._build(header, slots, capacity_for(len(slots)))
+            old.retire()
+
+
+def _verified_slots(file: Fd) -> list[Slot]:
+    """The live slots of a table file that still verify, wherever they are."""
+    out = []
+    size = os.fstat(file.fd).st_size
+    chunk_slots = 1024
+    for first in range(0, max(0, size - HEADER_SIZE) // SLOT_SIZE, chunk_slots):
+        buf = pread_exact(file.fd, chunk_slots * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
+        for j in range(len(buf) // SLOT_SIZE):
+            if slot_khash(buf, j * SLOT_SIZE) == 0:
+                continue
+            with contextlib.suppress(Damaged):
+                slot = unpack_slot(buf, j * SLOT_SIZE, first + j)
+                if slot.flags & LIVE:
+                    out.append(slot)
+    return out
+
+
+def _holds_key(raw: bytes, lkey: bytes) -> bool:
+    """Whether record bytes `raw` start with the fixed part of a record of `lkey`."""
+    return raw[_LKEY_AT : _LKEY_AT + len(lkey)] == lkey and (
+        len(raw) > _LKEY_AT and _LKEY_LEN.unpack_from(raw, 4)[0] == len(lkey)
+    )
+
+
+def _tomb(khash: int) -> Slot:
+    return Slot(khash, 0, 0, 0, TOMB, 0, 0, math.inf, 0, 0)
+
+
+_AGAIN = object()
+_pread = os.pread
+_xxh3 = xxhash.xxh3_64_intdigest
+_KHASH_AT = struct.Struct("<Q").unpack_from
+_CHECK_AT = _KHASH_AT
+_SLOT_AT = SLOT.unpack_from
+_SLOT_BODY = SLOT.size
+_FIRST_BYTES = _FIRST_READ * SLOT_SIZE
+_LAST_FIRST = _FIRST_BYTES - SLOT_SIZE
+_EMPTY, _TOMB, _OWN = 0, 1, 2
+
+
+def is_io_error(exc: OSError) -> bool:
+    """An error of the device or the space on it (as opposed to damage in our files)."""
+    return exc.errno in (errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+
+
+def translate(exc: OSError, path: Path, what: str) -> StoreError:
+    if _fs.is_full(exc):
+        return StoreFullError(exc.errno, f"DiskStore {path.parent.parent}: no space left ({what})")
+    return StoreError(f"DiskStore {path.parent.parent}: {what}: {exc}")

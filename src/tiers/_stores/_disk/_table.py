@@ -1,0 +1,163 @@
+"""The slot table of a shard: a header and ``capacity + PROBE`` slots in the file ``table``.
+
+Readers take no lock: they `pread` the slots a key may occupy and verify each one they use
+(a slot being rewritten reads as a checksum mismatch, and is read again). Writers hold the
+shard lock and rewrite one slot with one `pwrite`, which a killed process cannot tear.
+
+The table is never resized in place. A bigger (or cleaned) table is built under a new name,
+synced, renamed over ``table``, and the old file is truncated to zero bytes: every process
+still reading the old one gets a short read and reopens ``table`` by name. A process never
+trusts a table that a short read, a wrong size or a bad header puts in doubt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from ._format import (
+    EMPTY_SLOT,
+    HEADER_SIZE,
+    PROBE,
+    SLOT_SIZE,
+    Damaged,
+    Header,
+    Slot,
+    pack_header,
+    pack_slot,
+    unpack_header,
+)
+from ._io import Fd, fsync_dir, open_ours, pread_exact, pwrite_all, remove_name
+
+TABLE = "table"
+_NEW = "table.new"
+MIN_CAPACITY = 64  # an empty shard's table: 4 KiB of header and 96 slots
+
+
+class Table:
+    """An open slot table (its descriptor stays open while any operation uses it)."""
+
+    __slots__ = ("_file", "capacity", "fd", "mask", "size")
+
+    def __init__(self, file: Fd, capacity: int) -> None:
+        self._file = file
+        self.fd = file.fd
+        self.capacity = capacity
+        self.mask = capacity - 1
+        self.size = HEADER_SIZE + (capacity + PROBE) * SLOT_SIZE
+
+    def home(self, khash: int) -> int:
+        """The first slot a key of hash `khash` may occupy."""
+        return (khash >> 8) & self.mask
+
+    def read(self, first: int, count: int) -> bytes:
+        """Raw slots ``first .. first + count - 1``; short when the table was retired or cut."""
+        return os.pread(self.fd, count * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
+
+    def read_all(self, first: int, count: int) -> bytes:
+        return pread_exact(self.fd, count * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
+
+    def write(self, position: int, slot: Slot) -> None:
+        pwrite_all(self.fd, pack_slot(slot, position), HEADER_SIZE + position * SLOT_SIZE)
+
+    def clear_slot(self, position: int) -> None:
+        pwrite_all(self.fd, EMPTY_SLOT, HEADER_SIZE + position * SLOT_SIZE)
+
+    def erase_slots(self) -> None:
+        """Empty every slot in place (needs no new disk blocks: for a full disk)."""
+        zeros = bytes(min(self.size - HEADER_SIZE, 1 << 20))
+        at = HEADER_SIZE
+        while at < self.size:
+            chunk = zeros[: self.size - at]
+            pwrite_all(self.fd, chunk, at)
+            at += len(chunk)
+
+    def read_header(self, shard: int) -> Header:
+        """The header, checked against this table's size; `Damaged` (or `Retired`) if not."""
+        raw = os.pread(self.fd, HEADER_SIZE, 0)
+        if not raw:
+            raise Retired
+        header = unpack_header(raw, shard)
+        if header.capacity != self.capacity:
+            raise Damaged("table header disagrees with the table")
+        return header
+
+    def write_header(self, header: Header) -> None:
+        pwrite_all(self.fd, pack_header(header), 0)
+
+    def retire(self) -> None:
+        """Truncate this (replaced) table so that its readers notice and reopen."""
+        os.ftruncate(self.fd, 0)
+
+    def gone(self) -> bool:
+        """Whether the file lost its name (replaced, or its directory deleted)."""
+        return os.fstat(self.fd).st_nlink == 0
+
+    def sync(self) -> None:
+        os.fsync(self.fd)
+
+
+class Retired(Exception):
+    """The table was replaced (or emptied): reopen ``table`` by name."""
+
+
+class Overflow(Exception):
+    """A slot found no free position within PROBE of its home: build a bigger table."""
+
+
+def open_table(dir_fd: int, shard: int) -> tuple[Table, Header]:
+    """Open the shard's table and read its header. FileNotFoundError when there is none;
+    `Damaged` (or `NotOurs`) when the file cannot be trusted."""
+    file = open_ours(dir_fd, TABLE)
+    size = os.fstat(file.fd).st_size
+    raw = pread_exact(file.fd, HEADER_SIZE, 0)
+    header = unpack_header(raw, shard)
+    table = Table(file, header.capacity)
+    if size != table.size:
+        raise Damaged(f"table has {size} bytes, its header says {table.size}")
+    return table, header
+
+
+def build_table(dir_fd: int, header: Header, slots: Iterable[Slot], capacity: int) -> Table:
+    """Write a new table holding `slots` (live entries) with `header` (its capacity, used and
+    tomb counts set here), sync it and put it in place of ``table``. `Overflow` if a slot finds
+    no room within PROBE of its home (try a bigger capacity)."""
+    size = HEADER_SIZE + (capacity + PROBE) * SLOT_SIZE
+    buf = bytearray(size)
+    mask = capacity - 1
+    used = 0
+    for slot in slots:
+        home = (slot.khash >> 8) & mask
+        for position in range(home, home + PROBE):
+            at = HEADER_SIZE + position * SLOT_SIZE
+            if buf[at] == 0 and buf[at : at + 8] == b"\0" * 8:
+                buf[at : at + SLOT_SIZE] = pack_slot(slot, position)
+                used += 1
+                break
+        else:
+            raise Overflow
+    header.capacity = capacity
+    header.used = used
+    header.tombs = 0
+    head = pack_header(header)
+    buf[: len(head)] = head
+    remove_name(dir_fd, _NEW)  # a leftover of a crash in the middle of a rebuild
+    file = open_ours(dir_fd, _NEW, create=True, exclusive=True)
+    try:
+        pwrite_all(file.fd, buf, 0)
+        os.fsync(file.fd)
+        os.rename(_NEW, TABLE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except BaseException:
+        remove_name(dir_fd, _NEW)
+        raise
+    fsync_dir(dir_fd)
+    return Table(file, capacity)
+
+
+def capacity_for(entries: int) -> int:
+    """A power-of-two capacity that holds `entries` at most 5/8 full (tables are rebuilt at
+    3/4, so this leaves room for a run of inserts between rebuilds)."""
+    capacity = MIN_CAPACITY
+    while capacity * 5 < 8 * entries:
+        capacity *= 2
+    return capacity
