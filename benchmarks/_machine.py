@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = (
-    "tiers", "diskcache", "cachetools", "cachebox", "lmdb", "xxhash", "joblib", "cachier",
+    "tiers", "diskcache", "cachetools", "cachebox", "xxhash", "joblib", "cachier",
     "numpy", "pandas", "redis", "obstore",
 )  # fmt: skip
 
