@@ -27,8 +27,15 @@ MISSING: Final = _Missing.MISSING
 MissingType = Literal[_Missing.MISSING]
 
 
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
 def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
+    """A UTC datetime; times past year 9999 (a very long TTL, or a forged one) clamp to it."""
+    try:
+        return datetime.fromtimestamp(ts, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return _LATEST if ts > 0 else datetime.min.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._codec import Codec, Rejected, resolve_compressor, resolve_secret, resolve_serializer
+from .._codec._documents import check_object
 from .._flight import Flights
 from .._hashing import hash_key
 from .._paths import user_cache_dir
@@ -196,7 +197,8 @@ class CacheCore:
             raise TypeError(f"meta must be a dict of JSON values, not {type(meta).__qualname__!r}")
         try:
             copied: dict[str, Any] = json.loads(json.dumps(meta, allow_nan=False))
-        except (TypeError, ValueError) as exc:
+            check_object(copied)  # what every store can read back (nesting, huge ints)
+        except (TypeError, ValueError, RecursionError) as exc:
             raise TypeError(f"meta must be JSON-serialisable: {exc}") from exc
         return copied
 

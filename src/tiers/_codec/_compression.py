@@ -30,8 +30,12 @@ class ZlibCompressor:
 
     def decompress(self, data: bytes, size: int) -> bytes:
         inflater = zlib.decompressobj()
-        out = inflater.decompress(data, max(size, 1))  # a max_length of 0 means "no limit"
-        if len(out) != size or inflater.unconsumed_tail or not inflater.eof:
+        try:
+            out = inflater.decompress(data, max(size, 1))  # a max_length of 0: "no limit"
+        except zlib.error as exc:  # (not a ValueError)
+            raise ValueError(f"zlib payload is damaged: {exc}") from exc
+        rest = inflater.unconsumed_tail or inflater.unused_data
+        if len(out) != size or rest or not inflater.eof:
             raise ValueError("zlib payload does not inflate to its recorded size")
         return out
 
@@ -50,7 +54,9 @@ class ZstdCompressor:
         self._zstd = zstandard
 
     def compress(self, data: bytes) -> bytes:
-        out: bytes = self._zstd.ZstdCompressor(level=3).compress(data)
+        # The frame's checksum (4 bytes) makes damage detectable where no store checksums
+        # the entry (Redis, object storage); frames written without one still read.
+        out: bytes = self._zstd.ZstdCompressor(level=3, write_checksum=True).compress(data)
         return out
 
     def decompress(self, data: bytes, size: int) -> bytes:

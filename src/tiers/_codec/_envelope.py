@@ -3,14 +3,27 @@
 Header layout (version 1)::
 
     0      format version (1)
-    1      flags: 1 = signed, 2 = value is raw bytes passed through the pickle serializer
+    1      flags: 1 = signed, 2 = value is raw bytes passed through the pickle serializer,
+           4 = padded (see below); any other bit: an entry of a later format, refused
     2      compression id (0 none, 1 zlib, 2 zstd, 3 lz4)
     3      n = length of the serializer name
     4..    serializer name (ASCII)
     +8     uncompressed size, little-endian (only when compressed)
+    +8     compressed length, little-endian (only when padded); the body is that many bytes
+           of compressed payload followed by zero bytes
     +32    HMAC-SHA256 (only when signed), over: domain, key, the header before it, body
 
 Encoding and decoding are pure: bytes in, bytes or values out, no I/O.
+
+Decompression bombs. A signed entry's recorded size is trusted only after its MAC verifies.
+An unsigned entry (json, msgpack, raw) is authenticated by nothing, so its recorded size is
+bounded by what its stored bytes may legitimately produce: at most `MAX_EXPANSION` times the
+body's length, else the entry is `Rejected` before anything is inflated. A planted entry thus
+makes a reader allocate at most `MAX_EXPANSION` bytes per byte planted (64: the order of what
+parsing JSON or msgpack into Python objects already costs per byte), however the size is
+forged. The writer keeps the same rule, so what it writes always reads back: a value that
+compresses better than that is stored padded with zero bytes up to 1/64 of its size (still
+far smaller than uncompressed; signed entries are never padded).
 """
 
 from __future__ import annotations
@@ -24,6 +37,10 @@ from ._signing import MAC_SIZE, Signer
 FORMAT = 1
 SIGNED = 1
 PASSTHROUGH = 2
+PADDED = 4
+_KNOWN_FLAGS = SIGNED | PASSTHROUGH | PADDED
+MAX_EXPANSION = 64
+"""An unsigned compressed entry inflates to at most this many times its stored body."""
 _DOMAIN = b"tiers-entry-mac-v1\0"
 
 Body = bytes | bytearray | memoryview
@@ -79,15 +96,20 @@ class Codec:
             flags |= PASSTHROUGH
         else:
             body = self._serializer.dumps(value)
+        signed = self.signed
         cid, extra = NONE_ID, b""
         comp = self._compressor
         if comp is not None and len(body) >= self._threshold:
             packed = comp.compress(bytes(body))
-            if len(packed) < len(body):
-                cid, extra = comp.id, len(body).to_bytes(8, "little")
+            size = len(body)
+            if len(packed) < size:
+                cid, extra = comp.id, size.to_bytes(8, "little")
                 body = packed
+                if not signed and size > MAX_EXPANSION * len(packed):
+                    flags |= PADDED  # so that the reader's bound holds (module docstring)
+                    extra += len(packed).to_bytes(8, "little")
+                    body = packed + bytes(-(-size // MAX_EXPANSION) - len(packed))
         name = self._serializer.name.encode("ascii")
-        signed = self.signed
         if signed:
             flags |= SIGNED
         head = bytes((FORMAT, flags, cid, len(name))) + name + extra
@@ -105,20 +127,7 @@ class Codec:
         return self._decode(key, header, body)
 
     def _decode(self, key: str, header: bytes, body: Body) -> Any:
-        if len(header) < 4 or header[0] != FORMAT:
-            raise Rejected("unknown entry format")
-        flags, cid, n = header[1], header[2], header[3]
-        name = header[4 : 4 + n]
-        if name != self._serializer.name.encode("ascii"):
-            raise Rejected(
-                f"entry was written with serializer {name.decode('ascii', 'replace')!r}, "
-                f"this cache uses {self._serializer.name!r}"
-            )
-        pos = 4 + n
-        size = 0
-        if cid != NONE_ID:
-            size = int.from_bytes(header[pos : pos + 8], "little")
-            pos += 8
+        flags, cid, pos, size, packed = self._parse(header)
         if self.signed:
             if not flags & SIGNED or len(header) != pos + MAC_SIZE:
                 raise Rejected("entry is not signed")
@@ -127,17 +136,60 @@ class Codec:
                 raise Rejected("entry signature does not verify (another secret, or tampered)")
         elif len(header) != pos + (MAC_SIZE if flags & SIGNED else 0):
             raise Rejected("entry header is damaged")
+        elif cid != NONE_ID and size > MAX_EXPANSION * memoryview(body).nbytes:
+            raise Rejected(  # checked before inflating anything: see the module docstring
+                f"entry claims to inflate {memoryview(body).nbytes} bytes to {size}, more than "
+                f"{MAX_EXPANSION} times: a planted decompression bomb"
+            )
         if cid != NONE_ID:
-            try:
-                body = compressor_for_id(cid).decompress(bytes(body), size)
-            except (ValueError, MemoryError) as exc:
-                raise Rejected(f"entry payload does not decompress: {exc}") from exc
+            body = _inflate(cid, body, size, packed)
         if flags & PASSTHROUGH:
             return body if isinstance(body, bytes) else bytes(body)
         try:
             return self._serializer.loads(body if isinstance(body, bytes) else bytes(body))
         except Exception as exc:
             raise Rejected(f"entry payload does not load: {exc!r}") from exc
+
+    def _parse(self, header: bytes) -> tuple[int, int, int, int, int]:
+        """(flags, compression id, where the MAC starts, uncompressed size, compressed length
+        or -1 if not padded) of a header of this cache's serializer; `Rejected` if not one."""
+        if len(header) < 4 or header[0] != FORMAT:
+            raise Rejected("unknown entry format")
+        flags, cid, n = header[1], header[2], header[3]
+        if flags & ~_KNOWN_FLAGS:
+            raise Rejected(f"entry has flags this version does not know ({flags:#04x})")
+        name = header[4 : 4 + n]
+        if name != self._serializer.name.encode("ascii"):
+            raise Rejected(
+                f"entry was written with serializer {name.decode('ascii', 'replace')!r}, "
+                f"this cache uses {self._serializer.name!r}"
+            )
+        if flags & PASSTHROUGH and not isinstance(self._serializer, PickleSerializer):
+            raise Rejected("entry passes bytes through a serializer that never does")
+        if flags & PADDED and cid == NONE_ID:
+            raise Rejected("entry is padded but not compressed")
+        pos, size, packed = 4 + n, 0, -1
+        if cid != NONE_ID:
+            size = int.from_bytes(header[pos : pos + 8], "little")
+            pos += 8
+        if flags & PADDED:
+            packed = int.from_bytes(header[pos : pos + 8], "little")
+            pos += 8
+        return flags, cid, pos, size, packed
+
+
+def _inflate(cid: int, body: Body, size: int, packed: int) -> bytes:
+    """The `size` bytes `body` inflates to (its first `packed` bytes, the rest zeros, if
+    `packed` >= 0); `Rejected` for anything else."""
+    data = bytes(body)
+    if packed >= 0:
+        if packed > len(data) or data.count(0, packed) != len(data) - packed:
+            raise Rejected("entry padding is damaged")
+        data = data[:packed]
+    try:
+        return compressor_for_id(cid).decompress(data, size)
+    except Exception as exc:  # ValueError, MemoryError, OverflowError, a library's own
+        raise Rejected(f"entry payload does not decompress: {exc!r}") from exc
 
 
 def _mac_parts(key: str, head: bytes, body: Body) -> tuple[bytes, bytes, bytes, Body]:

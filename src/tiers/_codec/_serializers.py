@@ -51,7 +51,7 @@ class JsonSerializer:
     def dumps(self, value: Any) -> bytes:
         try:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"cannot encode a value as JSON: {exc}") from exc
         return text.encode("utf-8", "surrogatepass")
 

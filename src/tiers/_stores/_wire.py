@@ -5,7 +5,7 @@ Layout (little-endian; offsets are fixed so a Redis Lua script can read or patch
 
     0   2  magic b"T1"
     2   1  flags (reserved, 0)
-    3   1  padding
+    3   1  padding (0)
     4   8  created_at   (epoch seconds, double)
     12  8  expires_at   (epoch seconds, double; 0.0 = never)
     20  2  header length H
@@ -14,15 +14,22 @@ Layout (little-endian; offsets are fixed so a Redis Lua script can read or patch
     30  4  key length K    (the full key, when the store's own name for it is a digest; else 0)
     34     header | tags | meta | key | body
 
-Pure functions: bytes in, `Entry` out, no I/O.
+Pure functions: bytes in, `Entry` out, no I/O. Records come back from servers other processes
+(and people) can write, so `unpack` trusts nothing: a record that is not exactly what `pack`
+makes (reserved bytes set, times not finite, lengths past the end, tags or key not UTF-8, meta
+not a bounded JSON object: `.._codec._documents`) is a `DamagedRecord`, never another error.
+The record has no checksum of its own (the expiry is patched in place by Lua): a flipped bit
+in a time, tag, meta or key byte can read as another well-formed value; values stay safe
+because signed entries are verified by the codec, over the key, header and body.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
-from typing import Any
 
+from .._codec._documents import check_object, load_object
 from ._protocol import Entry
 
 MAGIC = b"T1"
@@ -30,6 +37,7 @@ FIXED = struct.Struct("<2sBxddHIII")
 EXPIRES_OFFSET = 12
 TAGS_OFFSET = FIXED.size  # after the header: FIXED.size + H
 _NEVER = 0.0
+_EXPIRED = math.ulp(0.0)  # the smallest positive double: long expired, and not "never"
 
 
 class DamagedRecord(ValueError):
@@ -37,13 +45,21 @@ class DamagedRecord(ValueError):
 
 
 def pack(entry: Entry, full_key: str | None = None) -> bytes:
-    """The record of `entry` (`full_key` kept when the store cannot name the key itself)."""
+    """The record of `entry` (`full_key` kept when the store cannot name the key itself);
+    `ValueError` for what `unpack` would refuse (times not finite, meta too deep)."""
     header = bytes(entry.header)
     tags = (b"\0" + b"\0".join(t.encode("utf-8", "surrogatepass") for t in entry.tags) + b"\0"
             if entry.tags else b"")  # fmt: skip
-    meta = b"" if entry.meta is None else json.dumps(entry.meta, separators=(",", ":")).encode()
+    meta = b""
+    if entry.meta is not None:
+        check_object(entry.meta)
+        meta = json.dumps(entry.meta, separators=(",", ":")).encode()
     key = b"" if full_key is None else full_key.encode("utf-8", "surrogatepass")
     expires = _NEVER if entry.expires_at is None else float(entry.expires_at)
+    if not (math.isfinite(entry.created_at) and math.isfinite(expires)):
+        raise ValueError("created_at and expires_at must be finite epoch seconds")
+    if entry.expires_at is not None:
+        expires = expires or _EXPIRED  # expired at the epoch: 0.0 reads back as "never"
     fixed = FIXED.pack(
         MAGIC, 0, float(entry.created_at), expires, len(header), len(tags), len(meta), len(key)
     )
@@ -52,32 +68,23 @@ def pack(entry: Entry, full_key: str | None = None) -> bytes:
 
 def unpack(data: bytes) -> tuple[Entry, str | None]:
     """(entry, full key or None); `DamagedRecord` if `data` is not a whole record."""
-    if len(data) < FIXED.size:
-        raise DamagedRecord("record too short")
-    magic, _flags, created, expires, head_len, tags_len, meta_len, key_len = FIXED.unpack_from(data)
-    if magic != MAGIC:
-        raise DamagedRecord("not a tiers record")
+    created, expires, head_len, tags_len, meta_len, key_len = _fixed(data)
     pos = FIXED.size
     end = pos + head_len + tags_len + meta_len + key_len
     if end > len(data):
         raise DamagedRecord("record truncated")
-    header = data[pos : pos + head_len]
+    header = bytes(data[pos : pos + head_len])
     pos += head_len
-    tags: tuple[str, ...] = ()
-    if tags_len:
-        raw = data[pos : pos + tags_len]
-        if raw[:1] != b"\0" or raw[-1:] != b"\0":
-            raise DamagedRecord("bad tags")
-        tags = tuple(raw[1:-1].decode("utf-8", "surrogatepass").split("\0"))
-        pos += tags_len
-    meta: Any = None
-    if meta_len:
-        try:
-            meta = json.loads(data[pos : pos + meta_len])
-        except ValueError as exc:
-            raise DamagedRecord("bad meta") from exc
-        pos += meta_len
-    full_key = data[pos : pos + key_len].decode("utf-8", "surrogatepass") if key_len else None
+    raw_tags = data[pos : pos + tags_len]
+    pos += tags_len
+    if tags_len and (tags_len < 2 or raw_tags[:1] != b"\0" or raw_tags[-1:] != b"\0"):
+        raise DamagedRecord("bad tags")
+    try:
+        tags = tuple(_text(raw_tags[1:-1]).split("\0")) if tags_len else ()
+        meta = load_object(data[pos : pos + meta_len]) if meta_len else None
+        full_key = _text(data[pos + meta_len : end]) if key_len else None
+    except ValueError as exc:  # not UTF-8, or meta that is not a sound JSON object
+        raise DamagedRecord(f"bad tags, meta or key: {exc}") from None
     body = data[end:]
     entry = Entry(
         body, header, created, None if expires == _NEVER else expires, tags, meta,
@@ -86,16 +93,23 @@ def unpack(data: bytes) -> tuple[Entry, str | None]:
     return entry, full_key
 
 
-def head_length(data: bytes) -> int:
-    """How many leading bytes of a record hold all but its body (from its first FIXED.size)."""
+def _fixed(data: bytes) -> tuple[float, float, int, int, int, int]:
+    """(created, expires, header, tags, meta and key lengths) from the fixed part."""
     if len(data) < FIXED.size:
         raise DamagedRecord("record too short")
-    magic, _flags, _created, _expires, head_len, tags_len, meta_len, key_len = FIXED.unpack_from(
-        data
-    )
-    if magic != MAGIC:
-        raise DamagedRecord("not a tiers record")
-    return int(FIXED.size + head_len + tags_len + meta_len + key_len)
+    magic, flags, created, expires, *lengths = FIXED.unpack_from(data)
+    if magic != MAGIC or flags or data[3]:
+        raise DamagedRecord("not a tiers record (of this version)")
+    if not (math.isfinite(created) and math.isfinite(expires)):
+        raise DamagedRecord("record times are not finite")
+    head_len, tags_len, meta_len, key_len = lengths
+    return created, expires, head_len, tags_len, meta_len, key_len
+
+
+def head_length(data: bytes) -> int:
+    """How many leading bytes of a record hold all but its body (from its first FIXED.size)."""
+    _created, _expires, head_len, tags_len, meta_len, key_len = _fixed(data)
+    return FIXED.size + head_len + tags_len + meta_len + key_len
 
 
 def unpack_head(data: bytes, record_size: int) -> tuple[Entry, str | None]:
@@ -112,4 +126,10 @@ def unpack_head(data: bytes, record_size: int) -> tuple[Entry, str | None]:
 
 def expires_bytes(expires_at: float | None) -> bytes:
     """The 8 bytes at `EXPIRES_OFFSET` for this expiry (to patch a record in place)."""
-    return struct.pack("<d", _NEVER if expires_at is None else float(expires_at))
+    if expires_at is None:
+        return struct.pack("<d", _NEVER)
+    return struct.pack("<d", float(expires_at) or _EXPIRED)
+
+
+def _text(raw: bytes | memoryview) -> str:
+    return bytes(raw).decode("utf-8", "surrogatepass")
