@@ -3,18 +3,22 @@
 They live in ``<root>/.stats.json``, a small JSON object rewritten in place, padded to a fixed
 size so a write is one `pwrite`, under an exclusive `flock`: counts from several processes add
 up. Counters are advisory: a damaged file reads as zeros, and a failure to count never fails
-the operation that counted.
+the operation that counted. A link planted at the name is replaced, never written through
+(`_owned`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._fs import NOFOLLOW, flock, open_dir
+from ..._codec._documents import load_object
+from .._fs import flock, open_dir
+from ._owned import open_owned
 
 FILE = ".stats.json"
 NAMES = ("evictions", "expirations", "rejected")
@@ -53,11 +57,12 @@ class Counters:
     def _open(self) -> Iterator[int]:
         root_fd = open_dir(self.root)
         try:
-            fd = os.open(FILE, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600, dir_fd=root_fd)
+            fd = open_owned(root_fd, FILE, create=True)
         finally:
             os.close(root_fd)
+        if fd is None:  # (not with create=True)
+            raise FileNotFoundError(errno.ENOENT, FILE)
         try:
-            os.fchmod(fd, 0o600)
             yield fd
         finally:
             os.close(fd)
@@ -66,7 +71,7 @@ class Counters:
 def _parse(raw: bytes) -> dict[str, int]:
     counts = dict.fromkeys(NAMES, 0)
     try:
-        found = json.loads(raw.decode("utf-8").strip() or "{}")
+        found = load_object(raw.strip() or b"{}")
     except ValueError:
         return counts
     if isinstance(found, dict):
@@ -79,4 +84,6 @@ def _parse(raw: bytes) -> dict[str, int]:
 
 def _write(fd: int, counts: dict[str, int]) -> None:
     text = json.dumps(counts).encode().ljust(_SIZE - 1) + b"\n"
-    os.pwrite(fd, text, 0)
+    done = 0
+    while done < len(text):  # a short write is finished, not left half done
+        done += os.pwrite(fd, text[done:], done)

@@ -31,7 +31,7 @@ from .._fs import DIR_FLAGS, NOFOLLOW, Buffer, flock, read_exact, remove_tree, w
 from ._naming import METADATA, temp_name
 
 TMP, TRASH = ".tmp", ".trash"
-_READ = os.O_RDONLY | NOFOLLOW
+_READ = os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0)  # a planted fifo never blocks
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
 _NOT_A_FILE = (errno.ENOENT, errno.ELOOP)
 
@@ -93,6 +93,9 @@ def _still_named(root_fd: int, name: str, fd: int) -> bool:
 # -- reading ---------------------------------------------------------------------------------
 
 
+METADATA_MAX = 64 << 20
+
+
 def read_metadata(fd: int) -> bytes | None:
     """The bytes of the folder's metadata.json; None if it has none."""
     try:
@@ -103,7 +106,11 @@ def read_metadata(fd: int) -> bytes | None:
         raise
     try:
         info = os.fstat(mfd)
-        return _read_all(mfd, info.st_size) if stat.S_ISREG(info.st_mode) else None
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:
+            return None  # a fifo, a device, or a hard link to a file outside: never read
+        if info.st_size > METADATA_MAX:
+            return None  # no metadata tiers writes is this big (a planted sparse file)
+        return _read_all(mfd, info.st_size)
     finally:
         os.close(mfd)
 
@@ -122,7 +129,9 @@ def read_data(dfd: int, size: int) -> bytes:
     """The data file's bytes, which must be `size` of them; closes `dfd`."""
     try:
         info = os.fstat(dfd)
-        actual = info.st_size if stat.S_ISREG(info.st_mode) else -1
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink > 1:  # (0: replaced since opened)
+            raise DataFileDamaged("data file is not a file of the store (a link, a fifo...)")
+        actual = info.st_size
         if actual != size:
             raise DataFileDamaged(f"data file has {actual} bytes, metadata.json says {size}")
         return _read_all(dfd, size)

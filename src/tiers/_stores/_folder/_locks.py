@@ -5,19 +5,23 @@ A lock is a file in ``<root>/.locks/`` named by a hash of the lock's name, holdi
 `flock` of that file. Releasing deletes the file (still under its flock); whoever then gets
 the flock of the deleted file sees that the name leads elsewhere and opens it again. Same
 rules as DiskStore: a free or expired lock, or one the token already holds, can be taken;
-only the holder's token renews or releases.
+only the holder's token renews or releases. A link planted at a lock's name is replaced, never
+written through (`_owned`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._fs import NOFOLLOW, flock, open_dir
+from ..._codec._documents import load_object
+from .._fs import flock, open_dir
 from ._naming import lock_file
+from ._owned import open_owned
 
 LOCKS = ".locks"
 _MAX = 64 * 1024
@@ -54,13 +58,11 @@ class Locks:
         """(the lock's file flock-ed exclusively, or -1 if missing and not `create`; the
         directory)."""
         file = lock_file(name)
-        flags = os.O_RDWR | NOFOLLOW | (os.O_CREAT if create else 0)
         dir_fd = open_dir(self.root, LOCKS)
         try:
             while True:
-                try:
-                    fd = os.open(file, flags, 0o600, dir_fd=dir_fd)
-                except FileNotFoundError:
+                fd = open_owned(dir_fd, file, create=create)
+                if fd is None:
                     yield -1, dir_fd
                     return
                 try:
@@ -72,7 +74,6 @@ class Locks:
                     raise
                 os.close(fd)  # released (deleted) while we waited: open the new one
             try:
-                os.fchmod(fd, 0o600)
                 yield fd, dir_fd
             finally:
                 os.close(fd)
@@ -92,11 +93,13 @@ def _same_file(dir_fd: int, file: str, fd: int) -> bool:
 def _state(fd: int) -> tuple[str | None, float]:
     """(token, lease end) of the lock; (None, 0) if free or unreadable."""
     try:
-        found = json.loads(os.pread(fd, _MAX, 0) or b"{}")
+        found = load_object(os.pread(fd, _MAX, 0) or b"{}")
         token, expires = found["token"], found["expires"]
     except (ValueError, TypeError, KeyError):
         return None, 0.0
     if not isinstance(token, str) or type(expires) not in (int, float):
+        return None, 0.0
+    if not math.isfinite(expires):  # a planted lease of 1e999 must not hold a lock for ever
         return None, 0.0
     return token, float(expires)
 
@@ -104,4 +107,6 @@ def _state(fd: int) -> tuple[str | None, float]:
 def _write(fd: int, token: str, expires: float) -> None:
     data = json.dumps({"token": token, "expires": expires}).encode()
     os.ftruncate(fd, 0)
-    os.pwrite(fd, data, 0)
+    done = 0
+    while done < len(data):  # a short write is finished, not left half done
+        done += os.pwrite(fd, data[done:], done)

@@ -4,13 +4,14 @@ The file is pretty-printed JSON: format, key, created/expires (ISO 8601 UTC for 
 seconds for the store), tags, meta, serializer, compression, the data file's name, size and
 xxh3-64 checksum, the codec header (base64), and ``metadata_checksum``: xxh3-64 over all of
 the above, so damage anywhere in the file (or an edit by hand) is detected like damage to the
-data file.
+data file. The file is read back from a directory others can write to: anything that is not a
+bounded JSON object (`..._codec._documents`: too deep, ints too long, not UTF-8) is
+`DamagedMetadata` like any other damage, never `RecursionError` or another exception.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -20,6 +21,7 @@ from typing import Any
 
 import xxhash
 
+from ..._codec._documents import check_object, load_object
 from ._naming import DATA_FILE, describe
 
 FORMAT = "tiers-folder-entry"
@@ -54,7 +56,8 @@ def checksum(body: bytes | bytearray | memoryview) -> str:
 
 
 def encode(m: Metadata) -> bytes:
-    """metadata.json's bytes for `m`."""
+    """metadata.json's bytes for `m`; `ValueError` if `decode` would refuse them (meta nested
+    too deeply, an int too long), or for meta that is not JSON."""
     serializer, compression = describe(m.header)
     doc: dict[str, Any] = {
         "format": FORMAT,
@@ -73,6 +76,7 @@ def encode(m: Metadata) -> bytes:
         "checksum": m.checksum,
         "header": base64.b64encode(m.header).decode("ascii"),
     }
+    check_object(doc)
     doc["metadata_checksum"] = _self_checksum(doc)
     text = json.dumps(doc, indent=2, ensure_ascii=False, allow_nan=False)
     return (text + "\n").encode("utf-8", "surrogatepass")
@@ -81,19 +85,20 @@ def encode(m: Metadata) -> bytes:
 def decode(raw: bytes) -> Metadata:
     """The metadata in `raw`; `DamagedMetadata` if anything is wrong with it."""
     try:
-        doc = json.loads(raw.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DamagedMetadata(f"metadata.json is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("version") != VERSION:
+        doc = load_object(raw)
+    except ValueError as exc:  # invalid UTF-8 or JSON, not an object, too deep, ints too long
+        raise DamagedMetadata(f"metadata.json is not a sound JSON object: {exc}") from None
+    if doc.get("format") != FORMAT or doc.get("version") != VERSION:
         raise DamagedMetadata("metadata.json is not a tiers folder entry of this version")
-    if doc.get("metadata_checksum") != _self_checksum(doc):
+    expected = _self_checksum(doc)
+    if not expected or doc.get("metadata_checksum") != expected:
         raise DamagedMetadata("metadata.json does not match its checksum")
     try:
         key, data, size, digest = doc["key"], doc["data"], doc["size"], doc["checksum"]
         created, expires = doc["created_epoch"], doc["expires_epoch"]
         tags, meta = doc["tags"], doc["meta"]
         header = base64.b64decode(doc["header"], validate=True)
-    except (KeyError, TypeError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # b64decode: binascii.Error, non-ASCII
         raise DamagedMetadata(f"metadata.json lacks or mangles a field: {exc}") from None
     checks = (
         isinstance(key, str),
@@ -117,8 +122,8 @@ def _self_checksum(doc: dict[str, Any]) -> str:
     rest = {name: value for name, value in doc.items() if name != "metadata_checksum"}
     try:
         canonical = json.dumps(rest, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
-        return ""
+    except (TypeError, ValueError, RecursionError):
+        return ""  # matches no recorded checksum
     return xxhash.xxh3_64_hexdigest(canonical.encode("ascii"))
 
 
