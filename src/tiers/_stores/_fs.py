@@ -82,20 +82,28 @@ def read_or_write_marker(marker: Path, content: dict[str, Any]) -> dict[str, Any
     """The marker's JSON object; written as `content` first if missing (one writer wins).
     A marker that is not a small regular file of ours (a planted link) is refused."""
     try:
-        text = _read_small(marker)
+        text = read_small_file(marker)
     except FileNotFoundError:
         write_file_atomically(marker, json.dumps(content).encode() + b"\n", exclusive=True)
-        text = _read_small(marker)
+        text = read_small_file(marker)
     try:
         found = json.loads(text)
         if not isinstance(found, dict):
             raise TypeError("not an object")
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{marker} is damaged; delete the store directory to start over") from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        message = f"{marker} is damaged; delete the store directory to start over"
+        raise DamagedMarker(message) from exc
     return found
 
 
-def _read_small(path: Path, limit: int = 64 * 1024) -> str:
+class DamagedMarker(ConfigError):
+    """A store's format marker is ours but does not hold a marker (a torn write, damage)."""
+
+
+def read_small_file(path: Path, limit: int = 64 * 1024) -> str:
+    """A small regular file's text, never through a symlink. (A second hard link is allowed:
+    markers are only ever read, and replaced by rename, never written in place; a marker
+    created by link() keeps its temporary name when a crash or an error stops the unlink.)"""
     try:
         fd = os.open(path, os.O_RDONLY | NOFOLLOW)
     except OSError as exc:
@@ -104,7 +112,7 @@ def _read_small(path: Path, limit: int = 64 * 1024) -> str:
         raise
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_size > limit:
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
             raise StorePermissionError(f"{path} is not a file of this store; delete it")
         data = os.read(fd, limit)
     finally:
@@ -112,7 +120,7 @@ def _read_small(path: Path, limit: int = 64 * 1024) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path} is damaged; delete the store directory to start over") from exc
+        raise DamagedMarker(f"{path} is damaged; delete the store directory to start over") from exc
 
 
 def write_cosmetic_files(root: Path) -> None:
@@ -169,7 +177,7 @@ def write_file_atomically(path: Path, data: bytes, *, exclusive: bool = False) -
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
-        os.write(fd, data)
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

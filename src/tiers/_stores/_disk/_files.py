@@ -131,21 +131,25 @@ def read(layout: Layout, name: str, size: int) -> bytes:
 
 def unlink(layout: Layout, names: Iterable[str]) -> None:
     """Remove value files (already absent ones are fine), never through a symlink. A name of
-    34 characters is the prefix a slot determines: every file starting with it goes."""
+    34 characters is the prefix a slot determines: every file starting with it goes. Best
+    effort: a file that cannot be removed now is an orphan, swept at a later open."""
     for name in names:
         try:
             fd = open_dir(layout, "data", name[2:4])
-        except (FileNotFoundError, StorePermissionError):
+        except OSError:  # absent, not ours, or an I/O error
             continue
         try:
             doomed = [name]
             if len(name) == _PREFIX_LENGTH:
                 doomed = [n for n in os.listdir(fd) if n.startswith(name) and _NAME.match(n)]
             for one in doomed:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):
                     os.unlink(one, dir_fd=fd)
+        except OSError:
+            pass
         finally:
-            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def dead_processes(layout: Layout) -> set[int]:

@@ -135,12 +135,10 @@ def slot_khash(buf: bytes, at: int) -> int:
 def unpack_slot(buf: bytes, at: int, position: int) -> Slot:
     """The slot at byte `at` of `buf`, stored at table `position`; `Damaged` if it does not
     verify (a torn read of a slot being written, or damage)."""
+    if len(buf) - at < SLOT_SIZE:
+        raise Damaged("slot cut short")
     body = buf[at : at + SLOT.size]
-    if (
-        len(body) != SLOT.size
-        or xxhash.xxh3_64_intdigest(body, seed=position)
-        != (_CHECK.unpack_from(buf, at + SLOT.size)[0])
-    ):
+    if xxhash.xxh3_64_intdigest(body, seed=position) != _CHECK.unpack_from(buf, at + SLOT.size)[0]:
         raise Damaged("slot checksum mismatch")
     slot = Slot(*SLOT.unpack(body))
     if not slot.flags & (LIVE | TOMB) or math.isnan(slot.expires):

@@ -22,10 +22,12 @@ from pathlib import Path
 
 from ...errors import ConfigError
 from .._fs import (
+    DamagedMarker,
     make_dir,
     open_dir,
     open_root,
     read_or_write_marker,
+    read_small_file,
     remove_tree,
     write_cosmetic_files,
     write_file_atomically,
@@ -70,32 +72,51 @@ def open_layout(path: str | os.PathLike[str]) -> Layout:
     return layout
 
 
-def _read_or_write_marker(marker: Path) -> int:
-    content = read_or_write_marker(marker, {"format": FORMAT, "version": VERSION, "shards": SHARDS})
+def _read_or_write_marker(marker: Path, *, again: bool = True) -> int:
     try:
+        content = read_or_write_marker(
+            marker, {"format": FORMAT, "version": VERSION, "shards": SHARDS}
+        )
         fmt, version, shards = content["format"], content["version"], content["shards"]
-    except KeyError as exc:
-        raise ConfigError(f"{marker} is damaged; delete the store directory to start over") from exc
-    if fmt == FORMAT and version in _OLD_VERSIONS:
-        _upgrade(marker.parent)
-        return _read_or_write_marker(marker)
-    if fmt != FORMAT or version != VERSION or not isinstance(shards, int) or not 1 <= shards <= 256:
+    except (DamagedMarker, KeyError) as exc:
+        if not again:
+            raise ConfigError(f"{marker} cannot be rewritten; delete the store directory") from exc
+        _reset(marker.parent, damaged=True)  # ours, torn or damaged: start the store afresh
+        return _read_or_write_marker(marker, again=False)
+    if fmt == FORMAT and version in _OLD_VERSIONS and again:
+        _reset(marker.parent, damaged=False)
+        return _read_or_write_marker(marker, again=False)
+    if fmt == FORMAT and version == VERSION and shards != SHARDS and again:
+        _reset(marker.parent, damaged=True)  # a damaged count: keys would map to other shards
+        return _read_or_write_marker(marker, again=False)
+    if fmt != FORMAT or version != VERSION or shards != SHARDS:
         raise ConfigError(
             f"{marker.parent} holds a {fmt!r} store of version {version}; "
             f"this tiers reads {FORMAT!r} version {VERSION}"
         )
-    return shards
+    return SHARDS
 
 
-def _upgrade(root: Path) -> None:
-    """Empty a store of an older format and mark it as this one (one process does it: the
-    others wait on the directory's flock, then find it done)."""
+def _reset(root: Path, *, damaged: bool) -> None:
+    """Empty a store of an older format, or whose marker is damaged, and mark it as this
+    format (one process does it: the others wait on the directory's flock, then find it
+    done)."""
     fd = open_dir(root)
     try:
         if sys.platform != "win32":
             fcntl.flock(fd, fcntl.LOCK_EX)
-        content = read_or_write_marker(root / _MARKER, {})
-        if content.get("format") != FORMAT or content.get("version") not in _OLD_VERSIONS:
+        try:
+            content = json.loads(read_small_file(root / _MARKER))
+            if not isinstance(content, dict):
+                content = {}
+        except (FileNotFoundError, DamagedMarker, ValueError, RecursionError):
+            content = {}
+        current = (content.get("format"), content.get("version"), content.get("shards"))
+        if damaged and current == (FORMAT, VERSION, SHARDS):
+            return  # another process repaired it meanwhile
+        if not damaged and (
+            content.get("format") != FORMAT or content.get("version") not in _OLD_VERSIONS
+        ):
             return  # another process upgraded it meanwhile
         for name in ("index", "data", "tmp", "reserve"):
             remove_tree(fd, name)

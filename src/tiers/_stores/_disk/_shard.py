@@ -46,6 +46,7 @@ from ._format import (
     Slot,
     SlotFields,
     key_hash,
+    pack_header,
     record_length,
     slot_fields,
     slot_khash,
@@ -61,6 +62,7 @@ from ._table import (
     TABLE,
     Overflow,
     Retired,
+    SyncFailed,
     Table,
     build_table,
     capacity_for,
@@ -301,24 +303,25 @@ class Shard:
         return None
 
     def header(self) -> Header | None:
-        """The header as it is now; read lock-free, and under the lock when a concurrent
-        write tears the read. None if it cannot be read at all."""
+        """The header as it is now; read lock-free, and under the lock when concurrent writes
+        keep tearing the read. None if it is damaged (the next write salvages it); an I/O
+        error is raised."""
         for _ in range(3):
             table = self.table
+            raw = os.pread(table.fd, HEADER_SIZE, 0)
+            if len(raw) < HEADER_SIZE:
+                self.reopen_table(table)  # retired by a rebuild, or cut short
+                continue
             try:
-                raw = os.pread(table.fd, HEADER_SIZE, 0)
-                if len(raw) < HEADER_SIZE:
-                    self.reopen_table(table)  # retired by a rebuild, or cut short
-                    continue
                 header = unpack_header(raw, self.number)
-            except (Damaged, OSError):
+            except Damaged:
                 continue
             self.log.forget({s.number for s in header.segments})
             return header
         try:
             with self.locked() as (_table, header):
                 return header
-        except (Damaged, OSError, StoreError):
+        except Damaged:
             return None
 
     def scan(self, tagbits: int = 0) -> Iterator[tuple[int, Slot, Table]]:
@@ -373,6 +376,7 @@ class Shard:
                     self.log.sync(seg.number)
             except OSError as exc:
                 raise translate(exc, self.path, "cannot write an entry") from exc
+            undo = (table.read(position, 1), pack_header(header)) if durable else None
             seg.end += len(data)
             seg.live += len(data)
             removed = Removed()
@@ -389,8 +393,13 @@ class Shard:
             # (recounted at the next open), never a slot pointing past the log's end.
             table.write_header(header)
             table.write(position, slot)
-            if durable:
-                table.sync()
+            if undo is not None:
+                try:
+                    table.sync()
+                except OSError as exc:  # never trusted, never retried: undo, and say so
+                    with contextlib.suppress(OSError):
+                        table.restore(position, *undo)
+                    raise translate(exc, self.path, "cannot make an entry durable") from exc
             self._maintain(header, written=True)
             return removed
 
@@ -629,6 +638,11 @@ class Shard:
             )  # fmt: skip
             try:
                 self.table = build_table(self._dir.fd, fresh, [], MIN_CAPACITY)
+            except SyncFailed as exc:
+                if exc.table is not None:  # in place, but not known to be durable
+                    self.table = exc.table
+                    table.retire()
+                raise translate(exc, self.path, "cannot make a clear durable") from exc
             except OSError:
                 fresh.capacity = table.capacity  # no room for a new file: empty this one
                 table.write_header(fresh)
@@ -794,12 +808,20 @@ class Shard:
         return self.table
 
     def _build(self, header: Header, slots: list[Slot], capacity: int) -> Table:
+        """A new table holding `slots`, in place of ``table`` (the caller retires the old
+        one). A table renamed into place whose name could not be synced is adopted, and
+        the failure raised."""
         capacity = max(capacity, MIN_CAPACITY)
         while True:
             try:
                 return build_table(self._dir.fd, header, slots, capacity)
             except Overflow:
                 capacity *= 2
+            except SyncFailed as exc:
+                if exc.table is not None:
+                    old, self.table = self.table, exc.table
+                    old.retire()
+                raise translate(exc, self.path, "cannot make the index table durable") from exc
             except OSError as exc:
                 raise translate(exc, self.path, "cannot rebuild the index table") from exc
 

@@ -151,6 +151,17 @@ class DiskStore:
     def _owns_file(self, name: str) -> bool:
         return self._ready().owns_file(name)
 
+    @contextlib.contextmanager
+    def _io(self, what: str) -> Iterator[None]:
+        """Translate what the OS says at the boundary: StoreFullError for no space,
+        StorePermissionError for a refused path, StoreError for the rest (EIO...)."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise _translated(exc, f"{self!r}: cannot {what}") from exc
+
     # -- core -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
@@ -264,7 +275,8 @@ class DiskStore:
                 raise _translated(exc, f"{self!r}: cannot write") from exc
             raise
         index.unlink(removed.files)
-        self._budget.wrote(cost - removed.freed)
+        with self._io("enforce max_size"):
+            self._budget.wrote(cost - removed.freed)
         return True
 
     def delete(self, key: str) -> bool:
@@ -304,7 +316,8 @@ class DiskStore:
         return count
 
     def stats(self) -> StoreCounters:
-        items, nbytes, evictions, expirations, rejected = self._ready().totals()
+        with self._io("read the counters"):
+            items, nbytes, evictions, expirations, rejected = self._ready().totals()
         return StoreCounters(
             evictions=evictions, expirations=expirations, rejected=rejected, items=items,
             bytes=nbytes,
@@ -383,11 +396,14 @@ class DiskStore:
     def evict(self, tag: str, prefix: str = "") -> int:
         index = self._ready()
         now = self.clock.time()
-        return sum(self._remove_matching(shard, prefix, tag, now) for shard in index.shards)
+        with self._io("evict"):
+            return sum(self._remove_matching(shard, prefix, tag, now) for shard in index.shards)
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         for shard in self._ready().shards:
-            for key, _slot, _position in self._matching(shard, prefix, tag, self.clock.time()):
+            with self._io("list keys"):
+                found = list(self._matching(shard, prefix, tag, self.clock.time()))
+            for key, _slot, _position in found:
                 yield key
 
     def count(self, prefix: str = "") -> int:
@@ -396,12 +412,13 @@ class DiskStore:
         index = self._ready()
         now = self.clock.time()
         total = 0
-        for shard in index.shards:
-            header = shard.header()
-            if header is not None and header.min_expires > now:
-                total += header.items
-            else:
-                total += sum(1 for _p, s, _t in shard.scan() if s.expires > now)
+        with self._io("count"):
+            for shard in index.shards:
+                header = shard.header()
+                if header is not None and header.min_expires > now:
+                    total += header.items
+                else:
+                    total += sum(1 for _p, s, _t in shard.scan() if s.expires > now)
         return total
 
     # -- locks (single-flight across processes) -------------------------------------------

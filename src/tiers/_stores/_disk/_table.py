@@ -72,6 +72,11 @@ class Table:
             pwrite_all(self.fd, chunk, at)
             at += len(chunk)
 
+    def restore(self, position: int, slot: bytes, header: bytes) -> None:
+        """Put back a slot and the header as they were (undo a write that failed to sync)."""
+        pwrite_all(self.fd, slot, HEADER_SIZE + position * SLOT_SIZE)
+        pwrite_all(self.fd, header, 0)
+
     def read_header(self, shard: int) -> Header:
         """The header, checked against this table's size; `Damaged` (or `Retired`) if not."""
         raw = os.pread(self.fd, HEADER_SIZE, 0)
@@ -99,6 +104,13 @@ class Table:
 
 class Retired(Exception):
     """The table was replaced (or emptied): reopen ``table`` by name."""
+
+
+class SyncFailed(OSError):
+    """fsync of a new table failed. Before it was renamed into place (`table` None) nothing
+    changed; after (a failed sync of the directory) `table` is the new one, in place."""
+
+    table: Table | None = None
 
 
 class Overflow(Exception):
@@ -145,13 +157,22 @@ def build_table(dir_fd: int, header: Header, slots: Iterable[Slot], capacity: in
     file = open_ours(dir_fd, _NEW, create=True, exclusive=True)
     try:
         pwrite_all(file.fd, buf, 0)
-        os.fsync(file.fd)
+        try:
+            os.fsync(file.fd)
+        except OSError as exc:
+            raise SyncFailed(exc.errno, f"cannot sync a new table: {exc.strerror}") from exc
         os.rename(_NEW, TABLE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         remove_name(dir_fd, _NEW)
         raise
-    fsync_dir(dir_fd)
-    return Table(file, capacity)
+    table = Table(file, capacity)
+    try:
+        fsync_dir(dir_fd)
+    except OSError as exc:
+        failed = SyncFailed(exc.errno, f"cannot sync a new table's name: {exc.strerror}")
+        failed.table = table
+        raise failed from exc
+    return table
 
 
 def capacity_for(entries: int) -> int:
