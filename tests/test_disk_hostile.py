@@ -489,3 +489,20 @@ def test_forged_sizes_never_allocate_beyond_what_is_on_disk(tmp_path: Path) -> N
             check_value(f"k{n}", store.get(f"k{n}").value)  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_the_signing_key_directories_are_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "x" / "y" / "tiers"
+    monkeypatch.setenv("TIERS_CONFIG_DIR", str(config))
+    old = os.umask(0o022)
+    try:
+        cache = Cache(DiskStore(tmp_path / "store"))
+        cache.set("k", [1])  # a signed pickle: the key file is created on first use
+        assert cache.get("k") == [1]
+        cache.close()
+    finally:
+        os.umask(old)
+    for directory in (tmp_path / "x", tmp_path / "x" / "y", config):
+        assert (directory.stat().st_mode & 0o777) == 0o700, directory
