@@ -4,6 +4,11 @@ or over any obspec store. See docs/object-storage.md.
 The logic of every operation is written once, as a plan yielding requests (`_plans`,
 `_locks`); `_run` carries them out with obstore's blocking calls, `_run_async` with its
 native coroutines. Requests a plan makes together (`Many`) run concurrently.
+
+`timeout` bounds a whole call, not each request: obstore's client bounds one request (connect
+to last body byte), and a call of several (a tagged set, a lock, a delete) runs its later
+requests on the pool, waited for only as long as the call has left. The O(n) calls (clear,
+keys, count, expire, evict, stats) bound each request instead.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pickle
+import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from time import monotonic
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +38,18 @@ from ._requests import Delete, Get, List, Many, Plan, Put, Request
 
 T = TypeVar("T")
 _CONCURRENCY = 16
+_LATE = (TimeoutError, asyncio.TimeoutError, FutureTimeout)  # one class from Python 3.11
+
+if sys.version_info >= (3, 11):
+
+    async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:
+
+    async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 class ObjectStore:
@@ -39,9 +59,9 @@ class ObjectStore:
     obstore takes), ``file:///abs/dir``, ``memory://`` — query options and `store_options` are
     obstore's options for that store (the query's ``timeout`` and ``prefix`` are ours, and win)
     — or an obstore / obspec store object. `prefix`: a path under the URL's (or the store's)
-    to keep everything in. `timeout`: seconds any one request may take (no
-    retries), so an unreachable server fails a call within it. Nothing is requested before
-    the first operation.
+    to keep everything in. `timeout`: seconds a call may take, all its requests together
+    (none is retried; the O(n) calls bound each request), so an unreachable, frozen or
+    dripping server fails a call within it. Nothing is requested before the first operation.
     """
 
     holds_objects: ClassVar[bool] = False
@@ -110,27 +130,55 @@ class ObjectStore:
 
     # -- running plans ----------------------------------------------------------------------
 
-    def _run(self, plan: Plan[T]) -> T:
+    def _run(self, plan: Plan[T], *, paged: bool = False) -> T:
+        """Carry out `plan` within `timeout` (each request within it, if `paged`)."""
         self._check_open()
-        return drive(plan, self._perform)
+        if paged:
+            return drive(plan, lambda request: self._perform(request, None, inline=True))
+        deadline = monotonic() + self.timeout
+        first = True
 
-    def _perform(self, request: Request) -> Any:
-        if isinstance(request, Many):
-            return self._many(request)
-        return self._backend.call(request)
+        def perform(request: Request) -> Any:
+            nonlocal first
+            inline, first = first, False
+            return self._perform(request, deadline, inline=inline)
 
-    def _many(self, many: Many) -> list[Any]:
-        if len(many.requests) <= 1:
-            return [self._backend.call(request) for request in many.requests]
+        try:
+            return drive(plan, perform)
+        except _LATE as exc:
+            raise self._late() from exc
+
+    def _late(self) -> StoreError:
+        return StoreError(f"{self!r}: no reply within the {self.timeout} s timeout")
+
+    def _perform(self, request: Request, deadline: float | None, *, inline: bool) -> Any:
+        """One request, or several at once. `inline`: here, bounded by the client's own
+        timeout (a call's first); else on the pool, waited for until `deadline` (it ends by
+        the client's timeout anyway)."""
+        requests = request.requests if isinstance(request, Many) else (request,)
+        if inline and len(requests) <= 1:
+            found = [self._backend.call(one) for one in requests]
+        else:
+            left = None if deadline is None else _left(deadline)
+            found = list(self._pooled().map(self._backend.call, requests, timeout=left))
+        return found if isinstance(request, Many) else found[0]
+
+    def _pooled(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(8, thread_name_prefix="tiers-object-store")
-            pool = self._pool
-        return list(pool.map(self._backend.call, many.requests))
+            return self._pool
 
-    async def _run_async(self, plan: Plan[T]) -> T:
+    async def _run_async(self, plan: Plan[T], *, paged: bool = False) -> T:
+        """Carry out `plan` within `timeout` (each request within it, if `paged`): a request
+        cut off is cancelled, which aborts it."""
         self._check_open()
-        return await drive_async(plan, self._perform_async)
+        if paged:
+            return await drive_async(plan, self._perform_async)
+        try:
+            return await _within(self.timeout, drive_async(plan, self._perform_async))
+        except _LATE as exc:
+            raise self._late() from exc
 
     async def _perform_async(self, request: Request) -> Any:
         if isinstance(request, Many):
@@ -165,11 +213,11 @@ class ObjectStore:
         return self._run(_plans.delete(self._layout, key, self._now(), self._tally))
 
     def clear(self, prefix: str = "") -> int:
-        return self._run(_plans.clear(self._layout, prefix, self._now(), self._tally))
+        return self._run(_plans.clear(self._layout, prefix, self._now(), self._tally), paged=True)
 
     def stats(self) -> StoreCounters:
         """Counters of this store object; items and bytes from a listing (O(n))."""
-        return self._run(_plans.stats(self._layout, self._tally))
+        return self._run(_plans.stats(self._layout, self._tally), paged=True)
 
     def close(self) -> None:
         self._closed = True
@@ -189,10 +237,10 @@ class ObjectStore:
 
     async def clear_async(self, prefix: str = "") -> int:
         plan = _plans.clear(self._layout, prefix, self._now(), self._tally)
-        return await self._run_async(plan)
+        return await self._run_async(plan, paged=True)
 
     async def stats_async(self) -> StoreCounters:
-        return await self._run_async(_plans.stats(self._layout, self._tally))
+        return await self._run_async(_plans.stats(self._layout, self._tally), paged=True)
 
     async def close_async(self) -> None:
         self.close()
@@ -212,20 +260,20 @@ class ObjectStore:
         )
 
     def expire(self) -> int:
-        return self._run(_plans.expire(self._layout, self._now(), self._tally))
+        return self._run(_plans.expire(self._layout, self._now(), self._tally), paged=True)
 
     def evict(self, tag: str, prefix: str = "") -> int:
-        return self._run(_plans.evict(self._layout, tag, prefix, self._now()))
+        return self._run(_plans.evict(self._layout, tag, prefix, self._now()), paged=True)
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         """Live keys (a listing, then one read per entry: O(n) requests)."""
-        return iter(self._run(self._keys(prefix, tag)))
+        return iter(self._run(self._keys(prefix, tag), paged=True))
 
     def _keys(self, prefix: str, tag: str | None) -> Plan[list[str]]:
         return _plans.keys(self._layout, prefix, tag, self._now(), self._tally)
 
     def count(self, prefix: str = "") -> int:
-        return len(self._run(self._keys(prefix, None)))
+        return len(self._run(self._keys(prefix, None), paged=True))
 
     def get_many(self, keys: list[str]) -> list[Entry | None]:
         return self._run(_plans.get_many(self._layout, keys, self._now(), self._tally))
@@ -240,13 +288,17 @@ class ObjectStore:
         return await self._run_async(self._touch(key, expires_at))
 
     async def expire_async(self) -> int:
-        return await self._run_async(_plans.expire(self._layout, self._now(), self._tally))
+        return await self._run_async(
+            _plans.expire(self._layout, self._now(), self._tally), paged=True
+        )
 
     async def evict_async(self, tag: str, prefix: str = "") -> int:
-        return await self._run_async(_plans.evict(self._layout, tag, prefix, self._now()))
+        return await self._run_async(
+            _plans.evict(self._layout, tag, prefix, self._now()), paged=True
+        )
 
     async def count_async(self, prefix: str = "") -> int:
-        return len(await self._run_async(self._keys(prefix, None)))
+        return len(await self._run_async(self._keys(prefix, None), paged=True))
 
     async def get_many_async(self, keys: list[str]) -> list[Entry | None]:
         plan = _plans.get_many(self._layout, keys, self._now(), self._tally)
@@ -304,6 +356,14 @@ class ObjectStore:
 
     async def _release_lock_async(self, name: str, token: str) -> bool:
         return await self._run_async(_locks.release(self._layout, name, token))
+
+
+def _left(deadline: float) -> float:
+    """Seconds until `deadline`; a `TimeoutError` if it has passed."""
+    left = deadline - monotonic()
+    if left <= 0:
+        raise TimeoutError
+    return left
 
 
 def _seconds(value: object) -> float:

@@ -1,8 +1,7 @@
 """Where a RedisStore connects, and the redis-py clients it builds for that.
 
 A `Target` is plain configuration (picklable, no sockets): from a URL or read off an injected
-client. Clients are built from it lazily, with bounded timeouts and at most one immediate
-retry of a broken connection (never of a timeout).
+client. Clients are built from it lazily, with per-call deadlines and no retries.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from ...errors import ConfigError, MissingDependencyError
+from ._deadline import connection_classes
 
 _SCHEMES = {
     "redis": (False, "tcp"),
@@ -21,8 +21,9 @@ _SCHEMES = {
     "unix": (False, "unix"),
     "redis+cluster": (True, "tcp"),
     "rediss+cluster": (True, "ssl"),
+    "redis+sentinel": (False, "tcp"),
 }
-_NAMES = "redis://, rediss://, unix://, redis+cluster:// or rediss+cluster://"
+_NAMES = "redis://, rediss://, unix://, redis+cluster://, rediss+cluster:// or redis+sentinel://"
 _OURS = ("socket_timeout", "socket_connect_timeout", "retry", "lib_name", "lib_version")
 _NOT_FOR_CLUSTERS = ("host", "port", "db", "path", "connection_class")
 
@@ -33,7 +34,9 @@ def redis_module() -> Any:
         import redis
         import redis.asyncio
         import redis.asyncio.cluster
+        import redis.asyncio.sentinel
         import redis.cluster
+        import redis.sentinel
     except ImportError as exc:
         raise MissingDependencyError(
             'RedisStore needs the redis package: pip install "tiers[redis]"'
@@ -43,18 +46,23 @@ def redis_module() -> Any:
 
 @dataclass(frozen=True)
 class Target:
-    """A server or cluster to connect to: `kind` is "tcp", "ssl" or "unix"."""
+    """A server or cluster to connect to: `kind` is "tcp", "ssl" or "unix". With `service`,
+    the primary Sentinels (`nodes`) name for it."""
 
     cluster: bool
     kind: str
     options: dict[str, Any] = field(default_factory=dict)
     nodes: tuple[tuple[str, int], ...] = ()
+    service: str = ""
 
     @property
     def where(self) -> str:
         """host:port (or the socket path, or the cluster's nodes) for messages."""
+        nodes = ", ".join(f"{host}:{port}" for host, port in self.nodes)
+        if self.service:
+            return f"{self.service!r} via Sentinel {nodes}"
         if self.cluster:
-            return ", ".join(f"{host}:{port}" for host, port in self.nodes)
+            return nodes
         if self.kind == "unix":
             return str(self.options.get("path"))
         return f"{self.options.get('host', 'localhost')}:{self.options.get('port', 6379)}"
@@ -99,14 +107,38 @@ def parse_url(url: str) -> tuple[Target, str | None, float | None]:
     ours = {name: value for name, value in query if name in ("prefix", "timeout")}
     rest = [(name, value) for name, value in query if name not in ("prefix", "timeout")]
     query_rest = "?" + urlencode(rest) if rest else ""
+    timeout = None if "timeout" not in ours else check_timeout(ours["timeout"])
+    if scheme == "redis+sentinel":
+        return _sentinel_target(shown, parts, query_rest), ours.get("prefix"), timeout
     base = f"{scheme.split('+')[0]}://{parts.netloc}{parts.path}{query_rest}"
     options = _url_options(shown, base, kind, cluster)
-    timeout = None if "timeout" not in ours else check_timeout(ours["timeout"])
     nodes: tuple[tuple[str, int], ...] = ()
     if cluster:
         nodes = ((options.pop("host", "localhost"), int(options.pop("port", 6379))),)
     return Target(cluster, kind, _portable(options, cluster=cluster), nodes), \
         ours.get("prefix"), timeout  # fmt: skip
+
+
+def _sentinel_target(url: str, parts: Any, query: str) -> Target:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``: the
+    Sentinels to ask, the service (master name) they watch; the credentials are the
+    primary's."""
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":")
+        if not (colon and host and port.isdigit()):
+            raise ConfigError(f"{url!r}: name each Sentinel as host:port, comma-separated")
+        nodes.append((host.strip("[]"), int(port)))
+    names = [name for name in parts.path.split("/") if name]
+    if not 1 <= len(names) <= 2:
+        raise ConfigError(f"{url!r}: name the service: redis+sentinel://host:port/service[/db]")
+    db = names[1] if len(names) == 2 else "0"
+    base = f"redis://{userinfo}{at}{nodes[0][0]}:{nodes[0][1]}/{db}{query}"
+    options = _url_options(url, base, "tcp", cluster=False)
+    options.pop("host", None)
+    options.pop("port", None)
+    return Target(False, "tcp", _portable(options, cluster=False), tuple(nodes), names[0])
 
 
 def _url_options(url: str, base: str, kind: str, cluster: bool) -> dict[str, Any]:
@@ -156,6 +188,13 @@ def from_client(client: object) -> Target:
         options = dict(pool.connection_kwargs)
         if options.get("decode_responses"):
             raise ConfigError("RedisStore needs a client with decode_responses=False")
+        service = getattr(pool, "service_name", None)
+        if service is not None:  # Sentinel(...).master_for(service)
+            sentinels = tuple(_address(s.connection_pool) for s in pool.sentinel_manager.sentinels)
+            portable = _portable(options, cluster=False)
+            portable.pop("host", None)
+            portable.pop("port", None)
+            return Target(False, "tcp", portable, sentinels, str(service))
         name = pool.connection_class.__name__
         kind = "unix" if "Unix" in name else "ssl" if "SSL" in name else "tcp"
         return Target(False, kind, _portable(options, cluster=False))
@@ -163,6 +202,11 @@ def from_client(client: object) -> Target:
         "RedisStore takes a URL or a redis.Redis, redis.asyncio.Redis or RedisCluster client, "
         f"not {type(client).__qualname__!r}"
     )
+
+
+def _address(pool: Any) -> tuple[str, int]:
+    options = pool.connection_kwargs
+    return str(options.get("host", "localhost")), int(options.get("port", 26379))
 
 
 def _is_ssl(cls: object) -> bool:
@@ -187,15 +231,13 @@ def _sync_connection_class(redis: Any, kind: str) -> Any:
     }[kind]
 
 
-def _bounded(redis: Any, timeout: float, *, asynchronous: bool, cluster: bool) -> dict[str, Any]:
-    """Timeouts, and one immediate retry of a broken pooled connection (never a timeout).
-
-    A cluster client retries ConnectionError and TimeoutError alike (after reloading the
-    slots map), so it gets no retries at all.
-    """
+def _bounded(redis: Any, timeout: float, *, asynchronous: bool) -> dict[str, Any]:
+    """Timeouts, and no retries: a command whose connection broke may have run (its reply
+    lost), and sent again a pop, a delete or a lock release would answer for the second run
+    — "nothing there" — not the first. A pooled connection the server closed (a restart)
+    is noticed by the pool before use, so it costs no call."""
     retry_cls = redis.asyncio.retry.Retry if asynchronous else redis.retry.Retry
-    retries = 0 if cluster else 1
-    retry = retry_cls(redis.backoff.NoBackoff(), retries, (redis.exceptions.ConnectionError,))
+    retry = retry_cls(redis.backoff.NoBackoff(), 0, (redis.exceptions.ConnectionError,))
     return {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -204,35 +246,54 @@ def _bounded(redis: Any, timeout: float, *, asynchronous: bool, cluster: bool) -
 
 
 def build_sync(target: Target, timeout: float) -> Any:
-    """A ``redis.Redis`` (or ``RedisCluster``) for `target`; the cluster one connects now."""
+    """A ``redis.Redis`` (or ``RedisCluster``) for `target` whose connections keep the
+    per-call deadline (`_deadline`); the cluster one connects now."""
     redis = redis_module()
     options = {
         **target.options,
-        **_bounded(redis, timeout, asynchronous=False, cluster=target.cluster),
+        **_bounded(redis, timeout, asynchronous=False),
     }
+    if target.service:
+        return _sentinel_sync(redis, target, timeout, options)
+    cls = connection_classes(redis)[target.kind]
     if target.cluster:
         nodes = [redis.cluster.ClusterNode(host, port) for host, port in target.nodes]
-        return redis.cluster.RedisCluster(startup_nodes=nodes, **options)
-    cls = _sync_connection_class(redis, target.kind)
+        options["ssl"] = target.kind == "ssl"  # rediss+cluster: TLS to every node
+        return redis.cluster.RedisCluster(startup_nodes=nodes, connection_class=cls, **options)
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=cls, **options))
 
 
 def build_async(target: Target, timeout: float) -> Any:
-    """A ``redis.asyncio`` client for `target` (connects on first use)."""
+    """A ``redis.asyncio`` client for `target` (connects on first use) whose connections keep
+    the per-call deadline; a cluster's cannot (it makes its own), so calls on one also run
+    under a timer."""
     redis = redis_module()
     options = {
         **target.options,
-        **_bounded(redis, timeout, asynchronous=True, cluster=target.cluster),
+        **_bounded(redis, timeout, asynchronous=True),
     }
+    classes = connection_classes(redis)
+    if target.service:
+        manager = redis.asyncio.sentinel.Sentinel(target.nodes, sentinel_kwargs=_asking(timeout))
+        cls = classes["async sentinel"]
+        return manager.master_for(target.service, connection_class=cls, **options)
     if target.cluster:
         cluster = redis.asyncio.cluster
         nodes = [cluster.ClusterNode(host, port) for host, port in target.nodes]
+        options["ssl"] = target.kind == "ssl"
         return cluster.RedisCluster(startup_nodes=nodes, **options)
-    connection = redis.asyncio.connection
-    cls = {
-        "tcp": connection.Connection,
-        "ssl": connection.SSLConnection,
-        "unix": connection.UnixDomainSocketConnection,
-    }[target.kind]
-    pool = redis.asyncio.ConnectionPool(connection_class=cls, **options)
+    pool = redis.asyncio.ConnectionPool(connection_class=classes[f"async {target.kind}"], **options)
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+def _asking(timeout: float) -> dict[str, Any]:
+    """Options of the connections to the Sentinels themselves (asked where the primary is)."""
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+
+
+def _sentinel_sync(redis: Any, target: Target, timeout: float, options: dict[str, Any]) -> Any:
+    """A ``redis.Redis`` whose pool asks the Sentinels for the primary at each connect (and
+    drops its connections when the primary changes); the deadline covers that connect too."""
+    manager = redis.sentinel.Sentinel(target.nodes, sentinel_kwargs=_asking(timeout))
+    cls = connection_classes(redis)["sentinel"]
+    return manager.master_for(target.service, connection_class=cls, **options)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from .. import _wire
 from .._protocol import Entry
 from . import _scripts as lua
 from ._keys import KeySpace, encode, tag_marker
-from ._plans import Batch, Call, Members, Plan, Scan, chunks
+from ._plans import CHUNK, Batch, Call, Members, Plan, Scan, chunks
 from ._records import (
     clock_arg,
     expired,
@@ -30,9 +31,13 @@ def _eval(script: str, key: bytes, *args: Any) -> Call:
 class Operations:
     """Plans over one key space; `now` comes from the store's clock at each call."""
 
-    def __init__(self, keys: KeySpace, slack: float) -> None:
+    def __init__(
+        self, keys: KeySpace, slack: float, refused: type[BaseException] = Exception
+    ) -> None:
         self.keys = keys
         self.slack = slack
+        self.refused = refused
+        """What the server answers a command it will not run with (redis-py's ResponseError)."""
 
     # -- entries --------------------------------------------------------------------------
 
@@ -43,8 +48,14 @@ class Operations:
         try:
             return read(data, now)
         except _wire.DamagedRecord:
-            yield Call("delete", (redis_key,))
+            yield from self.drop(redis_key)
             return None
+
+    def drop(self, redis_key: bytes) -> Plan[None]:
+        """Remove a damaged record if the server lets us (a read-only replica does not):
+        the read's answer, a miss, does not depend on it."""
+        with contextlib.suppress(Exception):
+            yield Call("delete", (redis_key,))
 
     def writes(self, key: str, entry: Entry, now: float) -> list[Call]:
         """The commands that store `entry` (an entry already expired only removes the key)."""
@@ -59,13 +70,36 @@ class Operations:
 
     def set(self, key: str, entry: Entry, now: float) -> Plan[bool]:
         calls = self.writes(key, entry, now)
-        yield calls[0] if len(calls) == 1 else Batch(calls)
+        if len(calls) == 1:
+            yield calls[0]
+        else:
+            yield from self.written([key], calls)
         return True
 
     def set_many(self, items: list[tuple[str, Entry]], now: float) -> Plan[None]:
-        calls = [call for key, entry in items for call in self.writes(key, entry, now)]
-        for chunk in chunks(calls):
-            yield Batch(chunk)
+        """Pipelines of about `CHUNK` commands, an entry's record and tags always in one."""
+        keys: list[str] = []
+        calls: list[Call] = []
+        for key, entry in items:
+            keys.append(key)
+            calls += self.writes(key, entry, now)
+            if len(calls) >= CHUNK:
+                yield from self.written(keys, calls)
+                keys, calls = [], []
+        if calls:
+            yield from self.written(keys, calls)
+
+    def written(self, keys: list[str], calls: list[Call]) -> Plan[None]:
+        """Send the writes of `keys` at once: atomically on a single server. A cluster runs
+        them one by one, so when it refuses one (out of memory, a read-only replica) the
+        entries are removed before raising: a record never stays without its tag index, and
+        a key whose write failed reads as a miss. (A lost connection leaves nothing to ask.)"""
+        try:
+            yield Batch(calls, atomic=True)
+        except self.refused:
+            with contextlib.suppress(Exception):
+                yield Batch([Call("delete", (self.keys.entry(key),)) for key in keys])
+            raise
 
     def get_many(self, keys: list[str], now: float) -> Plan[list[Entry | None]]:
         if not keys:
@@ -94,7 +128,7 @@ class Operations:
                 try:
                     return read_head(head, size, now)
                 except _wire.DamagedRecord:
-                    yield Call("delete", (redis_key,))
+                    yield from self.drop(redis_key)
                     return None
             length = need  # a long key or meta: read again, further
         entry = yield from self.decode(redis_key, (yield Call("get", (redis_key,))), now)

@@ -1,14 +1,17 @@
 """Store operations written once, as generators of Redis requests, run sync or async.
 
-A plan yields `Call`, `Batch` (one pipeline, no transaction), `Scan` (every key matching a
-pattern, over all primaries of a cluster) or `Members` (a set's members) and is sent back the
-reply; its return value is the operation's result. `run` and `run_async` drive a plan on a
-redis-py client of either kind.
+A plan yields `Call`, `Batch` (one pipeline; a transaction if `atomic`, on a single server),
+`Scan` (every key matching a pattern, over all primaries of a cluster) or `Members` (a set's
+members) and is sent back the reply; its return value is the operation's result. `run` and
+`run_async` drive a plan on a redis-py client of either kind. Given `extend`, they call it
+for every page of work past the first (each further pipeline, each further `CHUNK` keys of a
+scan): an O(n) operation gets its timeout once more per page (`_deadline`), any other call
+just one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeVar
 
@@ -30,9 +33,12 @@ class Call:
 
 @dataclass(slots=True)
 class Batch:
-    """Commands sent in one pipeline (split by node on a cluster); replies in order."""
+    """Commands sent in one pipeline (split by node on a cluster); replies in order.
+    `atomic`: in a MULTI/EXEC transaction on a single server (all or nothing, even when the
+    server refuses a write for memory); a cluster cannot, across slots."""
 
     calls: list[Call]
+    atomic: bool = False
 
 
 @dataclass(slots=True)
@@ -47,6 +53,7 @@ class Members:
 
 Request: TypeAlias = Call | Batch | Scan | Members
 Plan = Generator[Request, Any, T]
+Extend: TypeAlias = Callable[[], object] | None
 
 
 def chunks(items: list[T]) -> Iterator[list[T]]:
@@ -62,47 +69,89 @@ def _queue(pipe: Any, call: Call) -> None:
         getattr(pipe, call.name)(*call.args, **call.kwargs)
 
 
-def _method(client: Any, call: Call, cluster: bool) -> Any:
-    if cluster and call.name == "mget":
-        return client.mget_nonatomic
-    return getattr(client, call.name)
+def _gets(call: Call) -> Batch:
+    """An MGET on a cluster, as one pipeline of GETs (split by node): an MGET of keys in a
+    slot being migrated, some moved and some not, is refused (TRYAGAIN) until the move
+    ends, while each GET is redirected to wherever its key is (ASK)."""
+    return Batch([Call("get", (key,)) for key in call.args[0]])
 
 
-def run(plan: Plan[T], client: Any, cluster: bool) -> T:
+def run(plan: Plan[T], client: Any, cluster: bool, extend: Extend = None) -> T:
     """Drive `plan` on a sync client."""
-    return drive(plan, lambda request: _do(request, client, cluster))
+    batches = 0
+
+    def perform(request: Request) -> Any:
+        nonlocal batches
+        if extend is not None and isinstance(request, Batch):
+            batches += 1
+            if batches > 1:
+                extend()
+        return _do(request, client, cluster, extend)
+
+    return drive(plan, perform)
 
 
-def _do(request: Request, client: Any, cluster: bool) -> Any:
+def _do(request: Request, client: Any, cluster: bool, extend: Extend) -> Any:
     if isinstance(request, Call):
-        return _method(client, request, cluster)(*request.args, **request.kwargs)
+        if cluster and request.name == "mget":
+            return _do(_gets(request), client, cluster, extend)
+        return getattr(client, request.name)(*request.args, **request.kwargs)
     if isinstance(request, Batch):
         if not request.calls:
             return []
-        with client.pipeline(transaction=False) as pipe:
+        with client.pipeline(transaction=request.atomic and not cluster) as pipe:
             for call in request.calls:
                 _queue(pipe, call)
             return pipe.execute()
     if isinstance(request, Scan):
-        return list(client.scan_iter(match=request.match, count=CHUNK))
-    return list(client.sscan_iter(request.key, count=CHUNK))
+        return _collect(client.scan_iter(match=request.match, count=CHUNK), extend)
+    return _collect(client.sscan_iter(request.key, count=CHUNK), extend)
 
 
-async def run_async(plan: Plan[T], client: Any, cluster: bool) -> T:
+def _collect(items: Iterator[T], extend: Extend) -> list[T]:
+    """Every item; with `extend`, the deadline moves on by a timeout per `CHUNK` items."""
+    found = []
+    for item in items:  # as long as the scan: it ends when the server's cursor does
+        found.append(item)
+        if extend is not None and len(found) % CHUNK == 0:
+            extend()
+    return found
+
+
+async def run_async(plan: Plan[T], client: Any, cluster: bool, extend: Extend = None) -> T:
     """Drive `plan` on an asyncio client."""
-    return await drive_async(plan, lambda request: _do_async(request, client, cluster))
+    batches = 0
+
+    async def perform(request: Request) -> Any:
+        nonlocal batches
+        if extend is not None and isinstance(request, Batch):
+            batches += 1
+            if batches > 1:
+                extend()
+        return await _do_async(request, client, cluster, extend)
+
+    return await drive_async(plan, perform)
 
 
-async def _do_async(request: Request, client: Any, cluster: bool) -> Any:
+async def _do_async(request: Request, client: Any, cluster: bool, extend: Extend) -> Any:
     if isinstance(request, Call):
-        return await _method(client, request, cluster)(*request.args, **request.kwargs)
+        if cluster and request.name == "mget":
+            return await _do_async(_gets(request), client, cluster, extend)
+        return await getattr(client, request.name)(*request.args, **request.kwargs)
     if isinstance(request, Batch):
         if not request.calls:
             return []
-        async with client.pipeline(transaction=False) as pipe:
+        async with client.pipeline(transaction=request.atomic and not cluster) as pipe:
             for call in request.calls:
                 _queue(pipe, call)
             return await pipe.execute()
     if isinstance(request, Scan):
-        return [key async for key in client.scan_iter(match=request.match, count=CHUNK)]
-    return [member async for member in client.sscan_iter(request.key, count=CHUNK)]
+        items = client.scan_iter(match=request.match, count=CHUNK)
+    else:
+        items = client.sscan_iter(request.key, count=CHUNK)
+    found = []
+    async for item in items:
+        found.append(item)
+        if extend is not None and len(found) % CHUNK == 0:
+            extend()
+    return found

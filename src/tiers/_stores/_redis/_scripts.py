@@ -87,12 +87,13 @@ local function current() return deadline ~= nil and tonumber(deadline) > tonumbe
 ACQUIRE = (
     _LOCK
     + """
-if current() then return 0 end
+if current() and owner ~= ARGV[2] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2] .. '|' .. ARGV[3], 'PX', ARGV[4])
 return 1
 """
 )
-"""ARGV: now, token, deadline, PX. 1 if the lock was free (or its lease ran out) and is ours."""
+"""ARGV: now, token, deadline, PX. 1 if the lock was free (or its lease ran out, or `token`
+holds it already: a retry whose first reply was lost) and is ours."""
 
 RENEW = (
     _LOCK

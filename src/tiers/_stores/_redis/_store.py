@@ -13,6 +13,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Iterator
+from time import monotonic
 from typing import Any, ClassVar, Literal, TypeVar
 
 from ..._clock import SYSTEM_CLOCK, Clock
@@ -21,6 +22,7 @@ from .. import _wire
 from .._protocol import Entry, StoreCounters
 from . import _clients
 from . import _scripts as lua
+from ._deadline import DEADLINE, budget
 from ._keys import KeySpace
 from ._ops import Operations
 from ._plans import Plan, run, run_async
@@ -28,16 +30,22 @@ from ._records import read
 
 T = TypeVar("T")
 _DEFAULT_URL = "redis://127.0.0.1:6379/0"
+_LATE = (TimeoutError, asyncio.TimeoutError)  # one class from Python 3.11
+_start, _end = DEADLINE.set, DEADLINE.reset
+_unpack = _wire.unpack
 
 
 class RedisStore:
     """A byte store in Redis: shared by every process and machine that reaches the server.
 
-    `url_or_client`: a ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or
-    ``rediss+cluster://`` URL (query options ``prefix`` and ``timeout`` are read here, the rest
-    go to redis-py), or a redis-py client, sync or asyncio, single or cluster. Nothing
-    connects until the first call; every call fails within `timeout` seconds when the server
-    is down or frozen, as a `StoreError`.
+    `url_or_client`: a ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``rediss+cluster://`` or ``redis+sentinel://`` URL (query options ``prefix`` and
+    ``timeout`` are read here, the rest go to redis-py), or a redis-py client, sync or
+    asyncio, single, cluster or Sentinel-managed. Nothing connects until the first call.
+    `timeout` is each call's budget, connect included (not a per-read timeout): a server
+    that is down, frozen or dripping its reply fails the call within it, as a `StoreError`.
+    The O(n) calls (clear, keys, count, expire, evict, stats, a large set_many) get it once
+    more for each further 1000 keys they go through.
     """
 
     holds_objects: ClassVar[bool] = False
@@ -75,7 +83,8 @@ class RedisStore:
         self.clock: Clock = SYSTEM_CLOCK
         self._keys = KeySpace(prefix)
         self._entries = self._keys.entries
-        self._ops = Operations(self._keys, slack)
+        refused = _clients.redis_module().exceptions.ResponseError
+        self._ops = Operations(self._keys, slack, refused)
         self._sync: Any = self._injected_sync
         self._async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
@@ -111,8 +120,11 @@ class RedisStore:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _failure(self, action: str, exc: BaseException) -> StoreError:
+    def _failure(self, action: str, exc: BaseException | str) -> StoreError:
         return StoreError(f"Redis at {self._target.where} failed to {action}: {exc}")
+
+    def _late(self, action: str) -> StoreError:
+        return self._failure(action, f"no reply within the {self.timeout} s timeout")
 
     def _client(self) -> Any:
         client = self._sync
@@ -123,11 +135,18 @@ class RedisStore:
                 client = self._sync
         return client
 
-    def _run(self, plan: Plan[T], action: str) -> T:
+    def _run(self, plan: Plan[T], action: str, *, paged: bool = False) -> T:
+        """Run `plan` by the deadline (extended per further page of work if `paged`)."""
+        token = DEADLINE.set(monotonic() + self.timeout)
         try:
-            return run(plan, self._client(), self._target.cluster)
+            return run(plan, self._client(), self._target.cluster, self._extend if paged else None)
         except self._errors as exc:
             raise self._failure(action, exc) from exc
+        finally:
+            DEADLINE.reset(token)
+
+    def _extend(self) -> None:
+        DEADLINE.set((DEADLINE.get() or monotonic()) + self.timeout)
 
     def _async_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -141,11 +160,32 @@ class RedisStore:
         self._async[loop] = (client, guard)
         return client
 
-    async def _run_async(self, plan: Plan[T], action: str) -> T:
+    def _timed(self, client: Any) -> bool:
+        """Whether calls on `client` need a timer: its connections are not ours (a cluster
+        makes its own; an injected client's are the caller's), so the deadline is unseen."""
+        return self._target.cluster or client is self._injected_async
+
+    async def _run_async(self, plan: Plan[T], action: str, *, paged: bool = False) -> T:
+        """Run `plan` by the deadline (extended per further page of work if `paged`)."""
+        token = DEADLINE.set(monotonic() + self.timeout)
         try:
-            return await run_async(plan, self._async_client(), self._target.cluster)
+            client = self._async_client()
+            if not self._timed(client):
+                extend = self._extend if paged else None
+                return await run_async(plan, client, self._target.cluster, extend)
+            async with budget(self.timeout) as timer:
+
+                def both() -> None:
+                    self._extend()
+                    timer.reschedule(DEADLINE.get())
+
+                return await run_async(plan, client, self._target.cluster, both if paged else None)
+        except _LATE as exc:
+            raise self._late(action) from exc
         except self._errors as exc:
             raise self._failure(action, exc) from exc
+        finally:
+            DEADLINE.reset(token)
 
     def _read(self, data: bytes | None) -> Entry | Literal[False] | None:
         """The live entry; None for a miss; False for a damaged record (to remove)."""
@@ -159,25 +199,62 @@ class RedisStore:
     # -- core -----------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
+        """One GET, by the deadline; a damaged record reads as a miss and is removed (if
+        the server lets us: a read-only replica does not). `_read`, written out: this is
+        the path every cache miss above takes."""
         redis_key = self._entries + key.encode("utf-8", "surrogatepass")
+        token = _start(monotonic() + self.timeout)
         try:
-            found = self._read(self._client().get(redis_key))
-            if found is False:
-                self._client().delete(redis_key)
+            client = self._sync or self._client()
+            data = client.get(redis_key)
+            if data is None:
+                return None
+            try:
+                entry = _unpack(data)[0]
+            except _wire.DamagedRecord:
+                with contextlib.suppress(*self._errors):
+                    client.delete(redis_key)
+                return None
         except self._errors as exc:
             raise self._failure("get", exc) from exc
-        return None if found is False else found
+        finally:
+            _end(token)
+        expires = entry.expires_at
+        return entry if expires is None or expires > self.clock.time() else None
 
     async def get_async(self, key: str) -> Entry | None:
         redis_key = self._entries + key.encode("utf-8", "surrogatepass")
+        token = _start(monotonic() + self.timeout)
         try:
             client = self._async_client()
-            found = self._read(await client.get(redis_key))
-            if found is False:
-                await client.delete(redis_key)
+            if self._timed(client):
+                async with budget(self.timeout):
+                    return await self._fetch_async(client, redis_key)
+            data = await client.get(redis_key)  # _fetch_async, written out
+            if data is None:
+                return None
+            try:
+                entry = _unpack(data)[0]
+            except _wire.DamagedRecord:
+                with contextlib.suppress(*self._errors):
+                    await client.delete(redis_key)
+                return None
+        except _LATE as exc:
+            raise self._late("get") from exc
         except self._errors as exc:
             raise self._failure("get", exc) from exc
-        return None if found is False else found
+        finally:
+            _end(token)
+        expires = entry.expires_at
+        return entry if expires is None or expires > self.clock.time() else None
+
+    async def _fetch_async(self, client: Any, redis_key: bytes) -> Entry | None:
+        found = self._read(await client.get(redis_key))
+        if found is False:
+            with contextlib.suppress(*self._errors):
+                await client.delete(redis_key)
+            return None
+        return found
 
     def set(self, key: str, entry: Entry) -> bool:
         return self._run(self._ops.set(key, entry, self.clock.time()), "set")
@@ -193,18 +270,20 @@ class RedisStore:
 
     def clear(self, prefix: str = "") -> int:
         """Remove the entries under `prefix` (a SCAN: O(n)); how many were live."""
-        return self._run(self._ops.clear(prefix, self.clock.time()), "clear")
+        return self._run(self._ops.clear(prefix, self.clock.time()), "clear", paged=True)
 
     async def clear_async(self, prefix: str = "") -> int:
-        return await self._run_async(self._ops.clear(prefix, self.clock.time()), "clear")
+        return await self._run_async(
+            self._ops.clear(prefix, self.clock.time()), "clear", paged=True
+        )
 
     def stats(self) -> StoreCounters:
         """Items and bytes by a full SCAN (O(n)); Redis does its own evicting, not counted."""
-        items, size = self._run(self._ops.sizes(), "read stats")
+        items, size = self._run(self._ops.sizes(), "read stats", paged=True)
         return StoreCounters(expirations=self._expirations, items=items, bytes=size)
 
     async def stats_async(self) -> StoreCounters:
-        items, size = await self._run_async(self._ops.sizes(), "read stats")
+        items, size = await self._run_async(self._ops.sizes(), "read stats", paged=True)
         return StoreCounters(expirations=self._expirations, items=items, bytes=size)
 
     def close(self) -> None:
@@ -251,30 +330,36 @@ class RedisStore:
 
     def expire(self) -> int:
         """Remove the entries whose expiry passed (a SCAN: O(n)); how many."""
-        removed = self._run(self._ops.expire(self.clock.time()), "expire")
+        removed = self._run(self._ops.expire(self.clock.time()), "expire", paged=True)
         self._expirations += removed
         return removed
 
     async def expire_async(self) -> int:
-        removed = await self._run_async(self._ops.expire(self.clock.time()), "expire")
+        removed = await self._run_async(self._ops.expire(self.clock.time()), "expire", paged=True)
         self._expirations += removed
         return removed
 
     def evict(self, tag: str, prefix: str = "") -> int:
-        return self._run(self._ops.evict(tag, prefix, self.clock.time()), "evict")
+        return self._run(self._ops.evict(tag, prefix, self.clock.time()), "evict", paged=True)
 
     async def evict_async(self, tag: str, prefix: str = "") -> int:
-        return await self._run_async(self._ops.evict(tag, prefix, self.clock.time()), "evict")
+        return await self._run_async(
+            self._ops.evict(tag, prefix, self.clock.time()), "evict", paged=True
+        )
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         """Live keys under `prefix` (carrying `tag`): a SCAN, or the tag's set, checked."""
-        return iter(self._run(self._ops.keys_of(prefix, tag, self.clock.time()), "list keys"))
+        return iter(
+            self._run(self._ops.keys_of(prefix, tag, self.clock.time()), "list keys", paged=True)
+        )
 
     def count(self, prefix: str = "") -> int:
-        return self._run(self._ops.count(prefix, self.clock.time()), "count")
+        return self._run(self._ops.count(prefix, self.clock.time()), "count", paged=True)
 
     async def count_async(self, prefix: str = "") -> int:
-        return await self._run_async(self._ops.count(prefix, self.clock.time()), "count")
+        return await self._run_async(
+            self._ops.count(prefix, self.clock.time()), "count", paged=True
+        )
 
     def get_many(self, keys: list[str]) -> list[Entry | None]:
         """One MGET (split by slot on a cluster)."""
@@ -285,10 +370,10 @@ class RedisStore:
 
     def set_many(self, items: list[tuple[str, Entry]]) -> None:
         """One pipeline (no transaction)."""
-        self._run(self._ops.set_many(items, self.clock.time()), "set")
+        self._run(self._ops.set_many(items, self.clock.time()), "set", paged=True)
 
     async def set_many_async(self, items: list[tuple[str, Entry]]) -> None:
-        await self._run_async(self._ops.set_many(items, self.clock.time()), "set")
+        await self._run_async(self._ops.set_many(items, self.clock.time()), "set", paged=True)
 
     # -- locks ----------------------------------------------------------------------------
 
@@ -326,6 +411,8 @@ async def _close_with_loop(client: Any) -> None:
             pool = getattr(client, "connection_pool", None)
             if pool is not None:
                 await pool.disconnect()
+            for sentinel in _sentinels(pool):
+                await sentinel.aclose()
 
 
 def _close_sync(client: Any) -> None:
@@ -334,3 +421,11 @@ def _close_sync(client: Any) -> None:
         pool = getattr(client, "connection_pool", None)
         if pool is not None:
             pool.disconnect()
+        for sentinel in _sentinels(pool):
+            sentinel.close()
+
+
+def _sentinels(pool: Any) -> list[Any]:
+    """The clients a Sentinel-managed pool asks for its primary (to close with it)."""
+    manager = getattr(pool, "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
