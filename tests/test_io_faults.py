@@ -80,14 +80,14 @@ def path_class(path: str) -> str:
     return re.sub(r"/\d+$", "/PID", path) or "/"
 
 
-def plan(ops: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def plan(ops: list[tuple[str, str]], scale: float = SCALE) -> list[dict[str, Any]]:
     """The calls to fail: per kind, up to its budget, evenly spread; each as (kind, nth)."""
     by_kind: dict[str, list[str]] = collections.defaultdict(list)
     for kind, path in ops:
         by_kind[kind].append(path)
     faults = []
     for kind, paths in sorted(by_kind.items()):
-        budget = max(1, round(BUDGET.get(kind, 10) * SCALE))
+        budget = max(1, round(BUDGET.get(kind, 10) * scale))
         picks = sorted({round(i * (len(paths) - 1) / max(1, budget - 1)) for i in range(budget)})
         actions = ACTIONS.get(kind, ("EIO",))
         for n, at in enumerate(picks[: len(paths)]):
@@ -112,15 +112,15 @@ def clean_run(fs: FaultMount, kind: str, base: Path) -> list[tuple[str, str]]:
     return ops
 
 
-def run_all(fs: FaultMount, kind: str, faults: list[dict[str, Any]], base: Path) -> list[
-    dict[str, Any]
-]:  # fmt: skip
+def run_all(
+    fs: FaultMount, kind: str, faults: list[dict[str, Any]], base: Path, deadline: float = DEADLINE
+) -> list[dict[str, Any]]:
     """Each fault's `workload.fault_job`, WIDTH at a time (each in a run folder of its own);
     their results in order."""
     pending = list(enumerate(faults))
     running: list[tuple[int, Any]] = []
     results: dict[int, dict[str, Any]] = {}
-    give_up = time.monotonic() + DEADLINE
+    give_up = time.monotonic() + deadline
     while pending or running:
         while pending and len(running) < WIDTH and time.monotonic() < give_up:
             number, fault = pending.pop(0)
@@ -145,7 +145,7 @@ def run_all(fs: FaultMount, kind: str, faults: list[dict[str, Any]], base: Path)
             shutil.rmtree(fs.backing / f"r{number}", ignore_errors=True)  # (unused by now)
         if pending and not running and time.monotonic() >= give_up:
             break  # out of time: the faults not run are reported as such
-    late = {"fired": [], "problems": [f"not run: the store took over {DEADLINE} s for the "
+    late = {"fired": [], "problems": [f"not run: the store took over {deadline} s for the "
                                       "faults before"], "present": 0, "missing": []}  # fmt: skip
     return [results.get(n, late) for n in range(len(faults))]
 
@@ -156,12 +156,31 @@ def test_one_fault_at_every_step_of_a_workload(
     tmp_path: Path,
     kind: str,
 ) -> None:
-    ops = clean_run(faultfs, kind, tmp_path)
-    faults = plan(ops)
+    _fault_campaign(faultfs, tmp_path, kind, SCALE, DEADLINE)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(4 * 3600)
+@pytest.mark.parametrize("kind", ["folder", "disk", "disk-durable"])
+def test_every_single_call_fails_in_turn(
+    faultfs: FaultMount,  # noqa: F811
+    tmp_path: Path,
+    kind: str,
+) -> None:
+    """The soak run (``pytest --soak``): every filesystem call of the workload fails once."""
+    _fault_campaign(faultfs, tmp_path, kind, 1000.0, 3 * 3600.0)
+
+
+def _fault_campaign(
+    fs: FaultMount, tmp_path: Path, kind: str, scale: float, deadline: float
+) -> None:
+    ops = clean_run(fs, kind, tmp_path)
+    faults = plan(ops, scale)
     failures: list[str] = []
     per_kind: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])  # run, fired, bad
     lost = 0
-    for fault, result in zip(faults, run_all(faultfs, kind, faults, tmp_path), strict=True):
+    results = run_all(fs, kind, faults, tmp_path, deadline)
+    for fault, result in zip(faults, results, strict=True):
         label = f"{fault['op']} #{fault['nth']} {fault['where']} -> {fault['action']}"
         counts = per_kind[fault["op"]]
         counts[0] += 1
