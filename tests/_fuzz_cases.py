@@ -665,11 +665,6 @@ def _lock_acceptable(result: Any, expected: Any, valid: bytes, mutation: Mutatio
     return True
 
 
-_OBJECT_LOCK_ISSUES = (
-    "`_stores/_object/_locks.py` _state: a lock object that is not UTF-8 raises "
-    "UnicodeDecodeError out of acquire/renew/release (catch it: unreadable = free), and a "
-    "deadline of 'inf' holds the lock forever (require math.isfinite(until))"
-)
 
 
 # -- the DiskStore engine: slots, table header, records, lock files ---------------------------
@@ -809,7 +804,6 @@ CASES: list[Case] = [
         "object-lock", "lock", lambda: b"3f2a9c41d0e8b7a6|1700000030.5", _object_lock_decode,
         (), well_formed=_lock_well_formed, acceptable=_lock_acceptable,
         hostile=lambda: [("not UTF-8", b"\xff\xfe|12.5"), ("inf", b"t|inf"), ("nan", b"t|nan")],
-        known=((UnicodeDecodeError, _OBJECT_LOCK_ISSUES), (KnownIssue, _OBJECT_LOCK_ISSUES)),
     ),
 ]  # fmt: skip
 CASES_BY_NAME = {case.name: case for case in CASES}

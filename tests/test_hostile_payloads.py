@@ -196,12 +196,6 @@ def test_hostile_meta_in_a_redis_record_is_a_removed_miss(
     _check_the_cache_survives(cache, lambda key: raw.exists(b"h:e::" + key.encode()), damaged)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="RedisStore does not count the damaged records it removes: `_redis/_store.py` "
-    "`_read` and `_redis/_ops.py` `decode`/`info` delete them uncounted, and `stats()` has "
-    "no `rejected`; count them like ObjectStore's Tally",
-)
 def test_redis_counts_the_damaged_records_it_removes(redis_cache: tuple[Cache, Any]) -> None:
     cache, raw = redis_cache
     _filled(cache)

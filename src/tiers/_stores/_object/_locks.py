@@ -8,6 +8,8 @@ stays as a tombstone (``|0``) for the next conditional put.
 
 from __future__ import annotations
 
+import math
+
 from ._paths import Layout
 from ._requests import Found, Get, Plan, Put
 
@@ -19,11 +21,14 @@ def _body(token: str, deadline: float) -> bytes:
 
 
 def _state(found: Found) -> tuple[str | None, float]:
-    """(holder's token, lease end); (None, 0) if free or unreadable."""
-    token, _bar, deadline = found.data.decode("utf-8", "surrogatepass").rpartition("|")
+    """(holder's token, lease end); (None, 0) if free or unreadable (not UTF-8, no finite
+    lease end: a planted lease of 'inf' must not hold a lock for ever)."""
     try:
+        token, _bar, deadline = found.data.decode("utf-8", "surrogatepass").rpartition("|")
         until = float(deadline)
-    except ValueError:
+    except ValueError:  # (UnicodeDecodeError is one)
+        return None, 0.0
+    if not math.isfinite(until):
         return None, 0.0
     return (token or None), until
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any
 
 from .. import _wire
@@ -38,6 +39,13 @@ class Operations:
         self.slack = slack
         self.refused = refused
         """What the server answers a command it will not run with (redis-py's ResponseError)."""
+        self.rejected = 0
+        """Damaged records this store object found (and removed): `stats().rejected`."""
+        self._lock = threading.Lock()
+
+    def damaged(self) -> None:
+        with self._lock:
+            self.rejected += 1
 
     # -- entries --------------------------------------------------------------------------
 
@@ -53,7 +61,8 @@ class Operations:
 
     def drop(self, redis_key: bytes) -> Plan[None]:
         """Remove a damaged record if the server lets us (a read-only replica does not):
-        the read's answer, a miss, does not depend on it."""
+        the read's answer, a miss, does not depend on it. Counted as rejected."""
+        self.damaged()
         with contextlib.suppress(Exception):
             yield Call("delete", (redis_key,))
 

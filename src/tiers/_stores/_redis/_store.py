@@ -194,6 +194,7 @@ class RedisStore:
         try:
             return read(data, self.clock.time())
         except _wire.DamagedRecord:
+            self._ops.damaged()
             return False
 
     # -- core -----------------------------------------------------------------------------
@@ -212,6 +213,7 @@ class RedisStore:
             try:
                 entry = _unpack(data)[0]
             except _wire.DamagedRecord:
+                self._ops.damaged()
                 with contextlib.suppress(*self._errors):
                     client.delete(redis_key)
                 return None
@@ -236,6 +238,7 @@ class RedisStore:
             try:
                 entry = _unpack(data)[0]
             except _wire.DamagedRecord:
+                self._ops.damaged()
                 with contextlib.suppress(*self._errors):
                     await client.delete(redis_key)
                 return None
@@ -280,11 +283,15 @@ class RedisStore:
     def stats(self) -> StoreCounters:
         """Items and bytes by a full SCAN (O(n)); Redis does its own evicting, not counted."""
         items, size = self._run(self._ops.sizes(), "read stats", paged=True)
-        return StoreCounters(expirations=self._expirations, items=items, bytes=size)
+        return StoreCounters(
+            expirations=self._expirations, rejected=self._ops.rejected, items=items, bytes=size
+        )
 
     async def stats_async(self) -> StoreCounters:
         items, size = await self._run_async(self._ops.sizes(), "read stats", paged=True)
-        return StoreCounters(expirations=self._expirations, items=items, bytes=size)
+        return StoreCounters(
+            expirations=self._expirations, rejected=self._ops.rejected, items=items, bytes=size
+        )
 
     def close(self) -> None:
         """Close the clients this store made (an injected client stays open)."""
