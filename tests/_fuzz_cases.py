@@ -665,8 +665,6 @@ def _lock_acceptable(result: Any, expected: Any, valid: bytes, mutation: Mutatio
     return True
 
 
-
-
 # -- the DiskStore engine: slots, table header, records, lock files ---------------------------
 
 

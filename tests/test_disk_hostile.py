@@ -168,7 +168,7 @@ def test_single_bit_flips_in_index_headers_are_misses_not_crashes(tmp_path: Path
 # -- C: close() racing other threads --------------------------------------------------------------
 
 
-def _hammer_then_close(path: str, through_cache: bool) -> None:
+def _hammer_then_close(path: str, through_cache: bool, delay: float) -> None:
     """Run in a child: 3 threads set/get while the main thread closes the store."""
     store = DiskStore(path)
     cache = Cache(store, serializer="raw") if through_cache else None
@@ -198,7 +198,7 @@ def _hammer_then_close(path: str, through_cache: bool) -> None:
     for thread in threads:
         thread.start()
     go.set()
-    time.sleep(0.05)
+    time.sleep(delay)
     if cache is not None:
         cache.close()
     else:
@@ -213,9 +213,10 @@ def _hammer_then_close(path: str, through_cache: bool) -> None:
 @pytest.mark.parametrize("through_cache", [False, True])
 def test_close_while_threads_use_the_store_is_safe(tmp_path: Path, through_cache: bool) -> None:
     ctx = __import__("multiprocessing").get_context("spawn")
-    for run in range(3):
+    for run in range(10):
+        delay = 0.005 * (run + 1)  # close at a different moment of the threads' work each time
         proc = ctx.Process(
-            target=_hammer_then_close, args=(str(tmp_path / f"s{run}"), through_cache)
+            target=_hammer_then_close, args=(str(tmp_path / f"s{run}"), through_cache, delay)
         )
         proc.start()
         proc.join(120)
