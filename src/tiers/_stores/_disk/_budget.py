@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ...errors import StoreError
-from ._format import PROBE, SLOT_SIZE, Damaged, slot_khash, unpack_slot
+from ._format import PROBE, live_slots
 
 if TYPE_CHECKING:
     from ._shards import ShardSet
@@ -171,15 +171,6 @@ class Budget:
             run = _WINDOW
         out = []
         for start in starts:
-            buf = table.read_all(start, run)
-            for j in range(len(buf) // SLOT_SIZE):
-                at = j * SLOT_SIZE
-                if slot_khash(buf, at) == 0:
-                    continue
-                try:
-                    slot = unpack_slot(buf, at, start + j)
-                except Damaged:
-                    continue
-                if slot.live:
-                    out.append((start + j, slot.stamp, slot.version, slot.cost))
+            for position, slot in live_slots(table.read_all(start, run), start):
+                out.append((position, slot.stamp, slot.version, slot.cost))
         return out

@@ -26,6 +26,7 @@ import json
 import math
 import re
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import xxhash
@@ -144,6 +145,21 @@ def unpack_slot(buf: bytes, at: int, position: int) -> Slot:
     if not slot.flags & (LIVE | TOMB) or math.isnan(slot.expires):
         raise Damaged("slot flags")
     return slot
+
+
+def live_slots(buf: bytes, first: int) -> Iterator[tuple[int, Slot]]:
+    """(position, slot) of each live slot in `buf`, which holds slots from table position
+    `first` on; empty, tombstoned and damaged ones are skipped."""
+    for j in range(len(buf) // SLOT_SIZE):
+        at = j * SLOT_SIZE
+        if slot_khash(buf, at) == 0:
+            continue
+        try:
+            slot = unpack_slot(buf, at, first + j)
+        except Damaged:
+            continue
+        if slot.flags & LIVE:
+            yield first + j, slot
 
 
 # -- header --------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from ._format import (
     Slot,
     SlotFields,
     key_hash,
+    live_slots,
     pack_header,
     record_length,
     slot_fields,
@@ -83,10 +84,11 @@ _MAX_SEGMENT_END = (1 << 32) - 1
 class ValueFiles(Protocol):
     """Where the store keeps value files (outside the shard's directory)."""
 
-    def unlink(self, names: list[str]) -> None: ...
+    def unlink(self, names: list[str]) -> None:
+        """Remove value files (best effort)."""
+
     def sweep_shard(self, shard: int) -> None:
         """Remove the shard's value files that no slot owns (after a salvage)."""
-        ...
 
 
 @dataclass
@@ -339,16 +341,9 @@ class Shard:
                     return
                 table = self.table
                 continue
-            for j in range(count):
-                at = j * SLOT_SIZE
-                if slot_khash(buf, at) == 0:
-                    continue
-                try:
-                    slot = unpack_slot(buf, at, position + j)
-                except Damaged:
-                    continue
-                if slot.flags & LIVE and slot.tagbits & tagbits == tagbits:
-                    yield position + j, slot, table
+            for at, slot in live_slots(buf, position):
+                if slot.tagbits & tagbits == tagbits:
+                    yield at, slot, table
             position += count
 
     def record(self, slot: Slot) -> Record | None:
@@ -896,16 +891,9 @@ def _verified_slots(file: Fd) -> list[Slot]:
     """The live slots of a table file that still verify, wherever they are."""
     out = []
     size = os.fstat(file.fd).st_size
-    chunk_slots = 1024
-    for first in range(0, max(0, size - HEADER_SIZE) // SLOT_SIZE, chunk_slots):
-        buf = pread_exact(file.fd, chunk_slots * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
-        for j in range(len(buf) // SLOT_SIZE):
-            if slot_khash(buf, j * SLOT_SIZE) == 0:
-                continue
-            with contextlib.suppress(Damaged):
-                slot = unpack_slot(buf, j * SLOT_SIZE, first + j)
-                if slot.flags & LIVE:
-                    out.append(slot)
+    for first in range(0, max(0, size - HEADER_SIZE) // SLOT_SIZE, _SCAN_CHUNK):
+        buf = pread_exact(file.fd, _SCAN_CHUNK * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
+        out += [slot for _position, slot in live_slots(buf, first)]
     return out
 
 
