@@ -591,7 +591,11 @@ def _folder_marker_decode(data: bytes) -> dict[str, Any]:
     root = scratch("folder-root")
     (root / MARKER).write_bytes(data)
     open_folder_root(root)  # ConfigError unless the marker is a FolderStore's of this version
-    return _fs.read_or_write_marker(root / MARKER, {})
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        return _fs.read_or_write_marker(fd, root, MARKER, {})
+    finally:
+        os.close(fd)
 
 
 def _disk_layout() -> Any:
@@ -613,9 +617,13 @@ def _disk_marker_valid() -> bytes:
 def _disk_marker_decode(data: bytes) -> int:
     """The shard count a DiskStore opens with when its marker (tiers-store.json) holds
     `data`: `read_or_write_marker` and the DiskStore's checks of what it returns."""
-    marker = scratch("disk-root") / "tiers-store.json"
-    marker.write_bytes(data)
-    shards: int = _disk_layout()._read_or_write_marker(marker)
+    root = scratch("disk-root")
+    (root / "tiers-store.json").write_bytes(data)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        shards: int = _disk_layout()._read_or_write_marker(fd, root)
+    finally:
+        os.close(fd)
     return shards
 
 

@@ -507,3 +507,80 @@ def test_the_signing_key_directories_are_private(
         os.umask(old)
     for directory in (tmp_path / "x", tmp_path / "x" / "y", config):
         assert (directory.stat().st_mode & 0o777) == 0o700, directory
+
+
+_SWAP_PROCS = """
+import os, sys
+sys.path.insert(0, {root!r})
+from tests._disk_workers import entry
+from tiers import DiskStore
+from tiers.errors import TiersError
+root, outside, moved = sys.argv[1:4]
+store = DiskStore(root)
+store.set("k", entry(b"v" * 100))
+os.rename(os.path.join(root, "procs"), moved)
+os.symlink(outside, os.path.join(root, "procs"))
+open(os.path.join(outside, str(os.getpid())), "w").write("precious")
+pid = os.fork()
+if pid == 0:
+    try:
+        store.set("child", entry(b"c" * 100))  # the child reopens the store: it registers
+    except TiersError:
+        pass
+    os._exit(0)
+os.waitpid(pid, 0)
+print(pid)
+"""  # then the process exits: it unregisters itself from procs/
+
+
+@linux_only
+def test_procs_swapped_for_a_symlink_while_open(tmp_path: Path) -> None:
+    """`procs/<pid>` is created when a process opens the store (a forked child: on first use)
+    and deleted at exit: with `procs` swapped for a symlink, neither happens outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "store"
+    done = subprocess.run(
+        [sys.executable, "-c", _SWAP_PROCS.format(root=str(ROOT)), str(root), str(outside),
+         str(tmp_path / "moved")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in outside.iterdir())
+    assert done.stdout.strip() not in names, "a registration was created outside the root"
+    assert len(names) == 1, f"the parent's file outside the root was deleted: {names}"
+    assert (outside / names[0]).read_text() == "precious"
+
+
+def test_a_store_of_the_first_format_is_emptied_and_reused(tmp_path: Path) -> None:
+    """0.1 wrote LMDB shards (format version 1): opening one starts the store afresh."""
+    root = tmp_path / "old"
+    (root / "index" / "00").mkdir(parents=True)
+    (root / "index" / "00" / "data.mdb").write_bytes(b"\0" * 8192)
+    (root / "data" / "ab").mkdir(parents=True)
+    (root / "data" / "ab" / ("00ab" + "0" * 28)).write_bytes(b"old value")
+    (root / "reserve").write_bytes(b"\0" * 1024)
+    (root / "tiers-store.json").write_text('{"format": "tiers-disk", "version": 1, "shards": 8}')
+    store = DiskStore(root)
+    try:
+        assert list(store.keys()) == []
+        store.set("k", entry(make_value("k", 1, 300)))
+        check_value("k", store.get("k").value)  # type: ignore[union-attr]
+        assert not (root / "reserve").exists()
+        assert not (root / "index" / "00" / "data.mdb").exists()
+        assert list((root / "data").rglob("00ab*")) == []
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("damage", [b"", b"{", b'{"format": "tiers-disk"}', b"[1]"])
+def test_a_damaged_marker_of_ours_starts_the_store_afresh(tmp_path: Path, damage: bytes) -> None:
+    path = tmp_path / "s"
+    _fill(path, keys=4)
+    (path / "tiers-store.json").write_bytes(damage)
+    store = DiskStore(path)
+    try:
+        store.set("k", entry(make_value("k", 1, 300)))
+        check_value("k", store.get("k").value)  # type: ignore[union-attr]
+    finally:
+        store.close()

@@ -16,12 +16,14 @@ import contextlib
 import errno
 import json
 import os
+import secrets
 import stat
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .._codec._documents import load_object
 from .._paths import make_private_dirs
 from ..errors import ConfigError, StoreError, StoreFullError, StorePermissionError
 
@@ -30,7 +32,6 @@ if sys.platform != "win32":
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW
-COSMETIC = (".gitignore", "CACHEDIR.TAG")
 Buffer = bytes | bytearray | memoryview
 
 
@@ -74,63 +75,127 @@ def open_root(path: str | os.PathLike[str], marker: str) -> Path:
 
 def _is_ours_before_marker(name: str, marker: str) -> bool:
     """Files a store has before its marker: cosmetic ones, and the marker being written by
-    another process creating the same store at this moment (`write_file_atomically`)."""
-    return name in COSMETIC or (name.startswith(f".{marker}.") and name.endswith(".tmp"))
-
-
-def read_or_write_marker(marker: Path, content: dict[str, Any]) -> dict[str, Any]:
-    """The marker's JSON object; written as `content` first if missing (one writer wins).
-    A marker that is not a small regular file of ours (a planted link) is refused."""
-    try:
-        text = read_small_file(marker)
-    except FileNotFoundError:
-        write_file_atomically(marker, json.dumps(content).encode() + b"\n", exclusive=True)
-        text = read_small_file(marker)
-    try:
-        found = json.loads(text)
-        if not isinstance(found, dict):
-            raise TypeError("not an object")
-    except (ValueError, TypeError, RecursionError) as exc:
-        message = f"{marker} is damaged; delete the store directory to start over"
-        raise DamagedMarker(message) from exc
-    return found
+    another process creating the same store at this moment (`write_new`)."""
+    return name in COSMETIC_FILES or (name.startswith(f".{marker}.") and name.endswith(".tmp"))
 
 
 class DamagedMarker(ConfigError):
     """A store's format marker is ours but does not hold a marker (a torn write, damage)."""
 
 
-def read_small_file(path: Path, limit: int = 64 * 1024) -> str:
-    """A small regular file's text, never through a symlink. (A second hard link is allowed:
-    markers are only ever read, and replaced by rename, never written in place; a marker
-    created by link() keeps its temporary name when a crash or an error stops the unlink.)"""
+MARKER_MAX = 64 * 1024
+COSMETIC_FILES = {
+    ".gitignore": b"# created by tiers: this directory is a cache\n*\n",
+    "CACHEDIR.TAG": b"Signature: 8a477f597d28d172789f06886806bc55\n"
+    b"# This directory is a cache created by tiers (https://bford.info/cachedir/).\n",
+}
+
+
+def read_or_write_marker(
+    root_fd: int, root: Path, name: str, content: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON object of the marker `name` in the store's root; written as `content` first
+    if missing (one writer wins). `DamagedMarker` if it is ours but not a marker;
+    `StorePermissionError` if something else is planted under its name (a link)."""
     try:
-        fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+        return read_marker(root_fd, root, name)
+    except FileNotFoundError:
+        write_new(root_fd, name, json.dumps(content).encode() + b"\n")
+        return read_marker(root_fd, root, name)
+
+
+def read_marker(root_fd: int, root: Path, name: str) -> dict[str, Any]:
+    """The marker's JSON object (see `read_or_write_marker`); FileNotFoundError if none."""
+    try:
+        flags = os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(name, flags, dir_fd=root_fd)
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise StorePermissionError(f"{path} is a symlink; delete it to start over") from exc
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise StorePermissionError(f"{root / name} is a link; delete it") from exc
         raise
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-            raise StorePermissionError(f"{path} is not a file of this store; delete it")
-        data = os.read(fd, limit)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            _forget_temporaries(root_fd, name, info)  # a writer could not unlink its own
+            info = os.fstat(fd)
+        if not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1) or info.st_size > MARKER_MAX:
+            raise StorePermissionError(f"{root / name} is not a file of this store; delete it")
+        raw = read_exact(fd, info.st_size)
+    except EOFError as exc:
+        raise DamagedMarker(f"{root / name} is damaged; delete the store directory") from exc
     finally:
         os.close(fd)
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DamagedMarker(f"{path} is damaged; delete the store directory to start over") from exc
+        return load_object(raw)
+    except ValueError as exc:
+        message = f"{root / name} is damaged; delete the store directory to start over"
+        raise DamagedMarker(message) from exc
 
 
-def write_cosmetic_files(root: Path) -> None:
+def _forget_temporaries(dir_fd: int, name: str, file: os.stat_result) -> None:
+    """Unlink the temporary names `name` was written under (``.<name>.<...>.tmp``) that still
+    lead to it: what a writer whose last unlink failed (EIO) leaves behind."""
+    for other in os.listdir(dir_fd):
+        if not (other.startswith(f".{name}.") and other.endswith(".tmp")):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            info = os.stat(other, dir_fd=dir_fd, follow_symlinks=False)
+            if (info.st_dev, info.st_ino) == (file.st_dev, file.st_ino):
+                os.unlink(other, dir_fd=dir_fd)
+
+
+def write_new(dir_fd: int, name: str, data: bytes) -> None:
+    """Create `name` holding `data` unless it exists (one writer wins): written and fsynced
+    under a fresh temporary name, then linked into place, so it appears whole or not at all."""
+    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+
+
+def replace_file(dir_fd: int, name: str, data: bytes) -> None:
+    """Put a new file holding `data` at `name`, atomically (whatever had the name, a link
+    included, is replaced: never written through)."""
+    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=dir_fd)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+
+
+def exists(dir_fd: int, name: str) -> bool:
+    """Whether anything (a link included) has the name `name` in `dir_fd`."""
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def write_cosmetic_files(root_fd: int) -> None:
     """``.gitignore`` and ``CACHEDIR.TAG``: keep the cache out of git and backups."""
-    _write_once(root / ".gitignore", b"# created by tiers: this directory is a cache\n*\n")
-    _write_once(
-        root / "CACHEDIR.TAG",
-        b"Signature: 8a477f597d28d172789f06886806bc55\n"
-        b"# This directory is a cache created by tiers (https://bford.info/cachedir/).\n",
-    )
+    for name, data in COSMETIC_FILES.items():
+        with contextlib.suppress(OSError):  # cosmetic: never fail an open for them
+            if not exists(root_fd, name):
+                write_new(root_fd, name, data)
 
 
 def make_dir(directory: Path) -> None:
@@ -167,35 +232,6 @@ def check_dir(directory: Path, *, fix_mode: bool) -> None:
         )
     if fix_mode and stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(directory, 0o700)
-
-
-def write_file_atomically(path: Path, data: bytes, *, exclusive: bool = False) -> None:
-    """Write `data` to a temporary name then rename (or link, if `exclusive`) it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # whatever is planted there (a link) goes, never what it points to
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        if exclusive:
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        else:
-            os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def _write_once(path: Path, data: bytes) -> None:
-    if not path.exists():
-        with contextlib.suppress(OSError):  # cosmetic files: never fail an open for them
-            write_file_atomically(path, data, exclusive=True)
 
 
 # -- descriptor-walked access ----------------------------------------------------------------
@@ -293,17 +329,23 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-_REGISTERED: set[Path] = set()  # procs directories this process is registered in
+_REGISTERED: set[tuple[Path, str]] = set()  # (root, registry folder) this process is in
 
 
-def register_once(procs: Path) -> None:
-    """Note in `procs` that this process has the store open (once per process: a forked child
-    registers again, at exit every registration is removed)."""
-    if procs not in _REGISTERED:
+def register(root: Path, part: str) -> None:
+    """Note in ``root/part`` that this process has the store open (once per process: a forked
+    child registers again; at exit every registration is removed). Reached by descriptor:
+    a registry folder swapped for a symlink fails the call instead of writing elsewhere."""
+    if (root, part) in _REGISTERED:
+        return
+    fd = open_dir(root, part)
+    try:
         with contextlib.suppress(FileExistsError):
-            path = procs / str(os.getpid())
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600))
-        _REGISTERED.add(procs)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW
+            os.close(os.open(str(os.getpid()), flags, 0o600, dir_fd=fd))
+    finally:
+        os.close(fd)
+    _REGISTERED.add((root, part))
 
 
 def forget_registrations() -> None:
@@ -312,26 +354,28 @@ def forget_registrations() -> None:
 
 
 def unregister_all() -> None:
-    """At exit: this process no longer has any store open."""
-    for procs in list(_REGISTERED):
+    """At exit: this process no longer has any store open (never unlinks through a link)."""
+    for root, part in list(_REGISTERED):
         with contextlib.suppress(OSError):
-            os.unlink(procs / str(os.getpid()))
+            fd = open_dir(root, part)
+            try:
+                os.unlink(str(os.getpid()), dir_fd=fd)
+            finally:
+                os.close(fd)
     _REGISTERED.clear()
 
 
-def dead_processes(procs: Path) -> set[int]:
-    """Pids registered in `procs` that no longer run (they crashed with the store open)."""
-    dead = set()
-    for entry in os.scandir(procs):
-        if entry.name.isdigit() and not pid_alive(int(entry.name)):
-            dead.add(int(entry.name))
-    return dead
+def dead_processes(registry_fd: int) -> set[int]:
+    """Pids registered in a registry folder that no longer run (they crashed with the store
+    open)."""
+    names = os.listdir(registry_fd)
+    return {int(n) for n in names if n.isdigit() and not pid_alive(int(n))}
 
 
-def forget_processes(procs: Path, pids: Iterable[int]) -> None:
+def forget_processes(registry_fd: int, pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(OSError):
-            os.unlink(procs / str(pid))
+            os.unlink(str(pid), dir_fd=registry_fd)
 
 
 if hasattr(os, "register_at_fork"):

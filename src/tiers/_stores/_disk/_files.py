@@ -154,11 +154,19 @@ def unlink(layout: Layout, names: Iterable[str]) -> None:
 
 def dead_processes(layout: Layout) -> set[int]:
     """Pids registered in ``procs/`` that no longer run (they crashed with the store open)."""
-    return _fs.dead_processes(layout.procs)
+    fd = open_dir(layout, "procs")
+    try:
+        return _fs.dead_processes(fd)
+    finally:
+        os.close(fd)
 
 
 def forget_processes(layout: Layout, pids: Iterable[int]) -> None:
-    _fs.forget_processes(layout.procs, pids)
+    fd = open_dir(layout, "procs")
+    try:
+        _fs.forget_processes(fd, pids)
+    finally:
+        os.close(fd)
 
 
 def sweep_tmp(layout: Layout) -> int:

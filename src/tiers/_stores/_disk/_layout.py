@@ -26,11 +26,11 @@ from .._fs import (
     make_dir,
     open_dir,
     open_root,
+    read_marker,
     read_or_write_marker,
-    read_small_file,
     remove_tree,
+    replace_file,
     write_cosmetic_files,
-    write_file_atomically,
 )
 
 if sys.platform != "win32":
@@ -64,52 +64,55 @@ class Layout:
 def open_layout(path: str | os.PathLike[str]) -> Layout:
     """Create or check the store directory at `path` and return its layout."""
     root = open_root(path, _MARKER)
-    shards = _read_or_write_marker(root / _MARKER)
-    layout = Layout(root, shards)
-    for directory in (layout.index, layout.data, layout.tmp, layout.procs):
-        make_dir(directory)
-    write_cosmetic_files(root)
+    root_fd = open_dir(root)
+    try:
+        shards = _read_or_write_marker(root_fd, root)
+        layout = Layout(root, shards)
+        for directory in (layout.index, layout.data, layout.tmp, layout.procs):
+            make_dir(directory)
+        write_cosmetic_files(root_fd)
+    finally:
+        os.close(root_fd)
     return layout
 
 
-def _read_or_write_marker(marker: Path, *, again: bool = True) -> int:
+def _read_or_write_marker(root_fd: int, root: Path, *, again: bool = True) -> int:
+    """The shard count of the store; a marker that is ours but damaged (or of the first
+    format) empties the store and is written anew, once."""
     try:
         content = read_or_write_marker(
-            marker, {"format": FORMAT, "version": VERSION, "shards": SHARDS}
+            root_fd, root, _MARKER, {"format": FORMAT, "version": VERSION, "shards": SHARDS}
         )
         fmt, version, shards = content["format"], content["version"], content["shards"]
     except (DamagedMarker, KeyError) as exc:
         if not again:
-            raise ConfigError(f"{marker} cannot be rewritten; delete the store directory") from exc
-        _reset(marker.parent, damaged=True)  # ours, torn or damaged: start the store afresh
-        return _read_or_write_marker(marker, again=False)
+            raise ConfigError(f"{root / _MARKER} cannot be rewritten; delete {root}") from exc
+        _reset(root_fd, damaged=True)  # ours, torn or damaged: start the store afresh
+        return _read_or_write_marker(root_fd, root, again=False)
     if fmt == FORMAT and version in _OLD_VERSIONS and again:
-        _reset(marker.parent, damaged=False)
-        return _read_or_write_marker(marker, again=False)
+        _reset(root_fd, damaged=False)
+        return _read_or_write_marker(root_fd, root, again=False)
     if fmt == FORMAT and version == VERSION and shards != SHARDS and again:
-        _reset(marker.parent, damaged=True)  # a damaged count: keys would map to other shards
-        return _read_or_write_marker(marker, again=False)
+        _reset(root_fd, damaged=True)  # a damaged count: keys would map to other shards
+        return _read_or_write_marker(root_fd, root, again=False)
     if fmt != FORMAT or version != VERSION or shards != SHARDS:
         raise ConfigError(
-            f"{marker.parent} holds a {fmt!r} store of version {version}; "
+            f"{root} holds a {fmt!r} store of version {version}; "
             f"this tiers reads {FORMAT!r} version {VERSION}"
         )
     return SHARDS
 
 
-def _reset(root: Path, *, damaged: bool) -> None:
+def _reset(root_fd: int, *, damaged: bool) -> None:
     """Empty a store of an older format, or whose marker is damaged, and mark it as this
     format (one process does it: the others wait on the directory's flock, then find it
     done)."""
-    fd = open_dir(root)
+    if sys.platform != "win32":
+        fcntl.flock(root_fd, fcntl.LOCK_EX)
     try:
-        if sys.platform != "win32":
-            fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            content = json.loads(read_small_file(root / _MARKER))
-            if not isinstance(content, dict):
-                content = {}
-        except (FileNotFoundError, DamagedMarker, ValueError, RecursionError):
+            content = read_marker(root_fd, Path("."), _MARKER)
+        except (FileNotFoundError, DamagedMarker):
             content = {}
         current = (content.get("format"), content.get("version"), content.get("shards"))
         if damaged and current == (FORMAT, VERSION, SHARDS):
@@ -119,8 +122,9 @@ def _reset(root: Path, *, damaged: bool) -> None:
         ):
             return  # another process upgraded it meanwhile
         for name in ("index", "data", "tmp", "reserve"):
-            remove_tree(fd, name)
+            remove_tree(root_fd, name)
         new = {"format": FORMAT, "version": VERSION, "shards": SHARDS}
-        write_file_atomically(root / _MARKER, json.dumps(new).encode() + b"\n")
+        replace_file(root_fd, _MARKER, json.dumps(new).encode() + b"\n")
     finally:
-        os.close(fd)
+        if sys.platform != "win32":
+            fcntl.flock(root_fd, fcntl.LOCK_UN)

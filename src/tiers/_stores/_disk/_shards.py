@@ -89,7 +89,7 @@ def recover_leftovers(layout: Layout, index: ShardSet) -> None:
     """Register this process with the store and clean what crashed processes left: their
     temp files, value files no slot owns (and, once a day, any old ones), and counters a
     crashed writer may have left off."""
-    _fs.register_once(layout.procs)
+    _fs.register(layout.root, "procs")
     files.sweep_tmp(layout)
     dead = files.dead_processes(layout)
     every = _sweep_due(layout)

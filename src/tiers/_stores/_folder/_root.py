@@ -18,19 +18,14 @@ followed, and nothing is created or deleted outside the root.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import errno
-import json
 import os
-import secrets
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from ..._codec._documents import load_object
 from ...errors import ConfigError, StorePermissionError
 from .. import _fs
 from ._entry_dir import TMP, TRASH
@@ -43,12 +38,6 @@ MARKER = ".tiers-folder.json"
 PROCS = ".procs"
 SWEPT = ".swept"
 STALE_SECONDS = 24 * 3600
-_MARKER_MAX = 64 * 1024
-_COSMETIC = {
-    ".gitignore": b"# created by tiers: this directory is a cache\n*\n",
-    "CACHEDIR.TAG": b"Signature: 8a477f597d28d172789f06886806bc55\n"
-    b"# This directory is a cache created by tiers (https://bford.info/cachedir/).\n",
-}
 
 
 def open_folder_root(path: str | os.PathLike[str]) -> Path:
@@ -56,7 +45,9 @@ def open_folder_root(path: str | os.PathLike[str]) -> Path:
     root = _fs.open_root(path, MARKER)
     root_fd = _fs.open_dir(root)
     try:
-        content = _read_or_write_marker(root_fd, root)
+        content = _fs.read_or_write_marker(
+            root_fd, root, MARKER, {"format": FORMAT, "version": VERSION}
+        )
         fmt, version = content.get("format"), content.get("version")
         if fmt != FORMAT or version != VERSION:
             raise ConfigError(
@@ -65,94 +56,13 @@ def open_folder_root(path: str | os.PathLike[str]) -> Path:
             )
         for name in (TMP, TRASH, LOCKS, PROCS):
             _make_dir(root_fd, name, root)
-        for name, data in _COSMETIC.items():
-            with contextlib.suppress(OSError):  # cosmetic: never fail an open for them
-                if not _exists(root_fd, name):
-                    _write_new(root_fd, name, data)
+        _fs.write_cosmetic_files(root_fd)
     finally:
         os.close(root_fd)
     return root
 
 
-# -- the marker and other files written once -----------------------------------------------
-
-
-def _read_or_write_marker(root_fd: int, root: Path) -> dict[str, Any]:
-    """The marker's JSON object; written first if missing (one writer wins). A marker that is
-    not a small regular file of ours, alone with its name (a planted link), is refused."""
-    try:
-        raw = _read_marker(root_fd, root)
-    except FileNotFoundError:
-        _write_new(root_fd, MARKER, json.dumps({"format": FORMAT, "version": VERSION}).encode())
-        raw = _read_marker(root_fd, root)
-    try:
-        found = load_object(raw)
-    except ValueError as exc:
-        raise ConfigError(
-            f"{root / MARKER} is damaged; delete the store directory to start over"
-        ) from exc
-    return found
-
-
-def _read_marker(root_fd: int, root: Path) -> bytes:
-    try:
-        flags = os.O_RDONLY | _fs.NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(MARKER, flags, dir_fd=root_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO):
-            raise StorePermissionError(f"{root / MARKER} is a link; delete it") from exc
-        raise
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-            _forget_marker_temporaries(root_fd, info)  # a writer could not unlink its own
-            info = os.fstat(fd)
-        if not (stat.S_ISREG(info.st_mode) and info.st_nlink == 1) or info.st_size > _MARKER_MAX:
-            raise StorePermissionError(f"{root / MARKER} is not a file of this store; delete it")
-        return _fs.read_exact(fd, info.st_size)
-    except EOFError as exc:
-        raise ConfigError(f"{root / MARKER} is damaged; delete the store directory") from exc
-    finally:
-        os.close(fd)
-
-
-def _forget_marker_temporaries(root_fd: int, marker: os.stat_result) -> None:
-    """Unlink the temporary names the marker was written under (``.<marker>.<...>.tmp``) that
-    still lead to it: what a writer whose last unlink failed (EIO) leaves behind."""
-    for name in os.listdir(root_fd):
-        if not (name.startswith(f".{MARKER}.") and name.endswith(".tmp")):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            info = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-            if (info.st_dev, info.st_ino) == (marker.st_dev, marker.st_ino):
-                os.unlink(name, dir_fd=root_fd)
-
-
-def _write_new(root_fd: int, name: str, data: bytes) -> None:
-    """Create `name` holding `data` unless it exists (one writer wins): written and fsynced
-    under a fresh temporary name, then linked into place, so it appears whole or not at all."""
-    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.NOFOLLOW, 0o600, dir_fd=root_fd)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            _fs.write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        with contextlib.suppress(FileExistsError):
-            os.link(tmp, name, src_dir_fd=root_fd, dst_dir_fd=root_fd, follow_symlinks=False)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=root_fd)
-
-
-def _exists(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
+# -- the store's own folders ----------------------------------------------------------------
 
 
 def _make_dir(root_fd: int, name: str, root: Path) -> None:
@@ -181,43 +91,10 @@ def _make_dir(root_fd: int, name: str, root: Path) -> None:
 
 # -- the process registry (.procs/<pid>) -----------------------------------------------------
 
-_REGISTERED: set[Path] = set()  # roots this process is registered in
-
 
 def register(root: Path) -> None:
     """Note that this process uses the store (once per process; again after a fork)."""
-    if root in _REGISTERED:
-        return
-    fd = _fs.open_dir(root, PROCS)  # never through a symlink swapped in for .procs
-    try:
-        with contextlib.suppress(FileExistsError):
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _fs.NOFOLLOW
-            os.close(os.open(str(os.getpid()), flags, 0o600, dir_fd=fd))
-    finally:
-        os.close(fd)
-    _REGISTERED.add(root)
-
-
-def _unregister_all() -> None:
-    """At exit: this process no longer has any store open."""
-    for root in list(_REGISTERED):
-        with contextlib.suppress(OSError, StorePermissionError):
-            fd = _fs.open_dir(root, PROCS)
-            try:
-                os.unlink(str(os.getpid()), dir_fd=fd)
-            finally:
-                os.close(fd)
-    _REGISTERED.clear()
-
-
-def _dead_processes(procs_fd: int) -> set[int]:
-    """Pids registered that no longer run (they crashed with the store open)."""
-    return {int(n) for n in os.listdir(procs_fd) if n.isdigit() and not _fs.pid_alive(int(n))}
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_REGISTERED.clear)
-atexit.register(_unregister_all)
+    _fs.register(root, PROCS)
 
 
 # -- recovery --------------------------------------------------------------------------------
@@ -232,7 +109,7 @@ def recover(root: Path, clean_entries: Callable[[], object]) -> None:
         sweep(root, part)
     procs_fd = _fs.open_dir(root, PROCS)
     try:
-        dead = _dead_processes(procs_fd)
+        dead = _fs.dead_processes(procs_fd)
         try:
             swept = os.stat(SWEPT, dir_fd=procs_fd, follow_symlinks=False).st_mtime
         except FileNotFoundError:
@@ -240,9 +117,7 @@ def recover(root: Path, clean_entries: Callable[[], object]) -> None:
         daily = time.time() - swept > STALE_SECONDS
         if dead or daily:
             clean_entries()
-            for pid in dead:
-                with contextlib.suppress(OSError):
-                    os.unlink(str(pid), dir_fd=procs_fd)
+            _fs.forget_processes(procs_fd, dead)
             if daily:
                 with contextlib.suppress(OSError):
                     _replace_empty(procs_fd, SWEPT)
