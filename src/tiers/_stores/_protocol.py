@@ -27,6 +27,8 @@ class Entry:
     `value`: the live object (object stores) or the encoded body (byte stores).
     `header`: the codec header (byte stores), ``b""`` for live objects.
     `size`: bytes the entry accounts for in its store (an estimate for live objects).
+    `version`: the store's token for these stored bytes where it has one (an object store's
+    ETag), used to revalidate copies without transferring the value; None otherwise.
     """
 
     value: Any
@@ -36,6 +38,7 @@ class Entry:
     tags: tuple[str, ...] = ()
     meta: Mapping[str, Any] | None = None
     size: int = 0
+    version: str | None = None
 
     def without_value(self) -> Entry:
         """A copy carrying metadata only (what ``info`` returns)."""
