@@ -6,16 +6,18 @@ codec. Expiry times are wall-clock epoch seconds; a store never returns an expir
 
 Core (every store): `Store`. Optional capabilities, detected with ``hasattr`` once, each a
 sync method and its ``_async`` twin: `SupportsInfo`, `SupportsTouch`, `SupportsExpire`,
-`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsMany`, `SupportsLocks`. The cache
+`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsMany`, `SupportsLocks`,
+`SupportsRevalidate`. The cache
 emulates what a store lacks where it can (``info`` through ``get``, ``pop`` through get +
 delete, batches key by key).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
 from .._clock import Clock
 
@@ -38,11 +40,25 @@ class Entry:
     tags: tuple[str, ...] = ()
     meta: Mapping[str, Any] | None = None
     size: int = 0
-    version: str | None = None
+    version: str | None = field(default=None, kw_only=True)
 
     def without_value(self) -> Entry:
         """A copy carrying metadata only (what ``info`` returns)."""
         return replace(self, value=None)
+
+
+class Unchanged(enum.Enum):
+    """The type of `UNCHANGED` (one member, so ``is UNCHANGED`` narrows types)."""
+
+    UNCHANGED = "UNCHANGED"
+
+    def __repr__(self) -> str:
+        return "UNCHANGED"
+
+
+UNCHANGED: Final = Unchanged.UNCHANGED
+"""What `SupportsRevalidate.revalidate` answers when the stored bytes are still the version
+the caller holds: its copy (expiry included) is current, and no value was transferred."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +154,18 @@ class SupportsLocks(Protocol):
     async def acquire_lock_async(self, name: str, token: str, lease: float) -> bool: ...
     async def renew_lock_async(self, name: str, token: str, lease: float) -> bool: ...
     async def release_lock_async(self, name: str, token: str) -> bool: ...
+
+
+class SupportsRevalidate(Protocol):
+    """Conditional reads: is a copy of an entry, read with `Entry.version`, still current?"""
+
+    def revalidate(self, key: str, version: str | None) -> Entry | Unchanged | None:
+        """`UNCHANGED` if the key still holds the bytes `version` names (nothing transferred;
+        the copy's expiry is the stored one, for the caller to check); else what ``get``
+        returns (the new entry with its new version, or None). ``version=None``: ``get``."""
+        ...
+
+    async def revalidate_async(self, key: str, version: str | None) -> Entry | Unchanged | None: ...
 
 
 class SupportsEpoch(Protocol):

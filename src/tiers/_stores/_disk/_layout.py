@@ -6,6 +6,7 @@
     <root>/data/<xx>/<name>   values too large to keep inline, one file each
     <root>/tmp/               files being written (named after the writing process)
     <root>/procs/<pid>        processes that have the store open (to find crashed writers)
+    <root>/generations.json   the random name of the store's generation table in shared memory
 
 Directories are 0700 and files 0600 whatever the umask; a directory owned by another user,
 or one that is not empty and not a tiers store, is refused (shared with FolderStore: `.._fs`).
@@ -32,6 +33,7 @@ from .._fs import (
     replace_file,
     write_cosmetic_files,
 )
+from .._generations import Generations, open_generations
 
 if sys.platform != "win32":
     import fcntl
@@ -40,15 +42,17 @@ FORMAT = "tiers-disk"
 VERSION = 2
 SHARDS = 8
 _MARKER = "tiers-store.json"
+GENERATIONS = "generations.json"
 _OLD_VERSIONS = (1,)
 
 
 class Layout:
     """Paths of one store directory (created and checked by `open_layout`)."""
 
-    def __init__(self, root: Path, shards: int) -> None:
+    def __init__(self, root: Path, shards: int, generations: Generations) -> None:
         self.root = root
         self.shards = shards
+        self.generations = generations  # see _generations: stamps of changed keys
         self.index = root / "index"
         self.data = root / "data"
         self.tmp = root / "tmp"
@@ -67,7 +71,7 @@ def open_layout(path: str | os.PathLike[str]) -> Layout:
     root_fd = open_dir(root)
     try:
         shards = _read_or_write_marker(root_fd, root)
-        layout = Layout(root, shards)
+        layout = Layout(root, shards, open_generations(root_fd, root, GENERATIONS))
         for directory in (layout.index, layout.data, layout.tmp, layout.procs):
             make_dir(directory)
         write_cosmetic_files(root_fd)

@@ -29,6 +29,7 @@ import xxhash
 
 from ...errors import StoreError, StoreFullError
 from .. import _fs
+from .._generations import Generations
 from . import _locks as locks
 from ._format import (
     HEADER_SIZE,
@@ -104,8 +105,12 @@ class Removed:
 class Shard:
     """A shard opened by this process (reopened after a fork, or when its files are replaced)."""
 
-    def __init__(self, number: int, path: Path, segment_max: int, files: ValueFiles) -> None:
+    def __init__(
+        self, number: int, path: Path, segment_max: int, files: ValueFiles,
+        generations: Generations,
+    ) -> None:  # fmt: skip
         self.number = number
+        self.generations = generations  # bumped under the lock for each key changed
         self._files = files
         self.path = path
         self.segment_max = segment_max
@@ -358,10 +363,17 @@ class Shard:
 
     # -- writes (under the lock) --------------------------------------------------------------
 
-    def put(self, lkey: bytes, khash: int, data: bytes, slot: Slot, durable: bool) -> Removed:
+    def put(
+        self, lkey: bytes, khash: int, data: bytes, slot: Slot, durable: bool,
+        epoch: int | None = None, stamp: int | None = None,
+    ) -> Removed | None:  # fmt: skip
         """Append record `data` and point the key's slot at it (seg, off and rlen of `slot`
-        are filled in here). Returns what it replaced."""
+        are filled in here). Returns what it replaced; None, writing nothing, if `epoch` is
+        given and the key's generation is no longer it. The generation becomes `stamp`."""
+        generation = self.generations.index(khash)
         with self.locked() as (_table, header):
+            if epoch is not None and self.generations.view[generation] != epoch:
+                return None
             seg = self._head(header, len(data))
             table, position, old, kind = self._place(header, lkey, khash)
             slot.seg, slot.off, slot.rlen = seg.number, seg.end, len(data)
@@ -395,6 +407,7 @@ class Shard:
                     with contextlib.suppress(OSError):
                         table.restore(position, *undo)
                     raise translate(exc, self.path, "cannot make an entry durable") from exc
+            self.generations.bump(generation, stamp)
             self._maintain(header, written=True)
             return removed
 
@@ -470,6 +483,7 @@ class Shard:
         self._account_removal(header, old, removed)
         header.tombs += 1
         table.write(position, _tomb(old.khash))
+        self.generations.bump(self.generations.index(old.khash))
         return removed
 
     def delete(self, lkey: bytes, khash: int, version: int | None = None) -> Removed:
@@ -568,6 +582,7 @@ class Shard:
                 return False
             old.expires = expires
             table.write(position, old)
+            self.generations.bump(self.generations.index(khash))
             header.min_expires = min(header.min_expires, expires)
             table.write_header(header)
             return True
@@ -626,25 +641,32 @@ class Shard:
                 self._account_removal(header, slot, removed)
             for seg in header.segments:
                 self.log.remove(seg.number)
-            fresh = Header(
-                self.number, MIN_CAPACITY, evictions=header.evictions,
-                expirations=header.expirations, rejected=header.rejected,
-                next_segment=header.next_segment,
-            )  # fmt: skip
             try:
-                self.table = build_table(self._dir.fd, fresh, [], MIN_CAPACITY)
-            except SyncFailed as exc:
-                if exc.table is not None:  # in place, but not known to be durable
-                    self.table = exc.table
-                    table.retire()
-                raise translate(exc, self.path, "cannot make a clear durable") from exc
-            except OSError:
-                fresh.capacity = table.capacity  # no room for a new file: empty this one
-                table.write_header(fresh)
-                table.erase_slots()
-            else:
-                table.retire()
+                self._replace_with_empty(table, header)
+            finally:
+                self.generations.bump_all()  # after: a copy read before it is not served
             return len(removed.slots), removed
+
+    def _replace_with_empty(self, table: Table, header: Header) -> None:
+        """(Under the lock.) A new, empty table for the shard, or this one emptied."""
+        fresh = Header(
+            self.number, MIN_CAPACITY, evictions=header.evictions,
+            expirations=header.expirations, rejected=header.rejected,
+            next_segment=header.next_segment,
+        )  # fmt: skip
+        try:
+            self.table = build_table(self._dir.fd, fresh, [], MIN_CAPACITY)
+        except SyncFailed as exc:
+            if exc.table is not None:  # in place, but not known to be durable
+                self.table = exc.table
+                table.retire()
+            raise translate(exc, self.path, "cannot make a clear durable") from exc
+        except OSError:
+            fresh.capacity = table.capacity  # no room for a new file: empty this one
+            table.write_header(fresh)
+            table.erase_slots()
+        else:
+            table.retire()
 
     # -- locks ------------------------------------------------------------------------------
 

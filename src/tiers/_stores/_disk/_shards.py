@@ -40,7 +40,7 @@ class ShardSet:
         size = segment_max(max_size, layout.shards)
         self.shards: list[Shard] = []
         for i in range(layout.shards):
-            self.shards.append(Shard(i, layout.shard_dir(i), size, self))
+            self.shards.append(Shard(i, layout.shard_dir(i), size, self, layout.generations))
         self.checked = time.monotonic()
 
     def gone(self) -> bool:

@@ -27,6 +27,7 @@ from ..._clock import SYSTEM_CLOCK, Clock
 from ..._units import parse_size
 from ...errors import StoreError
 from .._fs import forget_registrations, translate, unregister_all
+from .._generations import Generations
 from .._protocol import Entry, StoreCounters
 from . import _files as files
 from ._budget import Budget
@@ -118,7 +119,10 @@ class DiskStore:
             recover_leftovers(layout, index)
         except OSError as exc:
             raise _translated(exc, f"{self!r}: cannot open the store") from exc
+        old: Layout | None = getattr(self, "_layout", None)
         self._layout: Layout = layout
+        if old is not None:  # reopened: copies guarded by the old table are not trusted
+            old.generations.close()
         self._budget = Budget(index, self.max_size)
         self._index = index
         self._stale = False
@@ -236,7 +240,12 @@ class DiskStore:
             return None
         return body
 
-    def set(self, key: str, entry: Entry) -> bool:
+    def set(
+        self, key: str, entry: Entry, epoch: int | None = None, stamp: int | None = None
+    ) -> bool:
+        """Store the entry; False if refused: larger than `max_size`, or `epoch` given and the
+        key changed since `epoch(key)` returned it (a copy from a slower tier then stays out).
+        The key's generation becomes `stamp` (default: a random one)."""
         index, shard, lkey, khash = self._route(key)
         body = entry.value
         size = memoryview(body).nbytes
@@ -267,13 +276,17 @@ class DiskStore:
             except OSError as exc:
                 raise _translated(exc, f"{self!r}: cannot write a value file") from exc
         try:
-            removed = shard.put(lkey, khash, data, slot, self.durable)
+            removed = shard.put(lkey, khash, data, slot, self.durable, epoch, stamp)
         except BaseException as exc:
             if file_name is not None:
                 files.unlink(self._layout, [file_name])
             if isinstance(exc, OSError) and not isinstance(exc, StoreError):
                 raise _translated(exc, f"{self!r}: cannot write") from exc
             raise
+        if removed is None:  # changed meanwhile: the copy stays out
+            if file_name is not None:
+                files.unlink(self._layout, [file_name])
+            return False
         index.unlink(removed.files)
         with self._io("enforce max_size"):
             self._budget.wrote(cost - removed.freed)
@@ -334,8 +347,22 @@ class DiskStore:
         if index is not None and not self._stale:
             with contextlib.suppress(OSError, StoreError):
                 self._budget.flush()
+        self._layout.generations.close()
 
     # -- capabilities -----------------------------------------------------------------------
+
+    @property
+    def generations(self) -> Generations:
+        """The store's generation table (shared by the processes of this host)."""
+        return self._layout.generations
+
+    def generation_slot(self, key: str) -> int:
+        """The key's slot in `generations`."""
+        return Generations.index(key_hash(index_key(key)))
+
+    def epoch(self, key: str) -> int:
+        """The key's generation now: pass it to `set` to store only if the key is unchanged."""
+        return int(self._layout.generations.view[self.generation_slot(key)])
 
     def info(self, key: str) -> Entry | None:
         found = self._lookup(key)
@@ -485,10 +512,12 @@ class DiskStore:
             return found[3]
         return await asyncio.to_thread(self.get, key)
 
-    async def set_async(self, key: str, entry: Entry) -> bool:
+    async def set_async(
+        self, key: str, entry: Entry, epoch: int | None = None, stamp: int | None = None
+    ) -> bool:
         if memoryview(entry.value).nbytes > INLINE_MAX:
-            return await asyncio.to_thread(self.set, key, entry)
-        return self.set(key, entry)
+            return await asyncio.to_thread(self.set, key, entry, epoch, stamp)
+        return self.set(key, entry, epoch, stamp)
 
     async def delete_async(self, key: str) -> bool:
         return self.delete(key)

@@ -1,0 +1,141 @@
+"""Generation tables: per-key stamps in shared memory, beside a local store.
+
+A local store (DiskStore, FolderStore) writes a fresh random stamp into its key's slot of the
+table each time it changes or removes the key, while holding its write lock. A memory tier
+copy remembers the stamp its value was read or written under and is served only while the slot
+still holds it: one 8-byte read from shared memory per hit, so that a write or delete by
+another process is never hidden by this one's memory tier (docs/coherence.md).
+
+The table lives in POSIX shared memory (tmpfs: RAM, so no truncated copy, full disk or I/O
+error can fault the mapping, which stays outside the store directory an attacker may write),
+under a random name kept in the store's root: only those who can read the root can find it.
+Keys share slots by hash: a write to one key makes the copies of its slot-mates look changed
+too, which costs them one read from the store, never a wrong value.
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import json
+import logging
+import mmap
+import os
+import re
+import stat
+from pathlib import Path
+
+from . import _fs
+
+log = logging.getLogger("tiers")
+
+SLOTS = 1 << 16  # 512 KiB of stamps; pages are only allocated once written
+_MASK = SLOTS - 1
+_ID = re.compile(r"[0-9a-f]{32}")
+NEVER = 1 << 64  # a stamp no slot ever holds (slots hold signed 64-bit values)
+
+try:
+    import _posixshmem
+except ImportError:  # not POSIX: each process keeps its own table (and says so)
+    _posixshmem = None  # type: ignore[assignment]
+
+
+def new_stamp() -> int:
+    """A random stamp, never 0 (a closed table reads 0 everywhere): two writes never leave
+    the same one (2**-64)."""
+    return int.from_bytes(os.urandom(8), "little", signed=True) or 1
+
+
+_CLOSED = memoryview(bytearray(SLOTS * 8)).cast("q")
+
+
+class Generations:
+    """One store's table of stamps. `view[index(key)]` is the key's current stamp."""
+
+    __slots__ = ("_map", "shared", "view")  # (guards read `view` afresh on each check)
+
+    def __init__(self, buffer: mmap.mmap | bytearray, shared: bool) -> None:
+        self._map = buffer
+        self.view = memoryview(buffer).cast("q")
+        self.shared = shared  # False: this process's own table (the sharing failed)
+
+    @classmethod
+    def private(cls) -> Generations:
+        return cls(bytearray(SLOTS * 8), shared=False)
+
+    @staticmethod
+    def index(khash: int) -> int:
+        """The slot of a key, from its 64-bit hash."""
+        return khash & _MASK
+
+    def bump(self, slot: int, stamp: int | None = None) -> None:
+        """The key of `slot` changed (call with the store's write lock held)."""
+        self.view[slot] = new_stamp() if stamp is None else stamp
+
+    def bump_all(self) -> None:
+        """Every key may have changed (a clear)."""
+        self.view[:] = array.array("q", os.urandom(SLOTS * 8))
+
+    def close(self) -> None:
+        """Copies guarded by this table look changed from now on (the store closed, or its
+        directory was replaced); the mapping goes when the last reader lets go of it."""
+        self.view = _CLOSED
+
+
+def open_generations(root_fd: int, root: Path, marker: str) -> Generations:
+    """The shared table of the store at `root`, whose random name is kept in its file
+    `marker`. Falls back to a private table, with a warning, when shared memory is refused."""
+    try:
+        name = _table_name(root_fd, root, marker)
+        return Generations(_map_shared(name, _mode(root_fd)), shared=True)
+    except OSError as exc:
+        log.warning(
+            "tiers: cannot share the generation table of %s (%s: %s): memory tiers of other "
+            "processes may serve values this process overwrote or deleted",
+            root, type(exc).__name__, exc,
+        )  # fmt: skip
+        return Generations.private()
+
+
+def _table_name(root_fd: int, root: Path, marker: str) -> str:
+    """The table's name from the root's marker (a new random one if missing or damaged)."""
+    fresh = {"table": os.urandom(16).hex()}
+    try:
+        found = _fs.read_or_write_marker(root_fd, root, marker, fresh).get("table")
+    except _fs.DamagedMarker:
+        found = None
+    if not (isinstance(found, str) and _ID.fullmatch(found)):
+        fcntl.flock(root_fd, fcntl.LOCK_EX)  # one process replaces it; the others read that
+        try:
+            try:
+                found = _fs.read_marker(root_fd, root, marker).get("table")
+            except (FileNotFoundError, _fs.DamagedMarker):
+                found = None
+            if not (isinstance(found, str) and _ID.fullmatch(found)):
+                found = fresh["table"]
+                _fs.replace_file(root_fd, marker, json.dumps(fresh).encode() + b"\n")
+        finally:
+            fcntl.flock(root_fd, fcntl.LOCK_UN)
+    return f"/tiers-{found}"
+
+
+def _mode(root_fd: int) -> int:
+    """Owner read-write; group too when the store's root is group-writable (a shared store)."""
+    return 0o660 if os.fstat(root_fd).st_mode & stat.S_IWGRP else 0o600
+
+
+def _map_shared(name: str, mode: int) -> mmap.mmap:
+    if _posixshmem is None:
+        raise OSError("no POSIX shared memory on this platform")
+    fd = _posixshmem.shm_open(name, os.O_RDWR | os.O_CREAT, mode=mode)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o007:
+            raise PermissionError(f"shared memory {name} is not a private table")
+        if info.st_uid == os.geteuid():
+            os.fchmod(fd, mode)  # (the umask may have cleared the group bits)
+        if info.st_size < SLOTS * 8:
+            os.ftruncate(fd, SLOTS * 8)  # only ever grown: others' mappings stay valid
+        return mmap.mmap(fd, SLOTS * 8)
+    finally:
+        os.close(fd)
