@@ -4,7 +4,7 @@ A store is called through its methods (obspec's protocols, which obstore's store
 ``get``/``get_async`` (a result with ``buffer``/``buffer_async`` and ``meta``), ``put``/
 ``put_async`` (with ``mode``), ``delete``/``delete_async`` and ``list``/``list_async`` (with
 ``offset``). Every error becomes a `StoreError` here, except the ones a request answers with
-(not found: None; exists / precondition failed: False).
+(not found: None; exists / precondition failed: False; not modified: `UNCHANGED`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ...errors import ConfigError, MissingDependencyError, StoreError
+from .._protocol import UNCHANGED, Unchanged
 from ._requests import Delete, Found, Get, List, Put
 
 REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"})
@@ -147,9 +148,41 @@ def _action(request: Get | Put | Delete | List) -> str:
     return f"list {request.folder!r:.120}"
 
 
-def _range(length: int | None) -> dict[str, Any] | None:
-    """Get options for the first `length` bytes (a range past the end is cut to the object)."""
-    return None if length is None else {"range": (0, length)}
+def _get_options(length: int | None, unless: str | None) -> dict[str, Any] | None:
+    """Get options for the first `length` bytes (a range past the end is cut to the object),
+    and for no bytes if the object's e_tag is still `unless` (a version that is an e_tag)."""
+    options: dict[str, Any] = {}
+    if length is not None:
+        options["range"] = (0, length)
+    if unless is not None and is_e_tag(unless):
+        options["if_none_match"] = unless
+    return options or None
+
+
+_OTHER = "~"
+"""How versions that are not e_tags start (an e_tag is quoted: ``"…"`` or ``W/"…"``)."""
+
+
+def version_of(meta: Any) -> str | None:
+    """A token that changes whenever the object is rewritten: its e_tag (all of obstore's
+    stores give one), else its version id, else its last-modified time and size."""
+    e_tag = meta.get("e_tag")
+    if e_tag:
+        return str(e_tag)
+    version = meta.get("version")
+    if version:
+        return f"{_OTHER}version:{version}"
+    modified = meta.get("last_modified")
+    return None if modified is None else f"{_OTHER}modified:{modified}:size:{meta.get('size')}"
+
+
+def is_e_tag(version: str) -> bool:
+    """Whether `version` can go to the store as If-None-Match (else: compared after a HEAD)."""
+    return not version.startswith(_OTHER)
+
+
+def _not_modified(exc: BaseException) -> bool:
+    return _named(exc, "NotModifiedError")
 
 
 def _bad_range(exc: Exception) -> bool:
@@ -159,7 +192,8 @@ def _bad_range(exc: Exception) -> bool:
 
 def _found(data: bytes, meta: Any) -> Found:
     size = meta.get("size")
-    return Found(data, meta.get("e_tag"), len(data) if size is None else int(size))
+    whole = len(data) if size is None else int(size)
+    return Found(data, meta.get("e_tag"), whole, version_of(meta))
 
 
 def _put_options(request: Put) -> dict[str, Any]:
@@ -212,7 +246,7 @@ class Backend:
 
     def _call(self, request: Get | Put | Delete | List) -> Any:
         if isinstance(request, Get):
-            return self._get(request.path, request.length)
+            return self._get(request.path, request.length, request.unless)
         if isinstance(request, Put):
             return self._put(request)
         if isinstance(request, Delete):
@@ -223,16 +257,26 @@ class Backend:
                 break
         return found
 
-    def _get(self, path: str, length: int | None = None) -> Found | None:
+    def _get(
+        self, path: str, length: int | None = None, unless: str | None = None
+    ) -> Found | Unchanged | None:
         try:
-            result = self.store.get(path, options=_range(length))
+            if unless is not None and not is_e_tag(unless):
+                head = self.store.get(path, options={"head": True})
+                if version_of(head.meta) == unless:
+                    return UNCHANGED
+            result = self.store.get(path, options=_get_options(length, unless))
             meta = result.meta
+            if unless is not None and version_of(meta) == unless:
+                return UNCHANGED  # a store that ignores If-None-Match: the body stays unread
             data = bytes(result.buffer())
         except Exception as exc:
+            if unless is not None and _not_modified(exc):
+                return UNCHANGED
             if not_found(exc):
                 return None
             if length is not None and _bad_range(exc):  # an empty object: read it whole
-                return self._get(path)
+                return self._get(path, None, unless)
             raise
         return _found(data, meta)
 
@@ -260,7 +304,7 @@ class Backend:
 
     async def _call_async(self, request: Get | Put | Delete | List) -> Any:
         if isinstance(request, Get):
-            return await self._get_async(request.path, request.length)
+            return await self._get_async(request.path, request.length, request.unless)
         if isinstance(request, Put):
             return await self._put_async(request)
         if isinstance(request, Delete):
@@ -272,16 +316,26 @@ class Backend:
                 break
         return found
 
-    async def _get_async(self, path: str, length: int | None = None) -> Found | None:
+    async def _get_async(
+        self, path: str, length: int | None = None, unless: str | None = None
+    ) -> Found | Unchanged | None:
         try:
-            result = await self.store.get_async(path, options=_range(length))
+            if unless is not None and not is_e_tag(unless):
+                head = await self.store.get_async(path, options={"head": True})
+                if version_of(head.meta) == unless:
+                    return UNCHANGED
+            result = await self.store.get_async(path, options=_get_options(length, unless))
             meta = result.meta
+            if unless is not None and version_of(meta) == unless:
+                return UNCHANGED  # a store that ignores If-None-Match: the body stays unread
             data = bytes(await result.buffer_async())
         except Exception as exc:
+            if unless is not None and _not_modified(exc):
+                return UNCHANGED
             if not_found(exc):
                 return None
             if length is not None and _bad_range(exc):  # an empty object: read it whole
-                return await self._get_async(path)
+                return await self._get_async(path, None, unless)
             raise
         return _found(data, meta)
 

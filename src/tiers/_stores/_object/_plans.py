@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .. import _wire
-from .._protocol import Entry, StoreCounters
+from .._protocol import Entry, StoreCounters, Unchanged
 from ._paths import Layout
 from ._requests import Delete, Found, Get, List, Many, Plan, Put
 
@@ -54,12 +54,13 @@ def _record(key: str, entry: Entry) -> bytes:
 
 def _decode(found: Found) -> tuple[Entry, str] | None:
     """(entry, its full key), or None for a damaged record. From a record read only in part
-    (`_read_heads`) the entry has no value."""
+    (`_read_heads`) the entry has no value. The entry's version is the object's."""
     with contextlib.suppress(_wire.DamagedRecord, UnicodeDecodeError):
         if len(found.data) < found.size:
             entry, key = _wire.unpack_head(found.data, found.size)
         else:
             entry, key = _wire.unpack(found.data)
+        entry.version = found.version
         return entry, key or ""  # every record carries its key: none is the empty key
     return None
 
@@ -90,6 +91,20 @@ def _checked(
 def get(layout: Layout, key: str, now: float, tally: Tally) -> Plan[Entry | None]:
     path = layout.entry(key)
     found = yield Get(path)
+    entry, drop = _checked(layout, path, found, key, now, tally)
+    if drop:
+        yield Delete((path,))
+    return entry
+
+
+def revalidate(layout: Layout, key: str, version: str | None, now: float, tally: Tally
+               ) -> Plan[Entry | Unchanged | None]:  # fmt: skip
+    """`UNCHANGED` if the object still has `version` (one conditional read, no body), else
+    what `get` returns (the object read whole, in the same request)."""
+    path = layout.entry(key)
+    found: Found | Unchanged | None = yield Get(path, unless=version)
+    if isinstance(found, Unchanged):
+        return found
     entry, drop = _checked(layout, path, found, key, now, tally)
     if drop:
         yield Delete((path,))

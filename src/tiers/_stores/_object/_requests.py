@@ -12,20 +12,24 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """An object read: its bytes (all, or the first ones asked for), e_tag and whole size."""
+    """An object read: its bytes (all, or the first ones asked for), e_tag, whole size and
+    version (`_backend.version_of`: the e_tag where the store gives one)."""
 
     data: bytes
     e_tag: str | None
     size: int
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Get:
     """Read an object (only its first `length` bytes if given); reply: `Found`, or None if
-    there is none."""
+    there is none. With `unless` (a version), reply `UNCHANGED` instead, without its bytes,
+    if the object still has that version."""
 
     path: str
     length: int | None = None
+    unless: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

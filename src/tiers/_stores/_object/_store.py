@@ -30,7 +30,7 @@ from ..._clock import SYSTEM_CLOCK, Clock
 from ..._plans import run as drive
 from ..._plans import run_async as drive_async
 from ...errors import ConfigError, StoreError
-from .._protocol import Entry, StoreCounters
+from .._protocol import Entry, StoreCounters, Unchanged
 from . import _locks, _plans
 from ._backend import Backend, check_store, is_local, open_url, split_url
 from ._paths import Layout
@@ -251,6 +251,17 @@ class ObjectStore:
         """The entry without its value: a ranged read of the record's first bytes."""
         return self._run(_plans.info(self._layout, key, self._now(), self._tally))
 
+    def revalidate(self, key: str, version: str | None) -> Entry | Unchanged | None:
+        """`UNCHANGED` if the entry's object still has `version` (a copy's `Entry.version`):
+        one conditional read (If-None-Match) that transfers no value. Else what `get`
+        returns: the entry as it is now (with its new version), or None (gone, expired,
+        damaged). `UNCHANGED` says nothing of expiry: the copy's `expires_at` is the stored
+        one (rewriting it changes the version), for the caller to check."""
+        return self._run(self._revalidate(key, version))
+
+    def _revalidate(self, key: str, version: str | None) -> Plan[Entry | Unchanged | None]:
+        return _plans.revalidate(self._layout, key, version, self._now(), self._tally)
+
     def touch(self, key: str, expires_at: float | None) -> bool:
         return self._run(self._touch(key, expires_at))
 
@@ -283,6 +294,9 @@ class ObjectStore:
 
     async def info_async(self, key: str) -> Entry | None:
         return await self._run_async(_plans.info(self._layout, key, self._now(), self._tally))
+
+    async def revalidate_async(self, key: str, version: str | None) -> Entry | Unchanged | None:
+        return await self._run_async(self._revalidate(key, version))
 
     async def touch_async(self, key: str, expires_at: float | None) -> bool:
         return await self._run_async(self._touch(key, expires_at))
