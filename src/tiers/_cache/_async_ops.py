@@ -22,6 +22,8 @@ from .._codec import Rejected
 from .._flight import INTERRUPTED
 from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
+from .._stores._generations import new_stamp
+from .._stores._protocol import UNCHANGED
 from .._types import MISSING, EntryInfo, Stats
 from ._async_prims import (
     call_factory_async,
@@ -30,6 +32,7 @@ from ._async_prims import (
     to_thread_async,
     wait_flight_async,
 )
+from ._coherence import LOCAL, PULL, local_guard
 from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
 
 
@@ -327,6 +330,7 @@ class AsyncOps(CacheCore):
         if self._closed:
             return
         self._closed = True
+        self._close_channels()
         self._unbind_all()
         self._unlink_memos()
         for tier in self._tiers:
@@ -344,11 +348,14 @@ class AsyncOps(CacheCore):
         epochs: dict[int, int] | None = None
         for tier in self._tiers:
             breaker = tier.breaker
-            if breaker.open_until and not breaker.allow():
+            # (a suspect tier may have missed invalidations: it is not read at all)
+            if (breaker.open_until and not breaker.allow()) or tier.suspect:
                 continue
             if tier.stale and k in tier.stale:  # its copy may predate a write: a miss here
                 await self._drop_async(tier, k)
                 continue
+            if tier.witness is not None:
+                epochs = self._witnessed(tier, k, epochs)
             try:
                 entry = await tier.store.get_async(k)
             except Exception as exc:
@@ -357,11 +364,13 @@ class AsyncOps(CacheCore):
             if breaker.failures:
                 breaker.success()  # a miss is an answer too: the failures were not consecutive
             if entry is None:
+                if tier.revalidating:
+                    value = await self._revalidate_async(tier, k)
+                    if value is not MISSING:
+                        return value
                 tier.misses += counted
                 if tier.epochs and tier is not self._tiers[-1]:  # a slower tier may promote
-                    if epochs is None:
-                        epochs = {}
-                    epochs[tier.index] = tier.store.epoch(k)
+                    epochs = self._epoch_before_copy(tier, k, epochs)
                 continue
             try:
                 value = self._decode(tier, k, entry)
@@ -384,9 +393,11 @@ class AsyncOps(CacheCore):
         for tier in self._tiers:
             if not remaining:
                 break
-            if not tier.breaker.allow():
+            if not tier.breaker.allow() or tier.suspect:
                 continue
             asked = [k for k in remaining if not (tier.stale and k in tier.stale)]
+            if tier.witness is not None:
+                self._witnessed_many(tier, asked, epochs)
             try:
                 if tier.batches:
                     entries = await tier.store.get_many_async(asked)
@@ -398,24 +409,73 @@ class AsyncOps(CacheCore):
             if tier.breaker.failures:
                 tier.breaker.success()
             for k, entry in zip(asked, entries, strict=True):
-                if entry is None:
-                    tier.misses += 1
-                    if tier.epochs and tier is not self._tiers[-1]:
-                        epochs.setdefault(tier.index, {})[k] = tier.store.epoch(k)
-                    continue
-                try:
-                    value = self._decode(tier, k, entry)
-                except Rejected as exc:
-                    self._rejected(tier, k, exc)
-                    await self._drop_async(tier, k)
-                    continue
-                tier.hits += 1
-                found[k] = value
-                if tier.index:
-                    taken = {i: by_key[k] for i, by_key in epochs.items() if k in by_key}
-                    await self._promote_async(tier, k, entry, value, taken)
+                value = await self._answer_async(tier, k, entry, epochs)
+                if value is not MISSING:
+                    found[k] = value
             remaining = [k for k in remaining if k not in found]
         return found
+
+    async def _answer_async(
+        self, tier: Tier, k: str, entry: Entry | None, epochs: dict[int, dict[str, int]]
+    ) -> Any:
+        """(`_lookup_many_async`.) The value of what `tier` answered for `k`, or MISSING."""
+        if entry is None:
+            if tier.revalidating:
+                value = await self._revalidate_async(tier, k)
+                if value is not MISSING:
+                    return value
+            tier.misses += 1
+            if tier.epochs and tier is not self._tiers[-1]:
+                epochs.setdefault(tier.index, {}).setdefault(k, tier.store.epoch(k))
+            return MISSING
+        try:
+            value = self._decode(tier, k, entry)
+        except Rejected as exc:
+            self._rejected(tier, k, exc)
+            await self._drop_async(tier, k)
+            return MISSING
+        tier.hits += 1
+        if tier.index:
+            taken = {i: by_key[k] for i, by_key in epochs.items() if k in by_key}
+            await self._promote_async(tier, k, entry, value, taken)
+        return value
+
+    async def _revalidate_async(self, tier: Tier, k: str) -> Any:
+        """The value of `tier`'s copy of `k` that is due for revalidation, once its guardian
+        says it is unchanged (without sending it where the store can); the new value if it
+        changed; MISSING if it is gone, or cannot be asked (the copy is then not served)."""
+        copy = tier.store.due_copy(k)
+        source = tier.guardian
+        if copy is None or source is None or source.suspect or not source.breaker.allow():
+            return MISSING
+        epoch = tier.store.epoch(k) if tier.epochs else None
+        try:
+            if source.revalidates and copy.version is not None:
+                found = await source.store.revalidate_async(k, copy.version)
+            else:
+                found = await source.store.get_async(k)
+        except Exception as exc:
+            self._failed(source, exc, "revalidate")
+            return MISSING
+        if found is UNCHANGED:
+            tier.store.renew(k, copy, self._max_age)
+            tier.hits += 1
+            return copy.value
+        if found is None:
+            await self._drop_async(tier, k)
+            return MISSING
+        try:
+            value = self._decode(source, k, found)
+        except Rejected as exc:
+            self._rejected(source, k, exc)
+            await self._drop_async(source, k)
+            await self._drop_async(tier, k)
+            return MISSING
+        source.hits += 1
+        await self._promote_async(
+            source, k, found, value, None if epoch is None else {tier.index: epoch}
+        )
+        return value
 
     async def _peek_async(self, k: str) -> tuple[Tier, Entry] | None:
         """The first tier holding `k` live and its entry, read without the value if it can."""
@@ -437,21 +497,56 @@ class AsyncOps(CacheCore):
     async def _promote_async(
         self, source: Tier, k: str, entry: Entry, value: Any, epochs: dict[int, int] | None
     ) -> None:
+        """Copy an entry `source` returned into the faster tiers, slowest first (each copy
+        conditional on the key being unchanged since the look began, where its tier can)."""
         live, encoded = self._promotion(source, k, entry, value)
-        for tier in self._tiers[: source.index]:
-            if not tier.breaker.allow():
+        stamps = {i: e for i, e in (epochs or {}).items() if self._tiers[i].kind == LOCAL}
+        for tier in reversed(self._tiers[: source.index]):
+            if not tier.breaker.allow() or tier.suspect:
                 continue
             copy = live if tier.holds_objects else encoded
             try:
-                if tier.epochs:
-                    await tier.store.set_async(k, copy, (epochs or {}).get(tier.index))
-                else:
-                    await tier.store.set_async(k, copy)
+                epoch = (epochs or {}).get(tier.index)
+                await self._put_copy_async(tier, k, copy, epoch, stamps, source)
             except Exception as exc:  # a failed copy costs a later miss, never the read
                 tier.errors += 1
                 tier.breaker.failure(exc)
             else:
                 tier.stale.discard(k)
+
+    async def _put_copy_async(
+        self, tier: Tier, k: str, copy: Entry, epoch: int | None, stamps: dict[int, int],
+        source: Tier | None,
+    ) -> bool:  # fmt: skip
+        """Write `copy` of `k` (from `source`, None for the caller's own write) into `tier`,
+        guarded as its guardian requires (see _coherence). `stamps`: the generation each LOCAL
+        tier was written or read under, by tier index; this write's is added."""
+        guardian = tier.guardian
+        guard = due = None
+        if guardian is not None:
+            if guardian.kind == LOCAL and tier.guards:
+                guard = local_guard(guardian, k, stamps.get(guardian.index))
+            elif guardian.kind == PULL:
+                if guardian is not source and copy.version is not None:
+                    copy = replace(copy, version=None)  # an ETag only of the guardian's own
+                if tier.guards:
+                    due = self._max_age
+                else:
+                    until = self._clock.time() + self._max_age
+                    if copy.expires_at is None or copy.expires_at > until:
+                        copy = replace(copy, expires_at=until)
+        if tier.guards and (guard is not None or due is not None):
+            stored: bool = await tier.store.set_async(k, copy, epoch, guard, due)
+        elif tier.kind == LOCAL:
+            stamp = new_stamp()
+            stored = await tier.store.set_async(k, copy, epoch, stamp)
+            if stored:
+                stamps[tier.index] = stamp
+        elif tier.epochs:
+            stored = await tier.store.set_async(k, copy, epoch)
+        else:
+            stored = await tier.store.set_async(k, copy)
+        return stored
 
     async def _store_async(
         self, items: list[tuple[str, Any]], expires_at: float | None, tags: tuple[str, ...],
@@ -463,18 +558,23 @@ class AsyncOps(CacheCore):
         last = len(self._tiers) - 1
         epochs = {
             (t.index, k): t.store.epoch(k)
-            for t in self._tiers if t.epochs and t.index < last
+            for t in self._tiers if t.epochs and t.holds_objects and t.index < last
             for k, _value in items
         }  # fmt: skip
+        stamps: dict[str, dict[int, int]] = {}
         written = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
                 for k, _live, _encoded in encoded:
                     self._missed(tier, k)
                 continue
+            if tier.suspect:  # bypassed until its invalidations flow: its old copies go
+                for k, _live, _encoded in encoded:
+                    await self._drop_async(tier, k)
+                continue
             batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
             try:
-                await self._write_async(tier, batch, epochs)
+                await self._write_async(tier, batch, epochs, stamps)
             except Exception as exc:
                 if written or not self._raise:
                     # Other tiers hold (or will hold) the new values: this tier's old copies
@@ -493,18 +593,17 @@ class AsyncOps(CacheCore):
                 tier.breaker.success()
 
     async def _write_async(
-        self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int]
-    ) -> None:
-        """Write `batch` to `tier`: in one call when its store takes batches, else entry by
-        entry (conditionally on the key's epoch where one was taken)."""
-        if len(batch) > 1 and tier.batches:
+        self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],
+        stamps: dict[str, dict[int, int]],
+    ) -> None:  # fmt: skip
+        """Write `batch` to `tier`: in one call when its store takes batches and its copies
+        need no guard, else entry by entry (see `_put_copy_async`)."""
+        if len(batch) > 1 and tier.batches and tier.guardian is None and tier.kind != LOCAL:
             await tier.store.set_many_async(batch)
             return
         for k, entry in batch:
-            if (tier.index, k) in epochs:
-                await tier.store.set_async(k, entry, epochs[tier.index, k])
-            else:
-                await tier.store.set_async(k, entry)
+            epoch = epochs.get((tier.index, k))
+            await self._put_copy_async(tier, k, entry, epoch, stamps.setdefault(k, {}), None)
 
     async def _delete_stored_async(self, k: str) -> bool:
         found = False

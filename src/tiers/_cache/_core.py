@@ -5,6 +5,7 @@ The I/O methods live in `_async_ops.py` (written once) and `_sync_ops.py` (gener
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from .._stores._url import plan_tier
 from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
 from .._units import parse_ttl
 from ..errors import ConfigError, StoreError, StoreFullError, TierUnavailableError
+from . import _coherence as coherence_rules
 from ._breaker import Breaker
 
 log = logging.getLogger("tiers")
@@ -51,21 +53,28 @@ class Tier:
         "errors",
         "evicts",
         "expires",
+        "guardian",
+        "guards",
         "hits",
         "holds_objects",
         "index",
         "infos",
+        "kind",
         "locks",
         "misses",
         "name",
         "owned",
         "pops",
         "rejected",
+        "revalidates",
+        "revalidating",
         "sets",
         "stale",
         "store",
         "store_links",
+        "suspect",
         "touches",
+        "witness",
     )  # fmt: skip
 
     def __init__(self, index: int, store: Any, owned: bool) -> None:
@@ -80,6 +89,16 @@ class Tier:
         self.expires, self.evicts = self.has("expire"), self.has("evict")
         self.store_links = self.has("link")  # a memory store memoize's fast path can index
         self.batches = self.has("get_many") and self.has("set_many")
+        # coherence (see _coherence): the slower tier this one's copies answer to, what kind
+        # of guardian this one is, whether its copies take guards, and whether it can tell
+        # an unchanged entry without sending it
+        self.guardian: Tier | None = None
+        self.kind: str | None = None
+        self.guards = self.has("due_copy")
+        self.revalidates = self.has("revalidate")
+        self.suspect = False  # its guardian's invalidations may have been lost: bypassed
+        self.witness: Tier | None = None  # the LOCAL tier whose generation a read here takes
+        self.revalidating = False  # its copies are revalidated with its (PULL) guardian
         self.breaker = Breaker(f"tier {index} ({self.name})")
         # keys whose write or delete this tier missed while failing: its copy may be stale, so
         # reads skip it there until a delete or a write succeeds (this process only)
@@ -103,8 +122,11 @@ class CacheCore:
         secret: str | bytes | None = None,
         on_tier_error: str = "degrade",
         lease: float = 30.0,
+        coherence: str = "auto",
+        max_age: float = coherence_rules.DEFAULT_MAX_AGE,
     ) -> None:
         self._ttl = parse_ttl(ttl)
+        self._max_age = coherence_rules.check(coherence, max_age)
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, not {type(namespace).__qualname__!r}")
         if ":" in namespace:
@@ -118,6 +140,7 @@ class CacheCore:
         self._options = {
             "ttl": ttl, "serializer": serializer, "compress": compress, "namespace": namespace,
             "secret": secret, "on_tier_error": on_tier_error, "lease": lease,
+            "coherence": coherence, "max_age": max_age,
         }  # fmt: skip
         self._codec = Codec(
             resolve_serializer(serializer),
@@ -140,6 +163,8 @@ class CacheCore:
                     store.close()
             raise
         self._tiers = [Tier(i, store, owned) for i, (store, owned) in enumerate(opened)]
+        coherence_rules.assign(self._tiers, coherence)
+        self._channels: list[coherence_rules.Channel] = []
         self._needs_bytes = any(not t.holds_objects for t in self._tiers)
         lockers = [t for t in self._tiers if t.locks]
         self._lock_tier: Tier | None = lockers[-1] if lockers else None
@@ -151,6 +176,23 @@ class CacheCore:
         self._binds_lock = threading.Lock()
         self._misses = 0
         self._closed = False
+        self._open_channels()
+
+    def _open_channels(self) -> None:
+        """Listen to the invalidations of each PUSH tier that guards faster ones."""
+        for tier in self._tiers:
+            if tier.kind == coherence_rules.PUSH and any(t.guardian is tier for t in self._tiers):
+                try:
+                    self._channels.append(coherence_rules.Channel(self, tier))
+                except Exception as exc:  # the tiers above stay bypassed: slower, never stale
+                    log.warning("tiers: cannot listen to invalidations from %s (%s); the "
+                                "tiers above it are bypassed", tier.name, exc)  # fmt: skip
+
+    def _close_channels(self) -> None:
+        for channel in self._channels:
+            with contextlib.suppress(Exception):
+                channel.close()
+        self._channels.clear()
 
     # -- keys, times, validation --------------------------------------------------------------
 
@@ -243,7 +285,7 @@ class CacheCore:
     def _promotion(self, source: Tier, key: str, entry: Entry, value: Any) -> tuple[Entry, Entry]:
         """(object entry, byte entry) to copy `entry` into faster tiers, keeping its expiry."""
         live = Entry(value, b"", entry.created_at, entry.expires_at, entry.tags, entry.meta,
-                     entry.size)  # fmt: skip
+                     entry.size, version=entry.version)  # fmt: skip
         if not source.holds_objects:
             return live, entry
         if not self._needs_bytes:
@@ -287,6 +329,32 @@ class CacheCore:
                 "tiers: %s missed over %d writes while failing; it may serve stale values "
                 "for the others once it answers again", tier.name, _STALE_MAX,
             )  # fmt: skip
+
+    # -- coherence (see _coherence) ----------------------------------------------------------
+
+    @staticmethod
+    def _witnessed(tier: Tier, k: str, epochs: dict[int, int] | None) -> dict[int, int]:
+        """Before reading `tier`: the generation that copies of what it returns will carry."""
+        epochs = {} if epochs is None else epochs
+        if tier.witness is not None:
+            epochs.setdefault(tier.witness.index, tier.witness.store.epoch(k))
+        return epochs
+
+    @staticmethod
+    def _witnessed_many(tier: Tier, keys: list[str], epochs: dict[int, dict[str, int]]) -> None:
+        witness = tier.witness
+        if witness is not None:
+            by_key = epochs.setdefault(witness.index, {})
+            for k in keys:
+                by_key.setdefault(k, witness.store.epoch(k))
+
+    @staticmethod
+    def _epoch_before_copy(tier: Tier, k: str, epochs: dict[int, int] | None) -> dict[int, int]:
+        """After `tier` missed: its epoch, so that a copy from a slower tier is only stored
+        if the key did not change meanwhile."""
+        epochs = {} if epochs is None else epochs
+        epochs.setdefault(tier.index, tier.store.epoch(k))
+        return epochs
 
     def _rejected(self, tier: Tier, key: str, exc: Rejected) -> None:
         tier.rejected += 1

@@ -355,9 +355,11 @@ _FAST_PATH = """
     if _tiers_slot is not None:
         _tiers_deadline = _tiers_slot.deadline
         if _tiers_deadline is None or _tiers_deadline > _tiers_store.clock.monotonic():
-            _tiers_slot.touched = True
-            _tiers_memo.hits += 1
-            return _tiers_slot.value
+            _tiers_gens = _tiers_slot.gens
+            if _tiers_gens is None or _tiers_gens.view[_tiers_slot.gslot] == _tiers_slot.gstamp:
+                _tiers_slot.touched = True
+                _tiers_memo.hits += 1
+                return _tiers_slot.value
     return {await_}_tiers_memo.{call}(({values}), {alias})
 """
 

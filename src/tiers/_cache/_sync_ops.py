@@ -18,6 +18,8 @@ from .._codec import Rejected
 from .._flight import INTERRUPTED
 from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
+from .._stores._generations import new_stamp
+from .._stores._protocol import UNCHANGED
 from .._types import MISSING, EntryInfo, Stats
 from ._sync_prims import (
     call_factory,
@@ -26,6 +28,7 @@ from ._sync_prims import (
     to_thread,
     wait_flight,
 )
+from ._coherence import LOCAL, PULL, local_guard
 from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
 
 
@@ -323,6 +326,7 @@ class SyncOps(CacheCore):
         if self._closed:
             return
         self._closed = True
+        self._close_channels()
         self._unbind_all()
         self._unlink_memos()
         for tier in self._tiers:
@@ -340,11 +344,14 @@ class SyncOps(CacheCore):
         epochs: dict[int, int] | None = None
         for tier in self._tiers:
             breaker = tier.breaker
-            if breaker.open_until and not breaker.allow():
+            # (a suspect tier may have missed invalidations: it is not read at all)
+            if (breaker.open_until and not breaker.allow()) or tier.suspect:
                 continue
             if tier.stale and k in tier.stale:  # its copy may predate a write: a miss here
                 self._drop(tier, k)
                 continue
+            if tier.witness is not None:
+                epochs = self._witnessed(tier, k, epochs)
             try:
                 entry = tier.store.get(k)
             except Exception as exc:
@@ -353,11 +360,13 @@ class SyncOps(CacheCore):
             if breaker.failures:
                 breaker.success()  # a miss is an answer too: the failures were not consecutive
             if entry is None:
+                if tier.revalidating:
+                    value = self._revalidate(tier, k)
+                    if value is not MISSING:
+                        return value
                 tier.misses += counted
                 if tier.epochs and tier is not self._tiers[-1]:  # a slower tier may promote
-                    if epochs is None:
-                        epochs = {}
-                    epochs[tier.index] = tier.store.epoch(k)
+                    epochs = self._epoch_before_copy(tier, k, epochs)
                 continue
             try:
                 value = self._decode(tier, k, entry)
@@ -380,9 +389,11 @@ class SyncOps(CacheCore):
         for tier in self._tiers:
             if not remaining:
                 break
-            if not tier.breaker.allow():
+            if not tier.breaker.allow() or tier.suspect:
                 continue
             asked = [k for k in remaining if not (tier.stale and k in tier.stale)]
+            if tier.witness is not None:
+                self._witnessed_many(tier, asked, epochs)
             try:
                 if tier.batches:
                     entries = tier.store.get_many(asked)
@@ -394,24 +405,73 @@ class SyncOps(CacheCore):
             if tier.breaker.failures:
                 tier.breaker.success()
             for k, entry in zip(asked, entries, strict=True):
-                if entry is None:
-                    tier.misses += 1
-                    if tier.epochs and tier is not self._tiers[-1]:
-                        epochs.setdefault(tier.index, {})[k] = tier.store.epoch(k)
-                    continue
-                try:
-                    value = self._decode(tier, k, entry)
-                except Rejected as exc:
-                    self._rejected(tier, k, exc)
-                    self._drop(tier, k)
-                    continue
-                tier.hits += 1
-                found[k] = value
-                if tier.index:
-                    taken = {i: by_key[k] for i, by_key in epochs.items() if k in by_key}
-                    self._promote(tier, k, entry, value, taken)
+                value = self._answer(tier, k, entry, epochs)
+                if value is not MISSING:
+                    found[k] = value
             remaining = [k for k in remaining if k not in found]
         return found
+
+    def _answer(
+        self, tier: Tier, k: str, entry: Entry | None, epochs: dict[int, dict[str, int]]
+    ) -> Any:
+        """(`_lookup_many_async`.) The value of what `tier` answered for `k`, or MISSING."""
+        if entry is None:
+            if tier.revalidating:
+                value = self._revalidate(tier, k)
+                if value is not MISSING:
+                    return value
+            tier.misses += 1
+            if tier.epochs and tier is not self._tiers[-1]:
+                epochs.setdefault(tier.index, {}).setdefault(k, tier.store.epoch(k))
+            return MISSING
+        try:
+            value = self._decode(tier, k, entry)
+        except Rejected as exc:
+            self._rejected(tier, k, exc)
+            self._drop(tier, k)
+            return MISSING
+        tier.hits += 1
+        if tier.index:
+            taken = {i: by_key[k] for i, by_key in epochs.items() if k in by_key}
+            self._promote(tier, k, entry, value, taken)
+        return value
+
+    def _revalidate(self, tier: Tier, k: str) -> Any:
+        """The value of `tier`'s copy of `k` that is due for revalidation, once its guardian
+        says it is unchanged (without sending it where the store can); the new value if it
+        changed; MISSING if it is gone, or cannot be asked (the copy is then not served)."""
+        copy = tier.store.due_copy(k)
+        source = tier.guardian
+        if copy is None or source is None or source.suspect or not source.breaker.allow():
+            return MISSING
+        epoch = tier.store.epoch(k) if tier.epochs else None
+        try:
+            if source.revalidates and copy.version is not None:
+                found = source.store.revalidate(k, copy.version)
+            else:
+                found = source.store.get(k)
+        except Exception as exc:
+            self._failed(source, exc, "revalidate")
+            return MISSING
+        if found is UNCHANGED:
+            tier.store.renew(k, copy, self._max_age)
+            tier.hits += 1
+            return copy.value
+        if found is None:
+            self._drop(tier, k)
+            return MISSING
+        try:
+            value = self._decode(source, k, found)
+        except Rejected as exc:
+            self._rejected(source, k, exc)
+            self._drop(source, k)
+            self._drop(tier, k)
+            return MISSING
+        source.hits += 1
+        self._promote(
+            source, k, found, value, None if epoch is None else {tier.index: epoch}
+        )
+        return value
 
     def _peek(self, k: str) -> tuple[Tier, Entry] | None:
         """The first tier holding `k` live and its entry, read without the value if it can."""
@@ -433,21 +493,56 @@ class SyncOps(CacheCore):
     def _promote(
         self, source: Tier, k: str, entry: Entry, value: Any, epochs: dict[int, int] | None
     ) -> None:
+        """Copy an entry `source` returned into the faster tiers, slowest first (each copy
+        conditional on the key being unchanged since the look began, where its tier can)."""
         live, encoded = self._promotion(source, k, entry, value)
-        for tier in self._tiers[: source.index]:
-            if not tier.breaker.allow():
+        stamps = {i: e for i, e in (epochs or {}).items() if self._tiers[i].kind == LOCAL}
+        for tier in reversed(self._tiers[: source.index]):
+            if not tier.breaker.allow() or tier.suspect:
                 continue
             copy = live if tier.holds_objects else encoded
             try:
-                if tier.epochs:
-                    tier.store.set(k, copy, (epochs or {}).get(tier.index))
-                else:
-                    tier.store.set(k, copy)
+                epoch = (epochs or {}).get(tier.index)
+                self._put_copy(tier, k, copy, epoch, stamps, source)
             except Exception as exc:  # a failed copy costs a later miss, never the read
                 tier.errors += 1
                 tier.breaker.failure(exc)
             else:
                 tier.stale.discard(k)
+
+    def _put_copy(
+        self, tier: Tier, k: str, copy: Entry, epoch: int | None, stamps: dict[int, int],
+        source: Tier | None,
+    ) -> bool:  # fmt: skip
+        """Write `copy` of `k` (from `source`, None for the caller's own write) into `tier`,
+        guarded as its guardian requires (see _coherence). `stamps`: the generation each LOCAL
+        tier was written or read under, by tier index; this write's is added."""
+        guardian = tier.guardian
+        guard = due = None
+        if guardian is not None:
+            if guardian.kind == LOCAL and tier.guards:
+                guard = local_guard(guardian, k, stamps.get(guardian.index))
+            elif guardian.kind == PULL:
+                if guardian is not source and copy.version is not None:
+                    copy = replace(copy, version=None)  # an ETag only of the guardian's own
+                if tier.guards:
+                    due = self._max_age
+                else:
+                    until = self._clock.time() + self._max_age
+                    if copy.expires_at is None or copy.expires_at > until:
+                        copy = replace(copy, expires_at=until)
+        if tier.guards and (guard is not None or due is not None):
+            stored: bool = tier.store.set(k, copy, epoch, guard, due)
+        elif tier.kind == LOCAL:
+            stamp = new_stamp()
+            stored = tier.store.set(k, copy, epoch, stamp)
+            if stored:
+                stamps[tier.index] = stamp
+        elif tier.epochs:
+            stored = tier.store.set(k, copy, epoch)
+        else:
+            stored = tier.store.set(k, copy)
+        return stored
 
     def _store(
         self, items: list[tuple[str, Any]], expires_at: float | None, tags: tuple[str, ...],
@@ -459,18 +554,23 @@ class SyncOps(CacheCore):
         last = len(self._tiers) - 1
         epochs = {
             (t.index, k): t.store.epoch(k)
-            for t in self._tiers if t.epochs and t.index < last
+            for t in self._tiers if t.epochs and t.holds_objects and t.index < last
             for k, _value in items
         }  # fmt: skip
+        stamps: dict[str, dict[int, int]] = {}
         written = False
         for tier in reversed(self._tiers):
             if not tier.breaker.allow():
                 for k, _live, _encoded in encoded:
                     self._missed(tier, k)
                 continue
+            if tier.suspect:  # bypassed until its invalidations flow: its old copies go
+                for k, _live, _encoded in encoded:
+                    self._drop(tier, k)
+                continue
             batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
             try:
-                self._write(tier, batch, epochs)
+                self._write(tier, batch, epochs, stamps)
             except Exception as exc:
                 if written or not self._raise:
                     # Other tiers hold (or will hold) the new values: this tier's old copies
@@ -489,18 +589,17 @@ class SyncOps(CacheCore):
                 tier.breaker.success()
 
     def _write(
-        self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int]
-    ) -> None:
-        """Write `batch` to `tier`: in one call when its store takes batches, else entry by
-        entry (conditionally on the key's epoch where one was taken)."""
-        if len(batch) > 1 and tier.batches:
+        self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],
+        stamps: dict[str, dict[int, int]],
+    ) -> None:  # fmt: skip
+        """Write `batch` to `tier`: in one call when its store takes batches and its copies
+        need no guard, else entry by entry (see `_put_copy_async`)."""
+        if len(batch) > 1 and tier.batches and tier.guardian is None and tier.kind != LOCAL:
             tier.store.set_many(batch)
             return
         for k, entry in batch:
-            if (tier.index, k) in epochs:
-                tier.store.set(k, entry, epochs[tier.index, k])
-            else:
-                tier.store.set(k, entry)
+            epoch = epochs.get((tier.index, k))
+            self._put_copy(tier, k, entry, epoch, stamps.setdefault(k, {}), None)
 
     def _delete_stored(self, k: str) -> bool:
         found = False

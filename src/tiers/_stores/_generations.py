@@ -35,9 +35,9 @@ _ID = re.compile(r"[0-9a-f]{32}")
 NEVER = 1 << 64  # a stamp no slot ever holds (slots hold signed 64-bit values)
 
 try:
-    import _posixshmem
+    import _posixshmem  # type: ignore[import-not-found]  # (what multiprocessing uses)
 except ImportError:  # not POSIX: each process keeps its own table (and says so)
-    _posixshmem = None  # type: ignore[assignment]
+    _posixshmem = None
 
 
 def new_stamp() -> int:

@@ -10,25 +10,51 @@ from typing import Any, ClassVar
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._units import parse_count, parse_size
+from ._generations import Generations
 from ._protocol import Entry, StoreCounters
 
 _STRIPES = 256
 
 
+Guard = tuple[Generations, int, int]
+"""(table, slot, stamp): a copy is served only while ``table.view[slot] == stamp``."""
+
+
 class Slot:
     """What the store keeps per key. Read without the lock by memoized functions' fast path
-    (see `link`), hence the flat, immutable-but-for-`touched` shape."""
+    (see `link`), hence the flat shape: `deadline` (when to stop serving it: its expiry, or
+    earlier when it must be revalidated) and `gens`/`gslot`/`gstamp` (its guard) say whether
+    a found slot may be served."""
 
-    __slots__ = ("deadline", "entry", "touched", "value")
+    __slots__ = ("deadline", "entry", "expiry", "gens", "gslot", "gstamp", "touched", "value")
 
-    def __init__(self, entry: Entry, deadline: float | None) -> None:
+    def __init__(
+        self, entry: Entry, expiry: float | None, guard: Guard | None = None,
+        due: float | None = None,
+    ) -> None:  # fmt: skip
         self.entry = entry
         self.value = entry.value
-        self.deadline = deadline  # monotonic, or None
+        self.expiry = expiry  # monotonic, or None
+        self.deadline = expiry if due is None or (expiry is not None and expiry < due) else due
+        self.gens: Generations | None = None
+        self.gslot = self.gstamp = 0
+        if guard is not None:
+            self.gens, self.gslot, self.gstamp = guard
         self.touched = False  # hit through a link since it was last considered for eviction
 
     def live(self, now: float) -> bool:
-        return self.deadline is None or self.deadline > now
+        """Not expired, and not changed in the store its guard watches."""
+        if self.expiry is not None and self.expiry <= now:
+            return False
+        return self.gens is None or self.gens.view[self.gslot] == self.gstamp
+
+    def unexpired(self, now: float) -> bool:
+        """Not expired (removals count these: a slower tier's removal of the same key may
+        already have made the guard say "changed")."""
+        return self.expiry is None or self.expiry > now
+
+    def guard(self) -> Guard | None:
+        return None if self.gens is None else (self.gens, self.gslot, self.gstamp)
 
 
 class MemoryStore:
@@ -37,6 +63,10 @@ class MemoryStore:
     `max_size` bounds the estimated bytes held (int or a string like ``"64MB"``), `max_items`
     the number of entries; either or both may be None. Expiry runs on a monotonic clock.
     Values are returned as stored: mutating a returned object mutates the cached one.
+
+    A cache keeps its copies coherent with the tiers below through `set`'s `guard` (served
+    only while a shared generation table says the key is unchanged) and `due` (revalidated
+    after that many seconds: `due_copy`, `renew`).
     """
 
     holds_objects: ClassVar[bool] = True
@@ -52,6 +82,7 @@ class MemoryStore:
         self._bytes = 0
         self._epochs = [0] * _STRIPES
         self._evictions = self._expirations = self._rejected = 0
+        self.invalidated = 0  # copies found changed in the store their guard watches
 
     def __repr__(self) -> str:
         limits = [
@@ -71,15 +102,31 @@ class MemoryStore:
             slot = self._data.get(key)
             if slot is None:
                 return None
-            if slot.deadline is not None and slot.deadline <= self.clock.monotonic():
+            deadline = slot.deadline
+            if deadline is not None and deadline <= (now := self.clock.monotonic()):
+                if deadline != slot.expiry and (slot.expiry is None or slot.expiry > now):
+                    return None  # due for revalidation: kept for `due_copy`
                 self._drop(key, slot)
                 self._expirations += 1
+                return None
+            gens = slot.gens
+            if gens is not None and gens.view[slot.gslot] != slot.gstamp:
+                self._drop(key, slot)
+                self.invalidated += 1
                 return None
             self._data.move_to_end(key)
             return slot.entry
 
-    def set(self, key: str, entry: Entry, epoch: int | None = None) -> bool:
+    def set(
+        self, key: str, entry: Entry, epoch: int | None = None, guard: Guard | None = None,
+        due: float | None = None,
+    ) -> bool:  # fmt: skip
+        """Store the entry; False if refused: larger than `max_size`, or `epoch` given and the
+        key written or deleted since `epoch(key)` returned it. `guard`: serve it only while
+        the guard's table holds its stamp; `due`: seconds after which it must be revalidated
+        (`get` misses it, `due_copy` returns it)."""
         deadline = self._deadline(entry.expires_at)
+        revalidate = None if due is None else self.clock.monotonic() + due
         with self._lock:
             stripe = hash(key) % _STRIPES
             stale = epoch is not None and self._epochs[stripe] != epoch
@@ -93,7 +140,7 @@ class MemoryStore:
             if self.max_size is not None and entry.size > self.max_size:
                 self._rejected += 1
                 return False
-            self._data[key] = Slot(entry, deadline)
+            self._data[key] = Slot(entry, deadline, guard, revalidate)
             self._bytes += entry.size
             for tag in entry.tags:
                 self._tags.setdefault(tag, set()).add(key)
@@ -107,14 +154,14 @@ class MemoryStore:
             if slot is None:
                 return False
             self._drop(key, slot)
-            return slot.live(self.clock.monotonic())
+            return slot.unexpired(self.clock.monotonic())
 
     def clear(self, prefix: str = "") -> int:
         with self._lock:
             self._epochs = [e + 1 for e in self._epochs]
             now = self.clock.monotonic()
             doomed = [key for key in self._data if key.startswith(prefix)]
-            return sum(self._drop(key, self._data[key]).live(now) for key in doomed)
+            return sum(self._drop(key, self._data[key]).unexpired(now) for key in doomed)
 
     def stats(self) -> StoreCounters:
         with self._lock:
@@ -150,6 +197,25 @@ class MemoryStore:
             self._links.setdefault(key, []).append((index, alias))
             return True
 
+    def due_copy(self, key: str) -> Entry | None:
+        """The entry of `key` if it is live but due for revalidation (see `set`'s `due`)."""
+        with self._lock:
+            slot = self._data.get(key)
+            now = self.clock.monotonic()
+            if slot is None or slot.deadline == slot.expiry or not slot.live(now):
+                return None
+            return slot.entry if slot.deadline is not None and slot.deadline <= now else None
+
+    def renew(self, key: str, entry: Entry, due: float) -> bool:
+        """`entry` (from `due_copy`) was found unchanged: serve it for `due` more seconds."""
+        with self._lock:
+            slot = self._data.get(key)
+            if slot is None or slot.entry is not entry:
+                return False
+            until = self.clock.monotonic() + due
+            slot.deadline = until if slot.expiry is None or until < slot.expiry else slot.expiry
+            return True
+
     def info(self, key: str) -> Entry | None:
         entry = self.get(key)
         return None if entry is None else entry.without_value()
@@ -174,7 +240,9 @@ class MemoryStore:
                 return False
             # a new Entry and slot: the old ones may be held by readers and linked indexes
             self._drop(key, slot)
-            self._data[key] = Slot(replace(slot.entry, expires_at=expires_at), deadline)
+            due = None if slot.deadline == slot.expiry else slot.deadline
+            renewed = Slot(replace(slot.entry, expires_at=expires_at), deadline, slot.guard(), due)
+            self._data[key] = renewed
             self._bytes += slot.entry.size
             for tag in slot.entry.tags:
                 self._tags.setdefault(tag, set()).add(key)
@@ -193,7 +261,7 @@ class MemoryStore:
         with self._lock:
             now = self.clock.monotonic()
             doomed = [key for key in self._tags.get(tag, ()) if key.startswith(prefix)]
-            return sum(self._drop(key, self._data[key]).live(now) for key in doomed)
+            return sum(self._drop(key, self._data[key]).unexpired(now) for key in doomed)
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         now = self.clock.monotonic()
@@ -212,8 +280,13 @@ class MemoryStore:
     async def get_async(self, key: str) -> Entry | None:
         return self.get(key)
 
-    async def set_async(self, key: str, entry: Entry, epoch: int | None = None) -> bool:
-        return self.set(key, entry, epoch)
+    async def set_async(
+        self, key: str, entry: Entry, epoch: int | None = None, guard: Guard | None = None,
+        due: float | None = None,
+    ) -> bool:  # fmt: skip
+        if guard is None and due is None:  # (what a subclass overriding `set` may take)
+            return self.set(key, entry, epoch)
+        return self.set(key, entry, epoch, guard, due)
 
     async def delete_async(self, key: str) -> bool:
         return self.delete(key)

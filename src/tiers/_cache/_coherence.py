@@ -1,0 +1,166 @@
+"""How the copies a faster tier holds stay true to the tiers below it (docs/coherence.md).
+
+A tier's copies answer to its *guardian*: the nearest slower tier that other processes or
+machines can write (a memory store is nobody's guardian: only this process writes it). What
+kind of store the guardian is decides how its writes reach the copies above it:
+
+- ``LOCAL`` (DiskStore, FolderStore: processes of one host): the store stamps the key in a
+  generation table in shared memory on each change; a memory copy carries the stamp it was
+  read or written under and is served only while the table still holds it.
+- ``PUSH`` (RedisStore): the store's invalidation channel names the keys other processes
+  changed and the cache deletes them from the faster tiers; while the channel is down the
+  faster tiers are bypassed ("suspect"), and emptied when it is back.
+- ``PULL`` (any other shared store; an ObjectStore revalidates by ETag): a memory copy is
+  revalidated after `max_age` seconds; a byte-tier copy expires after `max_age`.
+
+``coherence="pull"`` treats push stores as pull ones (no channel, no listener thread);
+``coherence="none"`` keeps copies until they expire, for data immutable by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .._stores._generations import NEVER
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._core import Tier
+
+log = logging.getLogger("tiers")
+
+MODES = ("auto", "pull", "none")
+LOCAL, PUSH, PULL = "local", "push", "pull"
+DEFAULT_MAX_AGE = 60.0
+
+
+def check(mode: object, max_age: object) -> float:
+    """Validate the options; the max_age in seconds."""
+    if mode not in MODES:
+        raise ConfigError(f"coherence must be 'auto', 'pull' or 'none', not {mode!r}")
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)):
+        raise ConfigError(f"max_age must be a positive number of seconds, not {max_age!r}")
+    if not (max_age > 0 and math.isfinite(max_age)):
+        raise ConfigError(f"max_age must be a positive number of seconds, not {max_age!r}")
+    return float(max_age)
+
+
+def kind(store: Any, mode: str) -> str | None:
+    """What guards the copies of a store's entries held above it (None: nobody else writes
+    the store, as with a memory store)."""
+    if store.holds_objects:
+        return None
+    if callable(getattr(store, "generation_slot", None)):
+        return LOCAL
+    if mode == "auto" and callable(getattr(store, "watch", None)):
+        return PUSH
+    return PULL
+
+
+def assign(tiers: list[Tier], mode: str) -> None:
+    """Give each tier its guardian (None with coherence="none", or with nothing below)."""
+    for tier in tiers:
+        tier.kind = kind(tier.store, mode)
+    if mode == "none":
+        return
+    for tier in tiers:
+        below = (t for t in tiers[tier.index + 1 :] if t.kind is not None)
+        tier.guardian = next(below, None)
+    for tier in tiers[1:]:  # what a read of this tier may be copied up under
+        if tier.kind == LOCAL:
+            tier.witness = tier
+        elif tier.kind is None and tier.guardian is not None and tier.guardian.kind == LOCAL:
+            tier.witness = tier.guardian
+    for tier in tiers:
+        tier.revalidating = tier.guards and tier.guardian is not None and tier.guardian.kind == PULL
+
+
+def local_guard(tier: Tier, key: str, stamp: int | None) -> tuple[Any, int, int]:
+    """The guard of a copy of `key` whose guardian is the LOCAL tier `tier`, written or read
+    under `stamp` (None: unknown, so the copy is never served)."""
+    store = tier.store
+    return (store.generations, store.generation_slot(key), NEVER if stamp is None else stamp)
+
+
+class Channel:
+    """The invalidation channel of a PUSH tier, applied to the tiers above it."""
+
+    def __init__(self, cache: Any, tier: Tier) -> None:
+        self.tier = tier
+        self.above = [t for t in cache._tiers[: tier.index] if t.guardian is tier]
+        self._cache = weakref.ref(cache)
+        self._prefix = cache._prefix
+        for t in self.above:
+            t.suspect = True  # until the channel says it listens
+        self.watch = tier.store.watch(self._event)
+        if self.watch.connected:
+            self._resume()
+
+    def close(self) -> None:
+        self.watch.close()
+
+    def _event(self, event: Any) -> None:
+        """(The listener's thread.) Apply one event; a failure drops everything above."""
+        try:
+            handler = getattr(self, f"_on_{event.kind}", None)
+            if handler is None:  # an event of a newer kind: assume the worst
+                self._on_lost(event)
+                self._on_back(event)
+            else:
+                handler(event)
+        except Exception as exc:
+            log.warning("tiers: invalidation from %s failed (%s): dropping copies",
+                        self.tier.name, exc)  # fmt: skip
+            self._suspend()
+            if self.watch.connected:
+                self._resume()
+
+    def _on_keys(self, event: Any) -> None:
+        keys = [k for k in event.keys if k.startswith(self._prefix)]
+        for t in self.above:
+            for k in keys:
+                t.store.delete(k)
+
+    def _on_tag(self, event: Any) -> None:
+        for t in self.above:
+            if t.evicts:
+                t.store.evict(event.tag, self._prefix)
+            else:
+                t.store.clear(self._prefix)
+
+    def _on_prefix(self, event: Any) -> None:
+        prefix = event.prefix
+        if prefix.startswith(self._prefix) or self._prefix.startswith(prefix):
+            narrower = prefix if len(prefix) > len(self._prefix) else self._prefix
+            for t in self.above:
+                t.store.clear(narrower)
+
+    def _on_lost(self, _event: Any) -> None:
+        self._suspend()
+
+    def _on_back(self, _event: Any) -> None:
+        self._resume()
+
+    def _suspend(self) -> None:
+        for t in self.above:
+            t.suspect = True
+            self._empty(t)
+
+    def _resume(self) -> None:
+        """Empty the tiers above (what changed while nobody listened is unknown), then serve
+        them again; a tier that cannot be emptied stays suspect."""
+        for t in self.above:
+            if self._empty(t):
+                t.suspect = False
+
+    def _empty(self, tier: Tier) -> bool:
+        try:
+            tier.store.clear(self._prefix)
+        except Exception as exc:
+            log.warning("tiers: cannot empty %s after invalidations were lost: %s",
+                        tier.name, exc)  # fmt: skip
+            return False
+        return True
