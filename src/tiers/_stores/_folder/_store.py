@@ -21,8 +21,10 @@ from typing import Any, ClassVar
 from ..._clock import SYSTEM_CLOCK, Clock
 from ...errors import StoreError, StoreFullError, TiersError
 from .._fs import is_full, open_dir
+from .._generations import Generations
 from .._protocol import Entry, StoreCounters
 from . import _entry_dir as dirs
+from ._changes import Changes, slot_of
 from ._counters import Counters
 from ._locks import Locks
 from ._metadata import DamagedMetadata, Metadata, checksum, decode, encode
@@ -53,6 +55,11 @@ class FolderStore:
             self._counters = Counters(self._root)
             self._counters.create()
             self._locks = Locks(self._root)
+            root_fd = open_dir(self._root)
+            try:
+                self._changes = Changes(self._root, root_fd)
+            finally:
+                os.close(root_fd)
             recover(self._root, self._clean_entries)
 
     def __repr__(self) -> str:
@@ -109,7 +116,7 @@ class FolderStore:
     def _remove_if(self, root_fd: int, name: str, raw: bytes | None, kind: str | None) -> bool:
         """Remove folder `name` if its metadata.json still reads `raw` (nobody replaced the
         entry meanwhile); count the removal under `kind`."""
-        with dirs.locked(root_fd, name, exclusive=True) as fd:
+        with self._changes.changing(name), dirs.locked(root_fd, name, exclusive=True) as fd:
             if fd is None or dirs.read_metadata(fd) != raw:
                 return False
             trashed = dirs.trash(root_fd, name, fd)
@@ -155,7 +162,12 @@ class FolderStore:
                 self._remove_if(root_fd, name, raw, kind)
             return None
 
-    def set(self, key: str, entry: Entry) -> bool:
+    def set(
+        self, key: str, entry: Entry, epoch: int | None = None, stamp: int | None = None
+    ) -> bool:
+        """Store the entry; False if `epoch` is given and the key changed since `epoch(key)`
+        returned it (a copy from a slower tier then stays out). The key's generation becomes
+        `stamp` (default: a random one)."""
         body = entry.value
         header = bytes(entry.header)
         expires = entry.expires_at
@@ -171,13 +183,19 @@ class FolderStore:
             metadata = encode(m)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"meta must be a dict of JSON values: {exc}") from exc
-        with self._at_root("write an entry", writing=True) as root_fd:
-            dirs.write(root_fd, entry_dir(key), data, body, metadata)
+        name = entry_dir(key)
+        with (
+            self._at_root("write an entry", writing=True) as root_fd,
+            self._changes.changing(name, epoch, stamp) as unchanged,
+        ):
+            if not unchanged:
+                return False
+            dirs.write(root_fd, name, data, body, metadata)
         return True
 
     def delete(self, key: str) -> bool:
         name = entry_dir(key)
-        with self._at_root("delete an entry") as root_fd:
+        with self._at_root("delete an entry") as root_fd, self._changes.changing(name):
             with dirs.locked(root_fd, name, exclusive=True) as fd:
                 if fd is None:
                     return False
@@ -212,9 +230,24 @@ class FolderStore:
         )  # fmt: skip
 
     def close(self) -> None:
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._changes.close()
 
     # -- capabilities ---------------------------------------------------------------------
+
+    @property
+    def generations(self) -> Generations:
+        """The store's generation table (shared by the processes of this host)."""
+        return self._changes.generations
+
+    def generation_slot(self, key: str) -> int:
+        """The key's slot in `generations`."""
+        return slot_of(entry_dir(key))
+
+    def epoch(self, key: str) -> int:
+        """The key's generation now: pass it to `set` to store only if the key is unchanged."""
+        return self._changes.epoch(entry_dir(key))
 
     def info(self, key: str) -> Entry | None:
         return self._read(key, with_value=False)
@@ -222,7 +255,7 @@ class FolderStore:
     def pop(self, key: str) -> Entry | None:
         name = entry_dir(key)
         found: Entry | None = None
-        with self._at_root("pop an entry") as root_fd:
+        with self._at_root("pop an entry") as root_fd, self._changes.changing(name):
             with dirs.locked(root_fd, name, exclusive=True) as fd:
                 if fd is None:
                     return None
@@ -245,7 +278,7 @@ class FolderStore:
         if expires_at is not None and not math.isfinite(expires_at):
             raise ValueError("expires_at must be finite epoch seconds or None")
         name = entry_dir(key)
-        with self._at_root("touch an entry", writing=True) as root_fd:
+        with self._at_root("touch an entry", writing=True) as root_fd, self._changes.changing(name):
             with dirs.locked(root_fd, name, exclusive=True) as fd:
                 if fd is None:
                     return False
@@ -355,8 +388,10 @@ class FolderStore:
     async def get_async(self, key: str) -> Entry | None:
         return await asyncio.to_thread(self.get, key)
 
-    async def set_async(self, key: str, entry: Entry) -> bool:
-        return await asyncio.to_thread(self.set, key, entry)
+    async def set_async(
+        self, key: str, entry: Entry, epoch: int | None = None, stamp: int | None = None
+    ) -> bool:
+        return await asyncio.to_thread(self.set, key, entry, epoch, stamp)
 
     async def delete_async(self, key: str) -> bool:
         return await asyncio.to_thread(self.delete, key)
