@@ -11,6 +11,8 @@ from __future__ import annotations
 COMPARISONS: dict[str, str] = {
     "memory-hit": "benchmarks.memory:get_hit",
     "memory-miss": "benchmarks.memory:get_miss",
+    "coherence-memory-hit": "benchmarks.coherence:memory_hit",
+    "coherence-memoize-hit": "benchmarks.coherence:memoize_hit",
     "disk-get-1k": "benchmarks.disk:get_1k",
     "disk-set-1k": "benchmarks.disk:set_1k",
     "disk-get-10m": "benchmarks.disk:get_10m",

@@ -27,6 +27,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the shared-memory generation tables of the stores this session made (their
+    directories stay for inspection, so the library's own sweep would keep the tables)."""
+    from tiers._stores._generations import sweep
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None:
+        sweep(only_under=Path(os.path.realpath(factory.getbasetemp())))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Keep the signing key and the default cache out of the real home directory."""

@@ -25,7 +25,7 @@ from .._flight import Flights
 from .._hashing import hash_key
 from .._paths import user_cache_dir
 from .._sizeof import estimate_size
-from .._stores import Entry
+from .._stores import Entry, MemoryStore
 from .._stores._url import plan_tier
 from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
 from .._units import parse_ttl
@@ -49,6 +49,7 @@ class Tier:
         "batches",
         "breaker",
         "deletes",
+        "direct",
         "epochs",
         "errors",
         "evicts",
@@ -99,6 +100,7 @@ class Tier:
         self.suspect = False  # its guardian's invalidations may have been lost: bypassed
         self.witness: Tier | None = None  # the LOCAL tier whose generation a read here takes
         self.revalidating = False  # its copies are revalidated with its (PULL) guardian
+        self.direct = type(store) is MemoryStore  # a hit here is read first, in place
         self.breaker = Breaker(f"tier {index} ({self.name})")
         # keys whose write or delete this tier missed while failing: its copy may be stale, so
         # reads skip it there until a delete or a write succeeds (this process only)

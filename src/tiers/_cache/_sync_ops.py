@@ -41,7 +41,14 @@ class SyncOps(CacheCore):
         A value found in a slower tier is copied into the faster ones with its remaining TTL.
         Expired, damaged and unauthenticated entries are misses (removed and counted).
         """
-        value = self._lookup(self._key(key))
+        k = self._key(key)
+        first = self._tiers[0]
+        if first.direct and not first.suspect and not (first.stale and k in first.stale):
+            entry = first.store.get(k)  # (a MemoryStore: no I/O, nothing to fail)
+            if entry is not None:
+                first.hits += 1
+                return entry.value
+        value = self._lookup(k)
         if value is MISSING:
             self._misses += 1
             return default

@@ -262,6 +262,15 @@ def flock(fd: int, *, exclusive: bool) -> None:
     fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
 
 
+def unlock_and_close(fd: int) -> None:
+    """Release a flock, then close: a close that fails (EIO) may leave the descriptor open,
+    and with it a lock that would block this process's next attempt forever."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 def read_exact(fd: int, size: int) -> bytes:
     """`size` bytes from `fd`, finishing short reads (huge files, signals); EOFError if the
     file ends first."""

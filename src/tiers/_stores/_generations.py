@@ -9,6 +9,9 @@ another process is never hidden by this one's memory tier (docs/coherence.md).
 The table lives in POSIX shared memory (tmpfs: RAM, so no truncated copy, full disk or I/O
 error can fault the mapping, which stays outside the store directory an attacker may write),
 under a random name kept in the store's root: only those who can read the root can find it.
+Its first page names the root (mount namespace, device, inode, path), so that tables whose
+store directory is gone are removed (`sweep`, run by each process that opens a store, at most
+once an hour; only tables made in its own mount namespace, where the path means the same).
 Keys share slots by hash: a write to one key makes the copies of its slot-mates look changed
 too, which costs them one read from the store, never a wrong value.
 """
@@ -16,6 +19,7 @@ too, which costs them one read from the store, never a wrong value.
 from __future__ import annotations
 
 import array
+import contextlib
 import fcntl
 import json
 import logging
@@ -23,6 +27,8 @@ import mmap
 import os
 import re
 import stat
+import struct
+import time
 from pathlib import Path
 
 from . import _fs
@@ -31,6 +37,14 @@ log = logging.getLogger("tiers")
 
 SLOTS = 1 << 16  # 512 KiB of stamps; pages are only allocated once written
 _MASK = SLOTS - 1
+HEADER = 4096  # magic, then the root's device, inode and path
+_MAGIC = b"tiers-generations-1\0"
+_ROOT = struct.Struct("<QQQH")  # mount namespace, device, inode, path length
+SIZE = HEADER + SLOTS * 8
+SHM_DIR = Path("/dev/shm")  # noqa: S108  (where POSIX shared memory shows on Linux: sweep)
+_SWEEP_EVERY = 3600.0
+_swept_at: list[float] = []
+_STAMP = "tiers-swept"
 _ID = re.compile(r"[0-9a-f]{32}")
 NEVER = 1 << 64  # a stamp no slot ever holds (slots hold signed 64-bit values)
 
@@ -56,12 +70,12 @@ class Generations:
 
     def __init__(self, buffer: mmap.mmap | bytearray, shared: bool) -> None:
         self._map = buffer
-        self.view = memoryview(buffer).cast("q")
+        self.view = memoryview(buffer)[HEADER:].cast("q")
         self.shared = shared  # False: this process's own table (the sharing failed)
 
     @classmethod
     def private(cls) -> Generations:
-        return cls(bytearray(SLOTS * 8), shared=False)
+        return cls(bytearray(SIZE), shared=False)
 
     @staticmethod
     def index(khash: int) -> int:
@@ -87,7 +101,7 @@ def open_generations(root_fd: int, root: Path, marker: str) -> Generations:
     `marker`. Falls back to a private table, with a warning, when shared memory is refused."""
     try:
         name = _table_name(root_fd, root, marker)
-        return Generations(_map_shared(name, _mode(root_fd)), shared=True)
+        table = Generations(_map_shared(name, _mode(root_fd), _header(root_fd, root)), True)
     except OSError as exc:
         log.warning(
             "tiers: cannot share the generation table of %s (%s: %s): memory tiers of other "
@@ -95,6 +109,39 @@ def open_generations(root_fd: int, root: Path, marker: str) -> Generations:
             root, type(exc).__name__, exc,
         )  # fmt: skip
         return Generations.private()
+    if _sweep_due():
+        with contextlib.suppress(OSError):
+            sweep()
+    return table
+
+
+def _sweep_due() -> bool:
+    """Whether this process should sweep now: at most once an hour per process, and per host
+    (the mtime of ``tiers-swept`` beside the tables says when the last sweep began)."""
+    if _swept_at and time.monotonic() - _swept_at[0] < _SWEEP_EVERY:
+        return False
+    _swept_at[:] = [time.monotonic()]
+    if _posixshmem is None or not SHM_DIR.is_dir():
+        return False
+    stamp = SHM_DIR / _STAMP
+    try:
+        if time.time() - os.stat(stamp, follow_symlinks=False).st_mtime < _SWEEP_EVERY:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False
+    try:
+        fd = _posixshmem.shm_open("/" + _STAMP, os.O_RDWR | os.O_CREAT, mode=0o600)
+    except OSError:
+        return False
+    try:
+        os.utime(fd)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _table_name(root_fd: int, root: Path, marker: str) -> str:
@@ -124,7 +171,77 @@ def _mode(root_fd: int) -> int:
     return 0o660 if os.fstat(root_fd).st_mode & stat.S_IWGRP else 0o600
 
 
-def _map_shared(name: str, mode: int) -> mmap.mmap:
+def _mount_namespace() -> int:
+    """This process's mount namespace (Linux), 0 where unknown."""
+    try:
+        link = os.readlink("/proc/self/ns/mnt")  # "mnt:[4026531840]"
+        return int(link[link.index("[") + 1 : -1])
+    except (OSError, ValueError):
+        return 0
+
+
+def _header(root_fd: int, root: Path) -> bytes:
+    info = os.fstat(root_fd)
+    path = os.fsencode(root)[: HEADER - len(_MAGIC) - _ROOT.size]
+    fields = _ROOT.pack(_mount_namespace(), info.st_dev, info.st_ino, len(path))
+    return _MAGIC + fields + path
+
+
+def _root_of(header: bytes) -> tuple[int, int, int, bytes] | None:
+    """(mount namespace, device, inode, path) of the root a table's header names; None if
+    not a header."""
+    if not header.startswith(_MAGIC) or len(header) < len(_MAGIC) + _ROOT.size:
+        return None
+    mnt, dev, ino, length = _ROOT.unpack_from(header, len(_MAGIC))
+    start = len(_MAGIC) + _ROOT.size
+    path = header[start : start + length]
+    return (mnt, dev, ino, path) if len(path) == length and path else None
+
+
+def sweep(only_under: Path | None = None) -> int:
+    """Remove the tables (of this user) whose store directory is gone or was replaced; with
+    `only_under`, every table of a store under that directory. Returns how many."""
+    if _posixshmem is None or not SHM_DIR.is_dir():
+        return 0
+    removed = 0
+    here = _mount_namespace()
+    for name in os.listdir(SHM_DIR):
+        if not (name.startswith("tiers-") and _ID.fullmatch(name[6:])):
+            continue
+        root = _table_root(name)
+        if root is None or root[0] != here:  # (another namespace's path means another thing)
+            continue
+        _mnt, dev, ino, path = root
+        if only_under is not None:
+            doomed = path.startswith(os.fsencode(only_under) + b"/")
+        else:
+            try:
+                info = os.stat(path)
+                doomed = (info.st_dev, info.st_ino) != (dev, ino)
+            except FileNotFoundError:
+                doomed = True
+        if doomed:
+            with contextlib.suppress(OSError):
+                _posixshmem.shm_unlink("/" + name)
+                removed += 1
+    return removed
+
+
+def _table_root(name: str) -> tuple[int, int, int, bytes] | None:
+    try:
+        fd = os.open(SHM_DIR / name, os.O_RDONLY | _fs.NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return None
+        return _root_of(os.pread(fd, HEADER, 0))
+    finally:
+        os.close(fd)
+
+
+def _map_shared(name: str, mode: int, header: bytes) -> mmap.mmap:
     if _posixshmem is None:
         raise OSError("no POSIX shared memory on this platform")
     fd = _posixshmem.shm_open(name, os.O_RDWR | os.O_CREAT, mode=mode)
@@ -134,8 +251,9 @@ def _map_shared(name: str, mode: int) -> mmap.mmap:
             raise PermissionError(f"shared memory {name} is not a private table")
         if info.st_uid == os.geteuid():
             os.fchmod(fd, mode)  # (the umask may have cleared the group bits)
-        if info.st_size < SLOTS * 8:
-            os.ftruncate(fd, SLOTS * 8)  # only ever grown: others' mappings stay valid
-        return mmap.mmap(fd, SLOTS * 8)
+        if info.st_size < SIZE:
+            os.ftruncate(fd, SIZE)  # only ever grown: others' mappings stay valid
+            os.pwrite(fd, header, 0)  # (two creators write the same)
+        return mmap.mmap(fd, SIZE)
     finally:
         os.close(fd)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..._codec._documents import load_object
-from .._fs import flock, open_dir
+from .._fs import flock, open_dir, unlock_and_close
 from ._owned import open_owned
 
 FILE = ".stats.json"
@@ -65,7 +65,7 @@ class Counters:
         try:
             yield fd
         finally:
-            os.close(fd)
+            unlock_and_close(fd)  # (a lock, if taken, is released even if close fails)
 
 
 def _parse(raw: bytes) -> dict[str, int]:

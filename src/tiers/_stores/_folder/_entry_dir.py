@@ -27,7 +27,16 @@ import stat
 from collections.abc import Iterator
 
 from ...errors import StorePermissionError
-from .._fs import DIR_FLAGS, NOFOLLOW, Buffer, flock, read_exact, remove_tree, write_all
+from .._fs import (
+    DIR_FLAGS,
+    NOFOLLOW,
+    Buffer,
+    flock,
+    read_exact,
+    remove_tree,
+    unlock_and_close,
+    write_all,
+)
 from ._naming import METADATA, temp_name
 
 TMP, TRASH = ".tmp", ".trash"
@@ -53,13 +62,13 @@ def locked(root_fd: int, name: str, *, exclusive: bool) -> Iterator[int | None]:
             if _still_named(root_fd, name, fd):
                 break
         except BaseException:
-            os.close(fd)
+            unlock_and_close(fd)
             raise
-        os.close(fd)  # removed (or replaced) while we waited: look again
+        unlock_and_close(fd)  # removed (or replaced) while we waited: look again
     try:
         yield fd
     finally:
-        os.close(fd)
+        unlock_and_close(fd)
 
 
 def open_entry(root_fd: int, name: str) -> int | None:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..._codec._documents import load_object
-from .._fs import flock, open_dir
+from .._fs import flock, open_dir, unlock_and_close
 from ._naming import lock_file
 from ._owned import open_owned
 
@@ -70,13 +70,13 @@ class Locks:
                     if _same_file(dir_fd, file, fd):
                         break
                 except BaseException:
-                    os.close(fd)
+                    unlock_and_close(fd)
                     raise
-                os.close(fd)  # released (deleted) while we waited: open the new one
+                unlock_and_close(fd)  # released (deleted) while we waited: open the new one
             try:
                 yield fd, dir_fd
             finally:
-                os.close(fd)
+                unlock_and_close(fd)
         finally:
             os.close(dir_fd)
 
