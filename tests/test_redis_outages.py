@@ -87,14 +87,59 @@ def test_a_server_restarted_empty_is_used_again(store: RedisStore, redis_process
     assert got.value == b"again"
 
 
-def _cache(store: RedisStore, mode: str) -> Cache:
-    return Cache(MemoryStore(), store, on_tier_error=mode, secret="s" * 32)
+def _cache(store: RedisStore, mode: str, coherence: str = "auto") -> Cache:
+    return Cache(MemoryStore(), store, on_tier_error=mode, secret="s" * 32, coherence=coherence)
+
+
+def _listening(cache: Cache) -> None:
+    """Wait until the cache's invalidation channel is subscribed (its memory tier serves)."""
+    deadline = time.monotonic() + 5
+    while cache._tiers[0].suspect:
+        assert time.monotonic() < deadline, "the invalidation channel never subscribed"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("outage", ["kill", "freeze"])
+def test_coherent_memory_copies_are_not_served_while_redis_is_down(
+    store: RedisStore, frozen: Any, outage: str
+) -> None:
+    """The default (coherence="auto"): once the invalidation channel is lost, the memory
+    tier's copies are dropped and not served (another machine's writes would not reach
+    them): gets are misses, never errors, never waiting past the timeout. When Redis is
+    back, the memory tier serves again."""
+    cache = _cache(store, "degrade")
+    try:
+        _listening(cache)
+        for i in range(20):
+            cache.set(f"k{i}", i)
+        assert cache.get("k1") == 1
+        getattr(frozen, outage)()
+        deadline = time.monotonic() + 5  # a kill is seen at once, a freeze by a ping in ~1.5 s
+        while not cache._tiers[0].suspect:
+            assert time.monotonic() < deadline, "the lost channel went unnoticed"
+            time.sleep(0.01)
+        start = time.monotonic()
+        assert [cache.get(f"k{i}") for i in range(20)] == [None] * 20
+        assert time.monotonic() - start <= 20 * (TIMEOUT + 0.5)
+        assert cache._tiers[0].store.stats().items == 0  # the copies were dropped
+        if outage == "kill":
+            frozen.restart_empty()
+        else:
+            frozen.thaw()
+        _listening(cache)
+        time.sleep(0.05)
+        cache.set("after", "v")
+        assert cache.get("after") == "v"
+        assert cache.stats().tiers[0].items >= 1  # the memory tier takes copies again
+    finally:
+        cache.close()
 
 
 @pytest.mark.parametrize("outage", ["kill", "freeze"])
 def test_degrade_keeps_the_memory_tier_serving(store: RedisStore, frozen: Any, outage: str) -> None:
-    """Every memory hit is still served while Redis is down; misses are None, never errors."""
-    cache = _cache(store, "degrade")
+    """With coherence="none" (copies kept until they expire), every memory hit is still
+    served while Redis is down; misses are None, never errors."""
+    cache = _cache(store, "degrade", coherence="none")
     try:
         for i in range(20):
             cache.set(f"k{i}", i)
@@ -111,8 +156,9 @@ def test_degrade_keeps_the_memory_tier_serving(store: RedisStore, frozen: Any, o
 
 
 def test_raise_mode_reports_the_store_error(store: RedisStore, redis_process: Any) -> None:
-    """on_tier_error="raise": a call that reaches Redis raises TierUnavailableError."""
-    cache = _cache(store, "raise")
+    """on_tier_error="raise": a call that reaches Redis raises TierUnavailableError (with
+    coherence="none", so that the memory tier keeps its copy while Redis is down)."""
+    cache = _cache(store, "raise", coherence="none")
     try:
         cache.set("k", 1)
         redis_process.kill()

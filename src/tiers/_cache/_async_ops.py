@@ -24,6 +24,7 @@ from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
 from .._stores._generations import new_stamp
 from .._stores._protocol import UNCHANGED
+from .._stores._writer import writing
 from .._types import MISSING, EntryInfo, Stats
 from ._async_prims import (
     call_factory_async,
@@ -132,35 +133,36 @@ class AsyncOps(CacheCore):
         (`MISSING` as `default` means "no default".) Each store removes atomically: among
         processes popping one key of a shared tier, one gets its value.
         """
-        k = self._key(key)
-        self._unbind(k)
-        value: Any = MISSING
-        for tier in self._tiers:
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.pops:
-                    entry = await tier.store.pop_async(k)
-                else:
-                    entry = await tier.store.get_async(k)
-                    if entry is not None:
-                        await tier.store.delete_async(k)
-            except Exception as exc:
-                self._failed(tier, exc, "pop")
-                continue
-            if entry is None:
-                continue
-            tier.deletes += 1
-            if value is MISSING:
+        with writing(self._origin):  # (announced as this cache's own)
+            k = self._key(key)
+            self._unbind(k)
+            value: Any = MISSING
+            for tier in self._tiers:
+                if not tier.breaker.allow():
+                    continue
                 try:
-                    value = self._decode(tier, k, entry)
-                except Rejected as exc:
-                    self._rejected(tier, k, exc)
-        if value is MISSING:
-            if default is MISSING:
-                raise KeyError(key)
-            return default
-        return value
+                    if tier.pops:
+                        entry = await tier.store.pop_async(k)
+                    else:
+                        entry = await tier.store.get_async(k)
+                        if entry is not None:
+                            await tier.store.delete_async(k)
+                except Exception as exc:
+                    self._failed(tier, exc, "pop")
+                    continue
+                if entry is None:
+                    continue
+                tier.deletes += 1
+                if value is MISSING:
+                    try:
+                        value = self._decode(tier, k, entry)
+                    except Rejected as exc:
+                        self._rejected(tier, k, exc)
+            if value is MISSING:
+                if default is MISSING:
+                    raise KeyError(key)
+                return default
+            return value
 
     async def delete_async(self, key: object) -> bool:
         """Remove `key` from every tier; True if any tier had it live."""
@@ -174,23 +176,26 @@ class AsyncOps(CacheCore):
 
     async def touch_async(self, key: object, *, ttl: Any) -> bool:
         """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
-        k = self._key(key)
-        expires_at = self._expires_at(ttl)
-        found = False
-        for tier in reversed(self._tiers):
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.touches:
-                    found = await tier.store.touch_async(k, expires_at) or found
-                else:
-                    entry = await tier.store.get_async(k)
-                    if entry is not None:  # a copy: the store may have handed out its own
-                        renewed = replace(entry, expires_at=expires_at)
-                        found = await tier.store.set_async(k, renewed) or found
-            except Exception as exc:
-                self._failed(tier, exc, "touch")
-        return found
+        with writing(self._origin):  # (announced as this cache's own)
+            k = self._key(key)
+            expires_at = self._expires_at(ttl)
+            found = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    continue
+                try:
+                    if self._copy_of_local(tier) and tier.guards:  # its guard refuses it now
+                        await tier.store.delete_async(k)
+                    elif tier.touches:
+                        found = await tier.store.touch_async(k, expires_at) or found
+                    else:
+                        entry = await tier.store.get_async(k)
+                        if entry is not None:  # a copy: the store may have handed out its own
+                            renewed = replace(entry, expires_at=expires_at)
+                            found = await tier.store.set_async(k, renewed) or found
+                except Exception as exc:
+                    self._failed(tier, exc, "touch")
+            return found
 
     async def expire_async(self) -> int:
         """Remove expired entries from every tier; return how many (from the tier that had most)."""
@@ -199,36 +204,41 @@ class AsyncOps(CacheCore):
         for tier in reversed(self._tiers):
             if tier.expires and tier.breaker.allow():
                 try:
-                    counts.append(await tier.store.expire_async())
+                    n = await tier.store.expire_async()
+                    counts.append(0 if self._copy_of_local(tier) else n)
                 except Exception as exc:
                     self._failed(tier, exc, "expire")
         return max(counts)
 
     async def evict_async(self, tag: str) -> int:
         """Remove the entries tagged `tag` from every tier; return how many."""
-        self._check_open()
-        self._check_tags((tag,))
-        counts = [0]
-        for tier in reversed(self._tiers):
-            if tier.evicts and tier.breaker.allow():
-                try:
-                    counts.append(await tier.store.evict_async(tag, self._prefix))
-                except Exception as exc:
-                    self._failed(tier, exc, "evict")
-        return max(counts)
+        with writing(self._origin):  # (announced as this cache's own)
+            self._check_open()
+            self._check_tags((tag,))
+            counts = [0]
+            for tier in reversed(self._tiers):
+                if tier.evicts and tier.breaker.allow():
+                    try:
+                        n = await tier.store.evict_async(tag, self._prefix)
+                        counts.append(0 if self._copy_of_local(tier) else n)
+                    except Exception as exc:
+                        self._failed(tier, exc, "evict")
+            return max(counts)
 
     async def clear_async(self) -> int:
         """Remove every entry of this cache (its namespace) from every tier; return how many."""
-        self._check_open()
-        self._unbind_all()
-        counts = [0]
-        for tier in reversed(self._tiers):
-            if tier.breaker.allow():
-                try:
-                    counts.append(await tier.store.clear_async(self._prefix))
-                except Exception as exc:
-                    self._failed(tier, exc, "clear")
-        return max(counts)
+        with writing(self._origin):  # (announced as this cache's own)
+            self._check_open()
+            self._unbind_all()
+            counts = [0]
+            for tier in reversed(self._tiers):
+                if tier.breaker.allow():
+                    try:
+                        n = await tier.store.clear_async(self._prefix)
+                        counts.append(0 if self._copy_of_local(tier) else n)
+                    except Exception as exc:
+                        self._failed(tier, exc, "clear")
+            return max(counts)
 
     async def info_async(self, key: object) -> EntryInfo | None:
         """What the first tier holding `key` knows about it, without the value; None if absent."""
@@ -534,14 +544,14 @@ class AsyncOps(CacheCore):
             if guardian.kind == LOCAL and tier.guards:
                 guard = local_guard(guardian, k, stamps.get(guardian.index))
             elif guardian.kind == PULL:
-                if guardian is not source and copy.version is not None:
+                if source not in (None, guardian) and copy.version is not None:
                     copy = replace(copy, version=None)  # an ETag only of the guardian's own
                 if tier.guards:
                     due = self._max_age
-                else:
-                    until = self._clock.time() + self._max_age
-                    if copy.expires_at is None or copy.expires_at > until:
-                        copy = replace(copy, expires_at=until)
+        if tier.capped:  # a copy of what an object store below holds: kept max_age at most
+            until = self._clock.time() + self._max_age
+            if copy.expires_at is None or copy.expires_at > until:
+                copy = replace(copy, expires_at=until)
         if tier.guards and (guard is not None or due is not None):
             stored: bool = await tier.store.set_async(k, copy, epoch, guard, due)
         elif tier.kind == LOCAL:
@@ -561,43 +571,40 @@ class AsyncOps(CacheCore):
     ) -> None:  # fmt: skip
         """Write (stored key, value) pairs to every tier, slowest first, each tier in one batch
         when its store can. Every value is encoded before anything is written."""
-        encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
-        last = len(self._tiers) - 1
-        epochs = {
-            (t.index, k): t.store.epoch(k)
-            for t in self._tiers if t.epochs and t.holds_objects and t.index < last
-            for k, _value in items
-        }  # fmt: skip
-        stamps: dict[str, dict[int, int]] = {}
-        written = False
-        for tier in reversed(self._tiers):
-            if not tier.breaker.allow():
-                for k, _live, _encoded in encoded:
-                    self._missed(tier, k)
-                continue
-            if tier.suspect:  # bypassed until its invalidations flow: its old copies go
-                for k, _live, _encoded in encoded:
-                    await self._drop_async(tier, k)
-                continue
-            batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
-            try:
-                await self._write_async(tier, batch, epochs, stamps)
-            except Exception as exc:
-                if written or not self._raise:
-                    # Other tiers hold (or will hold) the new values: this tier's old copies
-                    # must not be served later, nor, when raising now, the faster tiers' copies.
-                    for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
-                        for k, _entry in batch:
-                            await self._drop_async(doomed, k)
-                # Under "raise" with nothing written yet, every tier keeps its previous values.
-                self._failed(tier, exc, "set")
-                continue
-            written = True
-            tier.sets += len(batch)
-            if tier.stale:
-                tier.stale.difference_update(k for k, _entry in batch)
-            if tier.breaker.failures:
-                tier.breaker.success()
+        with writing(self._origin):  # (announced as this cache's own)
+            encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
+            last = len(self._tiers) - 1
+            epochs = {
+                (t.index, k): t.store.epoch(k)
+                for t in self._tiers if t.epochs and t.holds_objects and t.index < last
+                for k, _value in items
+            }  # fmt: skip
+            stamps: dict[str, dict[int, int]] = {}
+            written = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    for k, _live, _encoded in encoded:
+                        self._missed(tier, k)
+                    continue
+                if tier.suspect:  # bypassed until its invalidations flow: its old copies go
+                    for k, _live, _encoded in encoded:
+                        await self._drop_async(tier, k)
+                    continue
+                batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
+                try:
+                    await self._write_async(tier, batch, epochs, stamps)
+                except Exception as exc:
+                    if written or not self._raise:
+                        # Other tiers hold (or will hold) the new values: this tier's old copies
+                        # must not be served later, nor, when raising now, the faster tiers' copies.
+                        for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
+                            for k, _entry in batch:
+                                await self._drop_async(doomed, k)
+                    # Under "raise" with nothing written yet, every tier keeps its previous values.
+                    self._failed(tier, exc, "set")
+                    continue
+                written = True
+                self._wrote(tier, encoded)
 
     async def _write_async(
         self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],
@@ -605,6 +612,9 @@ class AsyncOps(CacheCore):
     ) -> None:  # fmt: skip
         """Write `batch` to `tier`: in one call when its store takes batches and its copies
         need no guard, else entry by entry (see `_put_copy_async`)."""
+        if tier.kind == LOCAL:  # should this write fail, the copies above keep what it had
+            for k, _entry in batch:
+                stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
         if len(batch) > 1 and tier.batches and tier.guardian is None and tier.kind != LOCAL:
             await tier.store.set_many_async(batch)
             return
@@ -613,25 +623,26 @@ class AsyncOps(CacheCore):
             await self._put_copy_async(tier, k, entry, epoch, stamps.setdefault(k, {}), None)
 
     async def _delete_stored_async(self, k: str) -> bool:
-        found = False
-        for tier in reversed(self._tiers):
-            if not tier.breaker.allow():
-                self._missed(tier, k)
-                continue
-            try:
-                removed = await tier.store.delete_async(k)
-            except Exception as exc:
-                self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
-                self._missed(tier, k)
-                continue
-            if tier.stale:
-                tier.stale.discard(k)
-            if tier.breaker.failures:
-                tier.breaker.success()
-            if removed:
-                tier.deletes += 1
-                found = True
-        return found
+        with writing(self._origin):  # (announced as this cache's own)
+            found = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    self._missed(tier, k)
+                    continue
+                try:
+                    removed = await tier.store.delete_async(k)
+                except Exception as exc:
+                    self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
+                    self._missed(tier, k)
+                    continue
+                if tier.stale:
+                    tier.stale.discard(k)
+                if tier.breaker.failures:
+                    tier.breaker.success()
+                if removed:
+                    tier.deletes += 1
+                    found = found or not self._copy_of_local(tier)
+            return found
 
     async def _drop_async(self, tier: Tier, k: str) -> None:
         """Remove `k` from `tier` if it can; else remember that its copy must not be served."""

@@ -76,6 +76,8 @@ def assign(tiers: list[Tier], mode: str) -> None:
             tier.witness = tier.guardian
     for tier in tiers:
         tier.revalidating = tier.guards and tier.guardian is not None and tier.guardian.kind == PULL
+        kinds_below = {t.kind for t in tiers[tier.index + 1 :]}
+        tier.capped = PULL in kinds_below and not tier.revalidating
 
 
 def local_guard(tier: Tier, key: str, stamp: int | None) -> tuple[Any, int, int]:
@@ -93,17 +95,20 @@ class Channel:
         self.above = [t for t in cache._tiers[: tier.index] if t.guardian is tier]
         self._cache = weakref.ref(cache)
         self._prefix = cache._prefix
+        self._own: bytes = cache._origin  # this cache's own writes need no message
         for t in self.above:
-            t.suspect = True  # until the channel says it listens
+            t.suspect = True  # until the channel says it listens ("back")
+        self.watch: Any = None
         self.watch = tier.store.watch(self._event)
-        if self.watch.connected:
-            self._resume()
 
     def close(self) -> None:
-        self.watch.close()
+        if self.watch is not None:
+            self.watch.close()
 
     def _event(self, event: Any) -> None:
         """(The listener's thread.) Apply one event; a failure drops everything above."""
+        if event.origin == self._own and event.kind in ("keys", "prefix"):
+            return
         try:
             handler = getattr(self, f"_on_{event.kind}", None)
             if handler is None:  # an event of a newer kind: assume the worst
@@ -115,7 +120,7 @@ class Channel:
             log.warning("tiers: invalidation from %s failed (%s): dropping copies",
                         self.tier.name, exc)  # fmt: skip
             self._suspend()
-            if self.watch.connected:
+            if self.watch is not None and self.watch.connected:
                 self._resume()
 
     def _on_keys(self, event: Any) -> None:
@@ -124,18 +129,16 @@ class Channel:
             for k in keys:
                 t.store.delete(k)
 
-    def _on_tag(self, event: Any) -> None:
-        for t in self.above:
-            if t.evicts:
-                t.store.evict(event.tag, self._prefix)
-            else:
-                t.store.clear(self._prefix)
-
     def _on_prefix(self, event: Any) -> None:
+        """Everything under a prefix changed (a clear), or what has a tag (an evict)."""
         prefix = event.prefix
-        if prefix.startswith(self._prefix) or self._prefix.startswith(prefix):
-            narrower = prefix if len(prefix) > len(self._prefix) else self._prefix
-            for t in self.above:
+        if not (prefix.startswith(self._prefix) or self._prefix.startswith(prefix)):
+            return
+        narrower = prefix if len(prefix) > len(self._prefix) else self._prefix
+        for t in self.above:
+            if event.tag is not None and t.evicts:
+                t.store.evict(event.tag, narrower)
+            else:
                 t.store.clear(narrower)
 
     def _on_lost(self, _event: Any) -> None:

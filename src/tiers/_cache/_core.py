@@ -32,6 +32,7 @@ from .._units import parse_ttl
 from ..errors import ConfigError, StoreError, StoreFullError, TierUnavailableError
 from . import _coherence as coherence_rules
 from ._breaker import Breaker
+from ._coherence import LOCAL
 
 log = logging.getLogger("tiers")
 Meta = dict[str, Any] | Callable[[float], dict[str, Any]] | None
@@ -48,6 +49,7 @@ class Tier:
     __slots__ = (
         "batches",
         "breaker",
+        "capped",
         "deletes",
         "direct",
         "epochs",
@@ -101,6 +103,7 @@ class Tier:
         self.witness: Tier | None = None  # the LOCAL tier whose generation a read here takes
         self.revalidating = False  # its copies are revalidated with its (PULL) guardian
         self.direct = type(store) is MemoryStore  # a hit here is read first, in place
+        self.capped = False  # its copies expire after max_age (an object store is below)
         self.breaker = Breaker(f"tier {index} ({self.name})")
         # keys whose write or delete this tier missed while failing: its copy may be stale, so
         # reads skip it there until a delete or a write succeeds (this process only)
@@ -178,6 +181,7 @@ class CacheCore:
         self._binds_lock = threading.Lock()
         self._misses = 0
         self._closed = False
+        self._origin = os.urandom(16)  # names this cache's writes in Redis invalidations
         self._open_channels()
 
     def _open_channels(self) -> None:
@@ -332,7 +336,26 @@ class CacheCore:
                 "for the others once it answers again", tier.name, _STALE_MAX,
             )  # fmt: skip
 
+    def _wrote(self, tier: Tier, encoded: list[tuple[str, Entry, Entry | None]]) -> None:
+        """`tier` took a write of these (key, object entry, byte entry) triples."""
+        tier.sets += len(encoded)
+        if tier.stale:
+            tier.stale.difference_update(k for k, _live, _enc in encoded)
+        if tier.breaker.failures:
+            tier.breaker.success()
+        if tier.kind == coherence_rules.PULL:  # copies above revalidate with what it answered
+            for _k, live, enc in encoded:
+                if enc is not None and enc.version is not None:
+                    live.version = enc.version
+
     # -- coherence (see _coherence) ----------------------------------------------------------
+
+    @staticmethod
+    def _copy_of_local(tier: Tier) -> bool:
+        """Its copies answer to a LOCAL tier, whose answer counts for removals (the copies
+        may be ones the guard already refuses: another process removed the key)."""
+        guardian = tier.guardian
+        return guardian is not None and guardian.kind == LOCAL and guardian.breaker.allow()
 
     @staticmethod
     def _witnessed(tier: Tier, k: str, epochs: dict[int, int] | None) -> dict[int, int]:

@@ -20,6 +20,7 @@ from .._hashing import hash_key
 from .._stores import Entry, StoreCounters
 from .._stores._generations import new_stamp
 from .._stores._protocol import UNCHANGED
+from .._stores._writer import writing
 from .._types import MISSING, EntryInfo, Stats
 from ._sync_prims import (
     call_factory,
@@ -128,35 +129,36 @@ class SyncOps(CacheCore):
         (`MISSING` as `default` means "no default".) Each store removes atomically: among
         processes popping one key of a shared tier, one gets its value.
         """
-        k = self._key(key)
-        self._unbind(k)
-        value: Any = MISSING
-        for tier in self._tiers:
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.pops:
-                    entry = tier.store.pop(k)
-                else:
-                    entry = tier.store.get(k)
-                    if entry is not None:
-                        tier.store.delete(k)
-            except Exception as exc:
-                self._failed(tier, exc, "pop")
-                continue
-            if entry is None:
-                continue
-            tier.deletes += 1
-            if value is MISSING:
+        with writing(self._origin):  # (announced as this cache's own)
+            k = self._key(key)
+            self._unbind(k)
+            value: Any = MISSING
+            for tier in self._tiers:
+                if not tier.breaker.allow():
+                    continue
                 try:
-                    value = self._decode(tier, k, entry)
-                except Rejected as exc:
-                    self._rejected(tier, k, exc)
-        if value is MISSING:
-            if default is MISSING:
-                raise KeyError(key)
-            return default
-        return value
+                    if tier.pops:
+                        entry = tier.store.pop(k)
+                    else:
+                        entry = tier.store.get(k)
+                        if entry is not None:
+                            tier.store.delete(k)
+                except Exception as exc:
+                    self._failed(tier, exc, "pop")
+                    continue
+                if entry is None:
+                    continue
+                tier.deletes += 1
+                if value is MISSING:
+                    try:
+                        value = self._decode(tier, k, entry)
+                    except Rejected as exc:
+                        self._rejected(tier, k, exc)
+            if value is MISSING:
+                if default is MISSING:
+                    raise KeyError(key)
+                return default
+            return value
 
     def delete(self, key: object) -> bool:
         """Remove `key` from every tier; True if any tier had it live."""
@@ -170,23 +172,26 @@ class SyncOps(CacheCore):
 
     def touch(self, key: object, *, ttl: Any) -> bool:
         """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
-        k = self._key(key)
-        expires_at = self._expires_at(ttl)
-        found = False
-        for tier in reversed(self._tiers):
-            if not tier.breaker.allow():
-                continue
-            try:
-                if tier.touches:
-                    found = tier.store.touch(k, expires_at) or found
-                else:
-                    entry = tier.store.get(k)
-                    if entry is not None:  # a copy: the store may have handed out its own
-                        renewed = replace(entry, expires_at=expires_at)
-                        found = tier.store.set(k, renewed) or found
-            except Exception as exc:
-                self._failed(tier, exc, "touch")
-        return found
+        with writing(self._origin):  # (announced as this cache's own)
+            k = self._key(key)
+            expires_at = self._expires_at(ttl)
+            found = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    continue
+                try:
+                    if self._copy_of_local(tier) and tier.guards:  # its guard refuses it now
+                        tier.store.delete(k)
+                    elif tier.touches:
+                        found = tier.store.touch(k, expires_at) or found
+                    else:
+                        entry = tier.store.get(k)
+                        if entry is not None:  # a copy: the store may have handed out its own
+                            renewed = replace(entry, expires_at=expires_at)
+                            found = tier.store.set(k, renewed) or found
+                except Exception as exc:
+                    self._failed(tier, exc, "touch")
+            return found
 
     def expire(self) -> int:
         """Remove expired entries from every tier; return how many (from the tier that had most)."""
@@ -195,36 +200,41 @@ class SyncOps(CacheCore):
         for tier in reversed(self._tiers):
             if tier.expires and tier.breaker.allow():
                 try:
-                    counts.append(tier.store.expire())
+                    n = tier.store.expire()
+                    counts.append(0 if self._copy_of_local(tier) else n)
                 except Exception as exc:
                     self._failed(tier, exc, "expire")
         return max(counts)
 
     def evict(self, tag: str) -> int:
         """Remove the entries tagged `tag` from every tier; return how many."""
-        self._check_open()
-        self._check_tags((tag,))
-        counts = [0]
-        for tier in reversed(self._tiers):
-            if tier.evicts and tier.breaker.allow():
-                try:
-                    counts.append(tier.store.evict(tag, self._prefix))
-                except Exception as exc:
-                    self._failed(tier, exc, "evict")
-        return max(counts)
+        with writing(self._origin):  # (announced as this cache's own)
+            self._check_open()
+            self._check_tags((tag,))
+            counts = [0]
+            for tier in reversed(self._tiers):
+                if tier.evicts and tier.breaker.allow():
+                    try:
+                        n = tier.store.evict(tag, self._prefix)
+                        counts.append(0 if self._copy_of_local(tier) else n)
+                    except Exception as exc:
+                        self._failed(tier, exc, "evict")
+            return max(counts)
 
     def clear(self) -> int:
         """Remove every entry of this cache (its namespace) from every tier; return how many."""
-        self._check_open()
-        self._unbind_all()
-        counts = [0]
-        for tier in reversed(self._tiers):
-            if tier.breaker.allow():
-                try:
-                    counts.append(tier.store.clear(self._prefix))
-                except Exception as exc:
-                    self._failed(tier, exc, "clear")
-        return max(counts)
+        with writing(self._origin):  # (announced as this cache's own)
+            self._check_open()
+            self._unbind_all()
+            counts = [0]
+            for tier in reversed(self._tiers):
+                if tier.breaker.allow():
+                    try:
+                        n = tier.store.clear(self._prefix)
+                        counts.append(0 if self._copy_of_local(tier) else n)
+                    except Exception as exc:
+                        self._failed(tier, exc, "clear")
+            return max(counts)
 
     def info(self, key: object) -> EntryInfo | None:
         """What the first tier holding `key` knows about it, without the value; None if absent."""
@@ -530,14 +540,14 @@ class SyncOps(CacheCore):
             if guardian.kind == LOCAL and tier.guards:
                 guard = local_guard(guardian, k, stamps.get(guardian.index))
             elif guardian.kind == PULL:
-                if guardian is not source and copy.version is not None:
+                if source not in (None, guardian) and copy.version is not None:
                     copy = replace(copy, version=None)  # an ETag only of the guardian's own
                 if tier.guards:
                     due = self._max_age
-                else:
-                    until = self._clock.time() + self._max_age
-                    if copy.expires_at is None or copy.expires_at > until:
-                        copy = replace(copy, expires_at=until)
+        if tier.capped:  # a copy of what an object store below holds: kept max_age at most
+            until = self._clock.time() + self._max_age
+            if copy.expires_at is None or copy.expires_at > until:
+                copy = replace(copy, expires_at=until)
         if tier.guards and (guard is not None or due is not None):
             stored: bool = tier.store.set(k, copy, epoch, guard, due)
         elif tier.kind == LOCAL:
@@ -557,43 +567,40 @@ class SyncOps(CacheCore):
     ) -> None:  # fmt: skip
         """Write (stored key, value) pairs to every tier, slowest first, each tier in one batch
         when its store can. Every value is encoded before anything is written."""
-        encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
-        last = len(self._tiers) - 1
-        epochs = {
-            (t.index, k): t.store.epoch(k)
-            for t in self._tiers if t.epochs and t.holds_objects and t.index < last
-            for k, _value in items
-        }  # fmt: skip
-        stamps: dict[str, dict[int, int]] = {}
-        written = False
-        for tier in reversed(self._tiers):
-            if not tier.breaker.allow():
-                for k, _live, _encoded in encoded:
-                    self._missed(tier, k)
-                continue
-            if tier.suspect:  # bypassed until its invalidations flow: its old copies go
-                for k, _live, _encoded in encoded:
-                    self._drop(tier, k)
-                continue
-            batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
-            try:
-                self._write(tier, batch, epochs, stamps)
-            except Exception as exc:
-                if written or not self._raise:
-                    # Other tiers hold (or will hold) the new values: this tier's old copies
-                    # must not be served later, nor, when raising now, the faster tiers' copies.
-                    for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
-                        for k, _entry in batch:
-                            self._drop(doomed, k)
-                # Under "raise" with nothing written yet, every tier keeps its previous values.
-                self._failed(tier, exc, "set")
-                continue
-            written = True
-            tier.sets += len(batch)
-            if tier.stale:
-                tier.stale.difference_update(k for k, _entry in batch)
-            if tier.breaker.failures:
-                tier.breaker.success()
+        with writing(self._origin):  # (announced as this cache's own)
+            encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
+            last = len(self._tiers) - 1
+            epochs = {
+                (t.index, k): t.store.epoch(k)
+                for t in self._tiers if t.epochs and t.holds_objects and t.index < last
+                for k, _value in items
+            }  # fmt: skip
+            stamps: dict[str, dict[int, int]] = {}
+            written = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    for k, _live, _encoded in encoded:
+                        self._missed(tier, k)
+                    continue
+                if tier.suspect:  # bypassed until its invalidations flow: its old copies go
+                    for k, _live, _encoded in encoded:
+                        self._drop(tier, k)
+                    continue
+                batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
+                try:
+                    self._write(tier, batch, epochs, stamps)
+                except Exception as exc:
+                    if written or not self._raise:
+                        # Other tiers hold (or will hold) the new values: this tier's old copies
+                        # must not be served later, nor, when raising now, the faster tiers' copies.
+                        for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
+                            for k, _entry in batch:
+                                self._drop(doomed, k)
+                    # Under "raise" with nothing written yet, every tier keeps its previous values.
+                    self._failed(tier, exc, "set")
+                    continue
+                written = True
+                self._wrote(tier, encoded)
 
     def _write(
         self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],
@@ -601,6 +608,9 @@ class SyncOps(CacheCore):
     ) -> None:  # fmt: skip
         """Write `batch` to `tier`: in one call when its store takes batches and its copies
         need no guard, else entry by entry (see `_put_copy_async`)."""
+        if tier.kind == LOCAL:  # should this write fail, the copies above keep what it had
+            for k, _entry in batch:
+                stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
         if len(batch) > 1 and tier.batches and tier.guardian is None and tier.kind != LOCAL:
             tier.store.set_many(batch)
             return
@@ -609,25 +619,26 @@ class SyncOps(CacheCore):
             self._put_copy(tier, k, entry, epoch, stamps.setdefault(k, {}), None)
 
     def _delete_stored(self, k: str) -> bool:
-        found = False
-        for tier in reversed(self._tiers):
-            if not tier.breaker.allow():
-                self._missed(tier, k)
-                continue
-            try:
-                removed = tier.store.delete(k)
-            except Exception as exc:
-                self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
-                self._missed(tier, k)
-                continue
-            if tier.stale:
-                tier.stale.discard(k)
-            if tier.breaker.failures:
-                tier.breaker.success()
-            if removed:
-                tier.deletes += 1
-                found = True
-        return found
+        with writing(self._origin):  # (announced as this cache's own)
+            found = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    self._missed(tier, k)
+                    continue
+                try:
+                    removed = tier.store.delete(k)
+                except Exception as exc:
+                    self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
+                    self._missed(tier, k)
+                    continue
+                if tier.stale:
+                    tier.stale.discard(k)
+                if tier.breaker.failures:
+                    tier.breaker.success()
+                if removed:
+                    tier.deletes += 1
+                    found = found or not self._copy_of_local(tier)
+            return found
 
     def _drop(self, tier: Tier, k: str) -> None:
         """Remove `k` from `tier` if it can; else remember that its copy must not be served."""

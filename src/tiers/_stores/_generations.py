@@ -220,6 +220,8 @@ def sweep(only_under: Path | None = None) -> int:
                 doomed = (info.st_dev, info.st_ino) != (dev, ino)
             except FileNotFoundError:
                 doomed = True
+            except (OSError, ValueError):  # (unreadable, or not a path: leave it)
+                continue
         if doomed:
             with contextlib.suppress(OSError):
                 _posixshmem.shm_unlink("/" + name)

@@ -252,10 +252,11 @@ class MemoryStore:
         now = self.clock.monotonic()
         with self._lock:
             doomed = [key for key, slot in self._data.items() if not slot.live(now)]
+            expired = 0
             for key in doomed:
-                self._drop(key, self._data[key])
-            self._expirations += len(doomed)
-            return len(doomed)
+                expired += not self._drop(key, self._data[key]).unexpired(now)
+            self._expirations += expired
+            return expired
 
     def evict(self, tag: str, prefix: str = "") -> int:
         with self._lock:

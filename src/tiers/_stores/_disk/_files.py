@@ -117,6 +117,8 @@ def read(layout: Layout, name: str, size: int) -> bytes:
         os.close(directory)
     try:
         info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 0:
+            raise FileNotFoundError(errno.ENOENT, "value file removed while opened", name)
         if not is_ours(info):
             raise DamagedFile("value file is not a file of this store")
         if info.st_size != size:

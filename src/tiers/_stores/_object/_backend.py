@@ -196,6 +196,13 @@ def _found(data: bytes, meta: Any) -> Found:
     return Found(data, meta.get("e_tag"), whole, version_of(meta))
 
 
+def _written_version(result: Any) -> str | bool:
+    """What a successful put answers: the new object's e_tag where the store says it, else
+    True (both true: callers of conditional puts test the answer)."""
+    e_tag = result.get("e_tag") if isinstance(result, dict) else None
+    return e_tag if isinstance(e_tag, str) and e_tag else True
+
+
 def _put_options(request: Put) -> dict[str, Any]:
     return {} if request.mode is None else {"mode": request.mode}
 
@@ -280,14 +287,14 @@ class Backend:
             raise
         return _found(data, meta)
 
-    def _put(self, request: Put) -> bool:
+    def _put(self, request: Put) -> str | bool:
         try:
-            self.store.put(request.path, request.data, **_put_options(request))
+            result = self.store.put(request.path, request.data, **_put_options(request))
         except Exception as exc:
             if request.mode is not None and conflict(exc):
                 return False
             raise
-        return True
+        return _written_version(result)
 
     def _delete(self, paths: tuple[str, ...]) -> None:
         try:
@@ -339,14 +346,14 @@ class Backend:
             raise
         return _found(data, meta)
 
-    async def _put_async(self, request: Put) -> bool:
+    async def _put_async(self, request: Put) -> str | bool:
         try:
-            await self.store.put_async(request.path, request.data, **_put_options(request))
+            result = await self.store.put_async(request.path, request.data, **_put_options(request))
         except Exception as exc:
             if request.mode is not None and conflict(exc):
                 return False
             raise
-        return True
+        return _written_version(result)
 
     async def _delete_async(self, paths: tuple[str, ...]) -> None:
         try:

@@ -184,7 +184,10 @@ def set_many(layout: Layout, items: list[tuple[str, Entry]]) -> Plan[None]:
     markers = {layout.marker(tag, path) for path, _data, tags in records for tag in tags}
     if markers:
         yield Many(tuple(Put(marker, b"") for marker in sorted(markers)))
-    yield Many(tuple(Put(path, data) for path, data, _tags in records))
+    written = yield Many(tuple(Put(path, data) for path, data, _tags in records))
+    for (_key, entry), answer in zip(items, written, strict=True):
+        if isinstance(answer, str):  # the e_tag: the writer's copies can be revalidated
+            entry.version = answer
     return None
 
 

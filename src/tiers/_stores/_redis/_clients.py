@@ -297,3 +297,65 @@ def _sentinel_sync(redis: Any, target: Target, timeout: float, options: dict[str
     manager = redis.sentinel.Sentinel(target.nodes, sentinel_kwargs=_asking(timeout))
     cls = connection_classes(redis)["sentinel"]
     return manager.master_for(target.service, connection_class=cls, **options)
+
+
+class Subscribers:
+    """The connections a `Watch` subscribes on, made one at a time (each unconnected): to the
+    server, to the primary the Sentinels name at each connect, or to a node of a cluster — any
+    node hears every PUBLISH — the next one after a failure.
+
+    Plain redis-py connections, not the deadline ones: the listener waits on its socket with
+    its own timeouts. RESP2 (a subscribed connection then answers PING in band), and no
+    health checks or retries of redis-py's: the listener does its own.
+    """
+
+    def __init__(self, target: Target, timeout: float, read_timeout: float) -> None:
+        redis = redis_module()
+        self._redis = redis
+        self._target = target
+        self._timeout = timeout
+        self._options = {
+            **target.options,
+            "socket_timeout": read_timeout,
+            "socket_connect_timeout": timeout,
+            "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            "health_check_interval": 0,
+            "protocol": 2,
+        }
+        self._options.pop("ssl", None)
+        self._helper: Any = None  # the Sentinel-managed client, or the cluster client
+        self._turn = 0
+
+    def make(self) -> Any:
+        redis, target = self._redis, self._target
+        if target.service:
+            if self._helper is None:
+                asking = _asking(self._timeout)
+                manager = redis.sentinel.Sentinel(target.nodes, sentinel_kwargs=asking)
+                self._helper = manager.master_for(target.service, **self._options)
+            return self._helper.connection_pool.make_connection()
+        cls = _sync_connection_class(redis, target.kind)
+        if not target.cluster:
+            return cls(**self._options)
+        if self._helper is None:
+            nodes = [redis.cluster.ClusterNode(host, port) for host, port in target.nodes]
+            ssl = target.kind == "ssl"
+            self._helper = redis.cluster.RedisCluster(startup_nodes=nodes, ssl=ssl, **self._options)
+        nodes = self._helper.get_nodes()
+        if self._turn and self._turn % len(nodes) == 0:  # every node failed once: ask again
+            self._helper.nodes_manager.initialize()
+            nodes = self._helper.get_nodes()
+        node = nodes[self._turn % len(nodes)]
+        return cls(host=node.host, port=node.port, **self._options)
+
+    def failed(self) -> None:
+        """The last connection failed: on a cluster, try the next node."""
+        self._turn += 1
+
+    def close(self) -> None:
+        helper, self._helper = self._helper, None
+        manager = getattr(getattr(helper, "connection_pool", None), "sentinel_manager", None)
+        for client in [helper, *getattr(manager, "sentinels", ())]:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()

@@ -1,14 +1,22 @@
-"""The store's operations as plans (`_plans`): what to ask Redis, and what the replies mean."""
+"""The store's operations as plans (`_plans`): what to ask Redis, and what the replies mean.
+
+With a `channel`, every write also announces what it changed (`_invalidation`), after its
+effect and in the same round trip where it can: inside the Lua script of a one-key write, at
+the end of the transaction (pipeline) of a record and its tags. A cluster's pipeline spans
+nodes that answer in any order, so `set_many`, `clear` and `evict` publish after theirs.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import _wire
 from .._protocol import Entry
+from .._writer import WRITER
 from . import _scripts as lua
+from ._invalidation import keys_message, prefix_message
 from ._keys import KeySpace, encode, tag_marker
 from ._plans import CHUNK, Batch, Call, Members, Plan, Scan, chunks
 from ._records import (
@@ -21,8 +29,14 @@ from ._records import (
     server_ttl_ms,
 )
 
+T = TypeVar("T")
+
 HEAD_BYTES = 4096
 """Bytes `info` reads first from a record (most records' metadata fits)."""
+
+SCRIPTED_SET = 16 * 1024
+"""Records up to this size are written by a script that publishes too (one command); larger
+ones by a SET and a PUBLISH in one transaction, since a script copies its arguments."""
 
 
 def _eval(script: str, key: bytes, *args: Any) -> Call:
@@ -33,12 +47,22 @@ class Operations:
     """Plans over one key space; `now` comes from the store's clock at each call."""
 
     def __init__(
-        self, keys: KeySpace, slack: float, refused: type[BaseException] = Exception
+        self,
+        keys: KeySpace,
+        slack: float,
+        refused: type[BaseException] = Exception,
+        *,
+        cluster: bool = False,
     ) -> None:
         self.keys = keys
         self.slack = slack
         self.refused = refused
         """What the server answers a command it will not run with (redis-py's ResponseError)."""
+        self.cluster = cluster
+        self.channel: bytes | None = None
+        """Where writes are announced; None: they are not."""
+        self.origin = b""
+        """The writing store's id, in every message."""
         self.rejected = 0
         """Damaged records this store object found (and removed): `stats().rejected`."""
         self._lock = threading.Lock()
@@ -46,6 +70,45 @@ class Operations:
     def damaged(self) -> None:
         with self._lock:
             self.rejected += 1
+
+    # -- announcing writes ----------------------------------------------------------------
+
+    def writer(self) -> bytes:
+        """Who a message names: the cache writing (`WRITER`), else this store."""
+        return WRITER.get() or self.origin
+
+    def note(self, keys: list[str]) -> bytes | None:
+        """The message saying `keys` changed; None when writes are not announced."""
+        return None if self.channel is None else keys_message(self.writer(), keys)
+
+    def announce(self, message: bytes, near: bytes | None = None) -> Call:
+        """The command publishing `message`: a PUBLISH; on a cluster, whose pipelines refuse
+        one, a script on the node of `near` (after the writes queued there before it)."""
+        if not self.cluster:
+            return Call("publish", (self.channel, message))
+        return Call("eval", (lua.PUBLISH, 1, near or self.channel, self.channel, message))
+
+    def scripted(self, script: str, publishing: str, key: str, *args: Any) -> Call:
+        """`script` on `key`'s record; announcing, its `publishing` variant."""
+        redis_key = self.keys.entry(key)
+        message = self.note([key])
+        if message is None:
+            return _eval(script, redis_key, *args)
+        return _eval(publishing, redis_key, *args, self.channel, message)
+
+    def announced(self, plan: Plan[T], message: bytes | None) -> Plan[T]:
+        """Run `plan` (writes over many keys), then publish `message`; also when the plan
+        failed part way, as some of its writes may be done."""
+        if message is None:
+            return (yield from plan)
+        try:
+            result = yield from plan
+        except Exception:
+            with contextlib.suppress(Exception):
+                yield self.announce(message)
+            raise
+        yield self.announce(message)
+        return result
 
     # -- entries --------------------------------------------------------------------------
 
@@ -79,8 +142,13 @@ class Operations:
 
     def set(self, key: str, entry: Entry, now: float) -> Plan[bool]:
         calls = self.writes(key, entry, now)
-        if len(calls) == 1:
-            yield calls[0]
+        one = calls[0]
+        if len(calls) == 1 and self.channel is None:
+            yield one
+        elif len(calls) == 1 and one.name == "set" and len(one.args[1]) <= SCRIPTED_SET:
+            px = one.kwargs["px"]
+            args = (*one.args, b"" if px is None else px, self.channel, self.note([key]))
+            yield Call("eval", (lua.SET, 1, *args))
         else:
             yield from self.written([key], calls)
         return True
@@ -102,13 +170,24 @@ class Operations:
         """Send the writes of `keys` at once: atomically on a single server. A cluster runs
         them one by one, so when it refuses one (out of memory, a read-only replica) the
         entries are removed before raising: a record never stays without its tag index, and
-        a key whose write failed reads as a miss. (A lost connection leaves nothing to ask.)"""
+        a key whose write failed reads as a miss. (A lost connection leaves nothing to ask.)
+
+        Announced: in the transaction on a single server; on a cluster, with one key, on its
+        record's node, else after the pipeline (its nodes answer in any order)."""
+        message = self.note(keys)
+        inside = not self.cluster or len(keys) == 1
+        if message is not None and inside:
+            calls = [*calls, self.announce(message, self.keys.entry(keys[0]))]
         try:
             yield Batch(calls, atomic=True)
         except self.refused:
             with contextlib.suppress(Exception):
                 yield Batch([Call("delete", (self.keys.entry(key),)) for key in keys])
+                if message is not None:
+                    yield self.announce(message)
             raise
+        if message is not None and not inside:
+            yield self.announce(message)
 
     def get_many(self, keys: list[str], now: float) -> Plan[list[Entry | None]]:
         if not keys:
@@ -144,16 +223,23 @@ class Operations:
         return None if entry is None else entry.without_value()
 
     def pop(self, key: str, now: float) -> Plan[Entry | None]:
+        """A GETDEL; announced, pipelined with the PUBLISH (not a script: values may be big)."""
         redis_key = self.keys.entry(key)
-        return (yield from self.decode(redis_key, (yield Call("getdel", (redis_key,))), now))
+        message = self.note([key])
+        if message is None:
+            data = yield Call("getdel", (redis_key,))
+        else:
+            calls = [Call("getdel", (redis_key,)), self.announce(message, redis_key)]
+            data = (yield Batch(calls))[0]
+        return (yield from self.decode(redis_key, data, now))
 
     def delete(self, key: str, now: float) -> Plan[bool]:
-        return bool((yield _eval(lua.DELETE, self.keys.entry(key), clock_arg(now))))
+        return bool((yield self.scripted(lua.DELETE, lua.DELETE_PUBLISHING, key, clock_arg(now))))
 
     def touch(self, key: str, expires_at: float | None, now: float) -> Plan[bool]:
         px = server_ttl_ms(expires_at, now, self.slack)
         args = (clock_arg(now), _wire.expires_bytes(expires_at), b"" if px is None else px)
-        return bool((yield _eval(lua.TOUCH, self.keys.entry(key), *args)))
+        return bool((yield self.scripted(lua.TOUCH, lua.TOUCH_PUBLISHING, key, *args)))
 
     # -- scans ----------------------------------------------------------------------------
 
@@ -176,6 +262,10 @@ class Operations:
         return len((yield from self.live_entries(prefix, now)))
 
     def clear(self, prefix: str, now: float) -> Plan[int]:
+        message = None if self.channel is None else prefix_message(self.writer(), prefix)
+        return (yield from self.announced(self._clear(prefix, now), message))
+
+    def _clear(self, prefix: str, now: float) -> Plan[int]:
         removed = 0
         for chunk in chunks((yield Scan(self.keys.entry_pattern(prefix)))):
             done = yield Batch([_eval(lua.DELETE, k, clock_arg(now)) for k in chunk])
@@ -195,6 +285,10 @@ class Operations:
         return removed
 
     def evict(self, tag: str, prefix: str, now: float) -> Plan[int]:
+        message = None if self.channel is None else prefix_message(self.writer(), prefix, tag)
+        return (yield from self.announced(self._evict(tag, prefix, now), message))
+
+    def _evict(self, tag: str, prefix: str, now: float) -> Plan[int]:
         """Drop the members first, then delete the records that carry the tag: a `set` racing
         with this either lands before the check (and goes) or re-adds its member after the
         SREM (and stays indexed) — `set` writes the record before its member."""

@@ -3,16 +3,18 @@
 Each entry is one string, ``_wire.pack(entry)``, at ``<prefix>e:<key>``: a read is one plain
 GET. Expiry is decided by the record's ``expires_at`` on the store's clock; the server's TTL
 (that plus `_slack`) only reclaims memory. Tags are an index of sets that may hold stale
-members; readers check the record. See docs/redis.md.
+members; readers check the record. Every write announces what it changed on the store's
+invalidation channel, which `watch` listens to (`_invalidation`). See docs/redis.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -23,6 +25,7 @@ from .._protocol import Entry, StoreCounters
 from . import _clients
 from . import _scripts as lua
 from ._deadline import DEADLINE, budget
+from ._invalidation import Invalidation, Watch, channel
 from ._keys import KeySpace
 from ._ops import Operations
 from ._plans import Plan, run, run_async
@@ -46,6 +49,10 @@ class RedisStore:
     that is down, frozen or dripping its reply fails the call within it, as a `StoreError`.
     The O(n) calls (clear, keys, count, expire, evict, stats, a large set_many) get it once
     more for each further 1000 keys they go through.
+
+    Every write (set, set_many, delete, pop, touch, evict, clear; not expire, whose copies
+    expire by themselves) publishes what it changed on the channel ``<prefix>i``, for the
+    `watch` of other processes; `origin` tells them apart.
     """
 
     holds_objects: ClassVar[bool] = False
@@ -84,11 +91,25 @@ class RedisStore:
         self._keys = KeySpace(prefix)
         self._entries = self._keys.entries
         refused = _clients.redis_module().exceptions.ResponseError
-        self._ops = Operations(self._keys, slack, refused)
+        self._ops = Operations(self._keys, slack, refused, cluster=target.cluster)
+        self.origin = os.urandom(16)
+        """This store object's id in the messages it publishes (see `watch`)."""
+        self._channel = channel(prefix, target)
+        self._ops.channel, self._ops.origin = self._channel, self.origin
+        self._watches: list[Watch] = []
         self._sync: Any = self._injected_sync
         self._async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._expirations = 0
+
+    @property
+    def _publish(self) -> bool:
+        """Whether writes are announced (False only to measure what announcing costs)."""
+        return self._ops.channel is not None
+
+    @_publish.setter
+    def _publish(self, on: bool) -> None:
+        self._ops.channel = self._channel if on else None
 
     @property
     def _slack(self) -> float:
@@ -101,18 +122,26 @@ class RedisStore:
 
     @classmethod
     def _restore(
-        cls, target: _clients.Target, prefix: str, timeout: float, slack: float
+        cls,
+        target: _clients.Target,
+        prefix: str,
+        timeout: float,
+        slack: float,
+        publish: bool = True,
     ) -> RedisStore:
         store = cls.__new__(cls)
         redis = _clients.redis_module()
         store._errors = (redis.exceptions.RedisError, redis.cluster.RedisClusterException, OSError)
         store._injected_sync = store._injected_async = None
         store._setup(target, prefix, timeout, slack)
+        store._publish = publish
         return store
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Configuration only: a copy reconnects to the same server, prefix and timeout."""
-        return (RedisStore._restore, (self._target, self.prefix, self.timeout, self._slack))
+        """Configuration only: a copy reconnects to the same server, prefix and timeout (with
+        an origin of its own; no watch)."""
+        config = (self._target, self.prefix, self.timeout, self._slack, self._publish)
+        return (RedisStore._restore, config)
 
     def __repr__(self) -> str:
         kind = "cluster " if self._target.cluster else ""
@@ -293,12 +322,28 @@ class RedisStore:
             expirations=self._expirations, rejected=self._ops.rejected, items=items, bytes=size
         )
 
+    def watch(self, on_change: Callable[[Invalidation], object]) -> Watch:
+        """Listen to the writes of every store on this server (or cluster) and prefix, this
+        one's included (`Invalidation.origin` is `origin`): a daemon thread with a connection
+        of its own calls ``on_change(event)`` for each — quickly, please; what it raises is
+        logged. The thread health-checks its connection and reconnects, reporting "lost" as
+        soon as the channel is suspected (a dropped connection at once, a silent one within
+        1.5 s) and "back" once subscribed again; the first subscription reports "back" too.
+        `close()` the watch, or the store, to stop it."""
+        watch = Watch(self._target, self.timeout, self._channel, on_change)
+        with self._lock:
+            self._watches = [w for w in self._watches if not w.closed] + [watch]
+        return watch
+
     def close(self) -> None:
-        """Close the clients this store made (an injected client stays open)."""
+        """Close the clients this store made (an injected client stays open) and its watches."""
         with self._lock:
             client, self._sync = self._sync, self._injected_sync
             clients = list(self._async.items())
             self._async.clear()
+            watches, self._watches = self._watches, []
+        for watch in watches:
+            watch.close()
         if client is not None and client is not self._injected_sync:
             _close_sync(client)
         for loop, (_client, guard) in clients:
