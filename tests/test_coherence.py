@@ -20,6 +20,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import shutil
 import queue
 import time
 from collections.abc import Callable, Iterator
@@ -454,6 +455,24 @@ def test_processes_creating_a_store_at_once_share_one_generation_table(
     out.join_thread()
     assert [p.exitcode for p in procs] == [0] * 4
     assert seen == {me: [1000, 1001, 1002, 1003] for me in range(4)}
+
+
+def test_a_store_deleted_and_made_anew_at_its_path_is_read_at_once(
+    kind: str, tmp_path: Path, peer: Peer
+) -> None:
+    """A holds a copy; the store directory is deleted (what a damaged store's error message
+    recommends) and B makes a new store at the same path and writes there: A, which never
+    touched its store since, reads B's value, not its copy (B scrambled the old table)."""
+    spec = local_spec(kind, tmp_path / "replaced")
+    a = workers.open_cache(spec)
+    try:
+        read_into_memory(a, "k", "v1")
+        shutil.rmtree(tmp_path / "replaced")
+        peer.open(spec)
+        peer.call("set", "k", "v2")
+        assert a.get("k") == "v2"
+    finally:
+        workers.close_cache(a)
 
 
 # -- 3. a state machine over two processes ----------------------------------------------------

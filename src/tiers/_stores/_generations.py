@@ -45,6 +45,7 @@ SHM_DIR = Path("/dev/shm")  # noqa: S108  (where POSIX shared memory shows on Li
 _SWEEP_EVERY = 3600.0
 _swept_at: list[float] = []
 _STAMP = "tiers-swept"
+_RETIRED = b"retired\0"  # written over the magic of a table removed by `sweep`
 _ID = re.compile(r"[0-9a-f]{32}")
 NEVER = 1 << 64  # a stamp no slot ever holds (slots hold signed 64-bit values)
 
@@ -89,6 +90,11 @@ class Generations:
     def bump_all(self) -> None:
         """Every key may have changed (a clear)."""
         self.view[:] = array.array("q", os.urandom(SLOTS * 8))
+
+    def retired(self) -> bool:
+        """Whether `sweep` removed this table (its store directory was deleted or replaced):
+        the store must reopen."""
+        return self._map[:1] == b"r"
 
     def close(self) -> None:
         """Copies guarded by this table look changed from now on (the store closed, or its
@@ -151,6 +157,9 @@ def _table_name(root_fd: int, root: Path, marker: str) -> str:
         found = _fs.read_or_write_marker(root_fd, root, marker, fresh).get("table")
     except _fs.DamagedMarker:
         found = None
+    if found == fresh["table"]:  # a new store: copies guarded by a store here before go
+        with contextlib.suppress(OSError):
+            sweep(replaced=root, keep=f"tiers-{found}")
     if not (isinstance(found, str) and _ID.fullmatch(found)):
         fcntl.flock(root_fd, fcntl.LOCK_EX)  # one process replaces it; the others read that
         try:
@@ -198,9 +207,14 @@ def _root_of(header: bytes) -> tuple[int, int, int, bytes] | None:
     return (mnt, dev, ino, path) if len(path) == length and path else None
 
 
-def sweep(only_under: Path | None = None) -> int:
+def sweep(
+    only_under: Path | None = None, *, replaced: Path | None = None, keep: str = ""
+) -> int:
     """Remove the tables (of this user) whose store directory is gone or was replaced; with
-    `only_under`, every table of a store under that directory. Returns how many."""
+    `only_under`, every table of a store under that directory; with `replaced`, the tables of
+    earlier stores at that path (all but `keep`: the directory may have the same inode). Each
+    is scrambled first: a process still holding one (its store deleted under it) then serves
+    none of the copies it guards. Returns how many."""
     if _posixshmem is None or not SHM_DIR.is_dir():
         return 0
     removed = 0
@@ -214,6 +228,8 @@ def sweep(only_under: Path | None = None) -> int:
         _mnt, dev, ino, path = root
         if only_under is not None:
             doomed = path.startswith(os.fsencode(only_under) + b"/")
+        elif replaced is not None:
+            doomed = path == os.fsencode(replaced) and name != keep
         else:
             try:
                 info = os.stat(path)
@@ -223,10 +239,23 @@ def sweep(only_under: Path | None = None) -> int:
             except (OSError, ValueError):  # (unreadable, or not a path: leave it)
                 continue
         if doomed:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):
+                _scramble("/" + name)
                 _posixshmem.shm_unlink("/" + name)
                 removed += 1
     return removed
+
+
+def _scramble(name: str) -> None:
+    """Every stamp of the table `name` anew (all copies it guards look changed)."""
+    fd = _posixshmem.shm_open(name, os.O_RDWR, mode=0o600)
+    try:
+        if os.fstat(fd).st_size >= SIZE:
+            with mmap.mmap(fd, SIZE) as mapped:
+                mapped[HEADER:SIZE] = os.urandom(SLOTS * 8)
+                mapped[: len(_RETIRED)] = _RETIRED
+    finally:
+        os.close(fd)
 
 
 def _table_root(name: str) -> tuple[int, int, int, bytes] | None:

@@ -132,13 +132,19 @@ class DiskStore:
         index = self._index
         if index is None or self._closed:
             raise StoreError(f"{self!r} is closed")
-        if self._stale or time.monotonic() - index.checked > CHECK_SECONDS:
+        if (
+            self._stale
+            or time.monotonic() - index.checked > CHECK_SECONDS
+            or self._layout.generations.retired()  # another process made a new store here
+        ):
             with self._lock:
                 index = self._index
                 if index is None or self._closed:
                     raise StoreError(f"{self!r} is closed")
-                if self._stale or (
-                    time.monotonic() - index.checked > CHECK_SECONDS and index.gone()
+                if (
+                    self._stale
+                    or self._layout.generations.retired()
+                    or (time.monotonic() - index.checked > CHECK_SECONDS and index.gone())
                 ):
                     self._open()
                     index = self._index
@@ -187,7 +193,12 @@ class DiskStore:
     def _lookup(self, key: str) -> tuple[Shard, int, SlotFields, Record] | None:
         """The key's live entry (an expired or damaged one is removed). Hot path."""
         index = self._index
-        if index is None or self._stale or time.monotonic() - index.checked > CHECK_SECONDS:
+        if (
+            index is None
+            or self._stale
+            or time.monotonic() - index.checked > CHECK_SECONDS
+            or self._layout.generations.retired()
+        ):
             index = self._ready()
         lkey = key.encode("utf-8", "surrogatepass")
         if not lkey or len(lkey) > DIRECT_KEY_MAX:
