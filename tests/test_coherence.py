@@ -20,8 +20,8 @@ import itertools
 import math
 import multiprocessing
 import os
-import shutil
 import queue
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path

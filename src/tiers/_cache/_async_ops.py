@@ -33,7 +33,7 @@ from ._async_prims import (
     to_thread_async,
     wait_flight_async,
 )
-from ._coherence import LOCAL, PULL, local_guard
+from ._coherence import LOCAL
 from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
 
 
@@ -538,27 +538,14 @@ class AsyncOps(CacheCore):
         """Write `copy` of `k` (from `source`, None for the caller's own write) into `tier`,
         guarded as its guardian requires (see _coherence). `stamps`: the generation each LOCAL
         tier was written or read under, by tier index; this write's is added."""
-        guardian = tier.guardian
-        guard = due = None
-        if guardian is not None:
-            if guardian.kind == LOCAL and tier.guards:
-                guard = local_guard(guardian, k, stamps.get(guardian.index))
-            elif guardian.kind == PULL:
-                if source not in (None, guardian) and copy.version is not None:
-                    copy = replace(copy, version=None)  # an ETag only of the guardian's own
-                if tier.guards:
-                    due = self._max_age
-        if tier.capped:  # a copy of what an object store below holds: kept max_age at most
-            until = self._clock.time() + self._max_age
-            if copy.expires_at is None or copy.expires_at > until:
-                copy = replace(copy, expires_at=until)
+        copy, guard, due = self._copy_terms(tier, k, copy, stamps, source)
         if tier.guards and (guard is not None or due is not None):
             stored: bool = await tier.store.set_async(k, copy, epoch, guard, due)
         elif tier.kind == LOCAL:
-            stamp = new_stamp()
-            stored = await tier.store.set_async(k, copy, epoch, stamp)
+            written = new_stamp()
+            stored = await tier.store.set_async(k, copy, epoch, written)
             if stored:
-                stamps[tier.index] = stamp
+                stamps[tier.index] = written
         elif tier.epochs:
             stored = await tier.store.set_async(k, copy, epoch)
         else:
@@ -594,17 +581,27 @@ class AsyncOps(CacheCore):
                 try:
                     await self._write_async(tier, batch, epochs, stamps)
                 except Exception as exc:
-                    if written or not self._raise:
-                        # Other tiers hold (or will hold) the new values: this tier's old copies
-                        # must not be served later, nor, when raising now, the faster tiers' copies.
-                        for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
-                            for k, _entry in batch:
-                                await self._drop_async(doomed, k)
-                    # Under "raise" with nothing written yet, every tier keeps its previous values.
+                    await self._write_failed_async(tier, batch, written, stamps)
                     self._failed(tier, exc, "set")
                     continue
                 written = True
                 self._wrote(tier, encoded)
+
+    async def _write_failed_async(
+        self, tier: Tier, batch: list[tuple[str, Entry]], written: bool,
+        stamps: dict[str, dict[int, int]],
+    ) -> None:  # fmt: skip
+        """`tier` failed to take `batch` (the caller then reports it)."""
+        if written or not self._raise:
+            # Other tiers hold (or will hold) the new values: this tier's old copies must not
+            # be served later, nor, when raising now, the faster tiers' copies.
+            for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
+                for k, _entry in batch:
+                    await self._drop_async(doomed, k)
+        # Under "raise" with nothing written yet, every tier keeps its previous values.
+        if tier.kind == LOCAL:  # the copies above answer to what it holds now
+            for k, _entry in batch:
+                stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
 
     async def _write_async(
         self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],

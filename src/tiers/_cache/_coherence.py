@@ -25,6 +25,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from .._stores._generations import NEVER
+from .._stores._memory import Guard
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def assign(tiers: list[Tier], mode: str) -> None:
         tier.capped = PULL in kinds_below and not tier.revalidating
 
 
-def local_guard(tier: Tier, key: str, stamp: int | None) -> tuple[Any, int, int]:
+def local_guard(tier: Tier, key: str, stamp: int | None) -> Guard:
     """The guard of a copy of `key` whose guardian is the LOCAL tier `tier`, written or read
     under `stamp` (None: unknown, so the copy is never served)."""
     store = tier.store

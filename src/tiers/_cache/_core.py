@@ -26,6 +26,7 @@ from .._hashing import hash_key
 from .._paths import user_cache_dir
 from .._sizeof import estimate_size
 from .._stores import Entry, MemoryStore
+from .._stores._memory import Guard
 from .._stores._url import plan_tier
 from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
 from .._units import parse_ttl
@@ -349,6 +350,30 @@ class CacheCore:
                     live.version = enc.version
 
     # -- coherence (see _coherence) ----------------------------------------------------------
+
+    def _copy_terms(
+        self, tier: Tier, k: str, copy: Entry, stamps: dict[int, int], source: Tier | None
+    ) -> tuple[Entry, Guard | None, float | None]:
+        """(copy, guard, due): how a copy of `k` from `source` (None: the caller's own write)
+        goes into `tier`, as its guardian requires."""
+        guardian = tier.guardian
+        guard = due = None
+        if guardian is not None:
+            if guardian.kind == LOCAL and tier.guards:
+                stamp = stamps.get(guardian.index)
+                if stamp is None and source is None:  # the caller's write skipped a resting
+                    stamp = guardian.store.epoch(k)  # guardian: its copy answers to it as is
+                guard = coherence_rules.local_guard(guardian, k, stamp)
+            elif guardian.kind == coherence_rules.PULL:
+                if source not in (None, guardian) and copy.version is not None:
+                    copy = replace(copy, version=None)  # an ETag only of the guardian's own
+                if tier.guards:
+                    due = self._max_age
+        if tier.capped:  # a copy of what an object store below holds: kept max_age at most
+            until = self._clock.time() + self._max_age
+            if copy.expires_at is None or copy.expires_at > until:
+                copy = replace(copy, expires_at=until)
+        return copy, guard, due
 
     @staticmethod
     def _copy_of_local(tier: Tier) -> bool:

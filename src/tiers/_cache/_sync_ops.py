@@ -29,7 +29,7 @@ from ._sync_prims import (
     to_thread,
     wait_flight,
 )
-from ._coherence import LOCAL, PULL, local_guard
+from ._coherence import LOCAL
 from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
 
 
@@ -534,27 +534,14 @@ class SyncOps(CacheCore):
         """Write `copy` of `k` (from `source`, None for the caller's own write) into `tier`,
         guarded as its guardian requires (see _coherence). `stamps`: the generation each LOCAL
         tier was written or read under, by tier index; this write's is added."""
-        guardian = tier.guardian
-        guard = due = None
-        if guardian is not None:
-            if guardian.kind == LOCAL and tier.guards:
-                guard = local_guard(guardian, k, stamps.get(guardian.index))
-            elif guardian.kind == PULL:
-                if source not in (None, guardian) and copy.version is not None:
-                    copy = replace(copy, version=None)  # an ETag only of the guardian's own
-                if tier.guards:
-                    due = self._max_age
-        if tier.capped:  # a copy of what an object store below holds: kept max_age at most
-            until = self._clock.time() + self._max_age
-            if copy.expires_at is None or copy.expires_at > until:
-                copy = replace(copy, expires_at=until)
+        copy, guard, due = self._copy_terms(tier, k, copy, stamps, source)
         if tier.guards and (guard is not None or due is not None):
             stored: bool = tier.store.set(k, copy, epoch, guard, due)
         elif tier.kind == LOCAL:
-            stamp = new_stamp()
-            stored = tier.store.set(k, copy, epoch, stamp)
+            written = new_stamp()
+            stored = tier.store.set(k, copy, epoch, written)
             if stored:
-                stamps[tier.index] = stamp
+                stamps[tier.index] = written
         elif tier.epochs:
             stored = tier.store.set(k, copy, epoch)
         else:
@@ -590,17 +577,27 @@ class SyncOps(CacheCore):
                 try:
                     self._write(tier, batch, epochs, stamps)
                 except Exception as exc:
-                    if written or not self._raise:
-                        # Other tiers hold (or will hold) the new values: this tier's old copies
-                        # must not be served later, nor, when raising now, the faster tiers' copies.
-                        for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
-                            for k, _entry in batch:
-                                self._drop(doomed, k)
-                    # Under "raise" with nothing written yet, every tier keeps its previous values.
+                    self._write_failed(tier, batch, written, stamps)
                     self._failed(tier, exc, "set")
                     continue
                 written = True
                 self._wrote(tier, encoded)
+
+    def _write_failed(
+        self, tier: Tier, batch: list[tuple[str, Entry]], written: bool,
+        stamps: dict[str, dict[int, int]],
+    ) -> None:  # fmt: skip
+        """`tier` failed to take `batch` (the caller then reports it)."""
+        if written or not self._raise:
+            # Other tiers hold (or will hold) the new values: this tier's old copies must not
+            # be served later, nor, when raising now, the faster tiers' copies.
+            for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
+                for k, _entry in batch:
+                    self._drop(doomed, k)
+        # Under "raise" with nothing written yet, every tier keeps its previous values.
+        if tier.kind == LOCAL:  # the copies above answer to what it holds now
+            for k, _entry in batch:
+                stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
 
     def _write(
         self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],
