@@ -26,6 +26,8 @@ COMPARISONS: dict[str, str] = {
     "hash-key": "benchmarks.memoize:hash_keys",
     "redis-get-1k": "benchmarks.remote:redis_get_1k",
     "redis-get-many": "benchmarks.remote:redis_get_many",
+    "redis-set-announced": "benchmarks.invalidation:set_cost",
+    "redis-invalidation-latency": "benchmarks.invalidation:latency",
     "object-get-1k": "benchmarks.remote:object_get_1k",
     "readthrough-distinct-misses": "benchmarks.readthrough:distinct_misses",
     "readthrough-single-flight": "benchmarks.readthrough:one_path_coroutines",

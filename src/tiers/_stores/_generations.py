@@ -94,7 +94,7 @@ class Generations:
     def retired(self) -> bool:
         """Whether `sweep` removed this table (its store directory was deleted or replaced):
         the store must reopen."""
-        return self._map[:1] == b"r"
+        return self._map[0] == _RETIRED[0]
 
     def close(self) -> None:
         """Copies guarded by this table look changed from now on (the store closed, or its

@@ -8,7 +8,7 @@ another process hears of it, on a ``redis-server`` of the run's own on loopback.
   p50 and p99 over 2,000 writes, paced (one write per ms) and in a burst. Both processes
   read ``time.perf_counter`` (CLOCK_MONOTONIC on Linux: one clock for the whole machine).
 
-Standalone: ``python -m benchmarks.bench_invalidation [--quick]`` prints the table.
+Standalone: ``python -m benchmarks.invalidation [--quick]`` prints the table.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def latency(settings: Settings) -> list[Row]:
 def main() -> None:
     from ._report import text_table
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_invalidation")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.invalidation")
     parser.add_argument("--quick", action="store_true", help="small counts (smoke run)")
     settings = Settings(quick=parser.parse_args().quick)
     print(text_table(set_cost(settings) + latency(settings)))
