@@ -16,12 +16,13 @@ class Cache(SyncOps, AsyncOps):
     """One cache over one or more tiers, fastest first.
 
     ``Cache(*tiers, ttl=None, serializer="pickle", compress=None, namespace="", secret=None,
-    on_tier_error="degrade", lease=30.0)``
+    on_tier_error="degrade", lease=30.0, coherence="auto", max_age=60.0)``
 
     Each tier is a store, a path (a `DiskStore`) or a URL (``memory://?max_size=64MB``,
     ``disk:///path?max_size=10GB``, ``null://``). With no tiers: a 64 MB `MemoryStore` over a
     `DiskStore` in the user's cache directory. Reads are answered by the first tier that has
     the key and copied up; writes go to every tier. Every I/O method has an ``_async`` twin.
+    Faster tiers never hide another process's write (`coherence`, `max_age`: docs/coherence.md).
     """
 
     def __repr__(self) -> str:
