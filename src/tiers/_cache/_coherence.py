@@ -70,6 +70,8 @@ def assign(tiers: list[Tier], mode: str) -> None:
     for tier in tiers:
         below = (t for t in tiers[tier.index + 1 :] if t.kind is not None)
         tier.guardian = next(below, None)
+    for tier in tiers:
+        tier.watched = tier.kind == LOCAL and any(t.guardian is tier for t in tiers)
     for tier in tiers[1:]:  # what a read of this tier may be copied up under
         if tier.kind == LOCAL:
             tier.witness = tier

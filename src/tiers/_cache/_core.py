@@ -78,6 +78,7 @@ class Tier:
         "store_links",
         "suspect",
         "touches",
+        "watched",
         "witness",
     )  # fmt: skip
 
@@ -102,6 +103,7 @@ class Tier:
         self.revalidates = self.has("revalidate")
         self.suspect = False  # its guardian's invalidations may have been lost: bypassed
         self.witness: Tier | None = None  # the LOCAL tier whose generation a read here takes
+        self.watched = False  # a LOCAL tier guarding faster ones: writes to it carry stamps
         self.revalidating = False  # its copies are revalidated with its (PULL) guardian
         self.direct = type(store) is MemoryStore  # a hit here is read first, in place
         self.capped = False  # its copies expire after max_age (an object store is below)
@@ -184,6 +186,8 @@ class CacheCore:
         self._closed = False
         self._origin = os.urandom(16)  # names this cache's writes in Redis invalidations
         self._open_channels()
+        # the id its writes announce under, when it listens to announcements (else None)
+        self._writer: bytes | None = self._origin if self._channels else None
 
     def _open_channels(self) -> None:
         """Listen to the invalidations of each PUSH tier that guards faster ones."""

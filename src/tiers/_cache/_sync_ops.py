@@ -129,7 +129,7 @@ class SyncOps(CacheCore):
         (`MISSING` as `default` means "no default".) Each store removes atomically: among
         processes popping one key of a shared tier, one gets its value.
         """
-        with writing(self._origin):  # (announced as this cache's own)
+        with writing(self._writer):  # (its announcements name this cache)
             k = self._key(key)
             self._unbind(k)
             value: Any = MISSING
@@ -172,7 +172,7 @@ class SyncOps(CacheCore):
 
     def touch(self, key: object, *, ttl: Any) -> bool:
         """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
-        with writing(self._origin):  # (announced as this cache's own)
+        with writing(self._writer):  # (its announcements name this cache)
             k = self._key(key)
             expires_at = self._expires_at(ttl)
             found = False
@@ -208,7 +208,7 @@ class SyncOps(CacheCore):
 
     def evict(self, tag: str) -> int:
         """Remove the entries tagged `tag` from every tier; return how many."""
-        with writing(self._origin):  # (announced as this cache's own)
+        with writing(self._writer):  # (its announcements name this cache)
             self._check_open()
             self._check_tags((tag,))
             counts = [0]
@@ -223,7 +223,7 @@ class SyncOps(CacheCore):
 
     def clear(self) -> int:
         """Remove every entry of this cache (its namespace) from every tier; return how many."""
-        with writing(self._origin):  # (announced as this cache's own)
+        with writing(self._writer):  # (its announcements name this cache)
             self._check_open()
             self._unbind_all()
             counts = [0]
@@ -537,7 +537,7 @@ class SyncOps(CacheCore):
         copy, guard, due = self._copy_terms(tier, k, copy, stamps, source)
         if tier.guards and (guard is not None or due is not None):
             stored: bool = tier.store.set(k, copy, epoch, guard, due)
-        elif tier.kind == LOCAL:
+        elif tier.watched:  # (the copies above take the stamp it writes)
             written = new_stamp()
             stored = tier.store.set(k, copy, epoch, written)
             if stored:
@@ -554,7 +554,7 @@ class SyncOps(CacheCore):
     ) -> None:  # fmt: skip
         """Write (stored key, value) pairs to every tier, slowest first, each tier in one batch
         when its store can. Every value is encoded before anything is written."""
-        with writing(self._origin):  # (announced as this cache's own)
+        with writing(self._writer):  # (its announcements name this cache)
             encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
             last = len(self._tiers) - 1
             epochs = {
@@ -595,7 +595,7 @@ class SyncOps(CacheCore):
                 for k, _entry in batch:
                     self._drop(doomed, k)
         # Under "raise" with nothing written yet, every tier keeps its previous values.
-        if tier.kind == LOCAL:  # the copies above answer to what it holds now
+        if tier.watched:  # the copies above answer to what it holds now
             for k, _entry in batch:
                 stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
 
@@ -605,7 +605,7 @@ class SyncOps(CacheCore):
     ) -> None:  # fmt: skip
         """Write `batch` to `tier`: in one call when its store takes batches and its copies
         need no guard, else entry by entry (see `_put_copy_async`)."""
-        if tier.kind == LOCAL:  # should this write fail, the copies above keep what it had
+        if tier.watched:  # should this write fail, the copies above keep what it had
             for k, _entry in batch:
                 stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
         if len(batch) > 1 and tier.batches and tier.guardian is None and tier.kind != LOCAL:
@@ -616,7 +616,7 @@ class SyncOps(CacheCore):
             self._put_copy(tier, k, entry, epoch, stamps.setdefault(k, {}), None)
 
     def _delete_stored(self, k: str) -> bool:
-        with writing(self._origin):  # (announced as this cache's own)
+        with writing(self._writer):  # (its announcements name this cache)
             found = False
             for tier in reversed(self._tiers):
                 if not tier.breaker.allow():

@@ -25,6 +25,7 @@ import json
 import logging
 import mmap
 import os
+import random
 import re
 import stat
 import struct
@@ -55,10 +56,21 @@ except ImportError:  # not POSIX: each process keeps its own table (and says so)
     _posixshmem = None
 
 
+_random = random.Random(os.urandom(32))  # (a syscall per stamp costs ~1 µs a write)
+
+
 def new_stamp() -> int:
     """A random stamp, never 0 (a closed table reads 0 everywhere): two writes never leave
-    the same one (2**-64)."""
-    return int.from_bytes(os.urandom(8), "little", signed=True) or 1
+    the same one (2**-64; each process draws from its own seed, drawn anew after a fork)."""
+    return (_random.getrandbits(64) - (1 << 63)) or 1
+
+
+def _reseed() -> None:
+    _random.seed(os.urandom(32))
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
 
 
 _CLOSED = memoryview(bytearray(SLOTS * 8)).cast("q")
