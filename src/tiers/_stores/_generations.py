@@ -219,9 +219,7 @@ def _root_of(header: bytes) -> tuple[int, int, int, bytes] | None:
     return (mnt, dev, ino, path) if len(path) == length and path else None
 
 
-def sweep(
-    only_under: Path | None = None, *, replaced: Path | None = None, keep: str = ""
-) -> int:
+def sweep(only_under: Path | None = None, *, replaced: Path | None = None, keep: str = "") -> int:
     """Remove the tables (of this user) whose store directory is gone or was replaced; with
     `only_under`, every table of a store under that directory; with `replaced`, the tables of
     earlier stores at that path (all but `keep`: the directory may have the same inode). Each
