@@ -267,7 +267,9 @@ def test_delete_evict_expire_and_clear_act_on_every_tier(
 
     clock.advance(10)
     assert api.expire() == 1  # d, counted once though every tier removed it
-    assert items(cache) == [0] + [1] * (depth - 1)
+    # (the evict changed every generation of the disk store: the memory copy of c over it
+    # was not to be served any more, and expire() dropped it too)
+    assert items(cache) == [0, 0] + [1] * (depth - 2)
     assert api.stats().expirations >= depth
 
     assert api.clear() == 1  # c

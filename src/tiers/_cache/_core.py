@@ -402,10 +402,13 @@ class CacheCore:
             for k in keys:
                 by_key.setdefault(k, witness.store.epoch(k))
 
-    @staticmethod
-    def _epoch_before_copy(tier: Tier, k: str, epochs: dict[int, int] | None) -> dict[int, int]:
-        """After `tier` missed: its epoch, so that a copy from a slower tier is only stored
-        if the key did not change meanwhile."""
+    def _epoch_before_copy(
+        self, tier: Tier, k: str, epochs: dict[int, int] | None
+    ) -> dict[int, int] | None:
+        """After `tier` missed (or was skipped): its epoch, where it keeps them, so that a copy
+        from a slower tier is only stored if the key did not change meanwhile."""
+        if not tier.epochs or tier is self._tiers[-1]:
+            return epochs
         epochs = {} if epochs is None else epochs
         epochs.setdefault(tier.index, tier.store.epoch(k))
         return epochs

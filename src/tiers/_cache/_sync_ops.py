@@ -218,6 +218,7 @@ class SyncOps(CacheCore):
                         n = tier.store.evict(tag, self._prefix)
                         counts.append(0 if self._copy_of_local(tier) else n)
                     except Exception as exc:
+                        self._unsure(tier, tag=tag)
                         self._failed(tier, exc, "evict")
             return max(counts)
 
@@ -233,6 +234,7 @@ class SyncOps(CacheCore):
                         n = tier.store.clear(self._prefix)
                         counts.append(0 if self._copy_of_local(tier) else n)
                     except Exception as exc:
+                        self._unsure(tier)
                         self._failed(tier, exc, "clear")
             return max(counts)
 
@@ -361,8 +363,10 @@ class SyncOps(CacheCore):
         epochs: dict[int, int] | None = None
         for tier in self._tiers:
             breaker = tier.breaker
-            # (a suspect tier may have missed invalidations: it is not read at all)
-            if (breaker.open_until and not breaker.allow()) or tier.suspect:
+            if tier.suspect:  # it may have missed invalidations: not read at all (and a copy
+                epochs = self._epoch_before_copy(tier, k, epochs)  # put in once it is back
+                continue  # must not miss one either)
+            if breaker.open_until and not breaker.allow():
                 continue
             if tier.stale and k in tier.stale:  # its copy may predate a write: a miss here
                 self._drop(tier, k)
@@ -382,8 +386,7 @@ class SyncOps(CacheCore):
                     if value is not MISSING:
                         return value
                 tier.misses += counted
-                if tier.epochs and tier is not self._tiers[-1]:  # a slower tier may promote
-                    epochs = self._epoch_before_copy(tier, k, epochs)
+                epochs = self._epoch_before_copy(tier, k, epochs)  # a slower tier may promote
                 continue
             try:
                 value = self._decode(tier, k, entry)
@@ -594,10 +597,35 @@ class SyncOps(CacheCore):
             for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
                 for k, _entry in batch:
                     self._drop(doomed, k)
-        # Under "raise" with nothing written yet, every tier keeps its previous values.
+        # Under "raise" with nothing written yet, every tier keeps its previous values, but for
+        # the copies answering to this tier: it may yet apply the write (a reply lost). (Under
+        # "degrade" the faster tiers take the new values next.)
+        if self._raise:
+            self._unsure(tier, [k for k, _entry in batch])
         if tier.watched:  # the copies above answer to what it holds now
             for k, _entry in batch:
                 stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
+
+    def _unsure(
+        self, tier: Tier, keys: list[str] | None = None, tag: str | None = None
+    ) -> None:
+        """`tier` failed a change of `keys` (None: of everything under the prefix, or what has
+        `tag`) that it may apply all the same (a timeout): the copies answering to it go, as
+        the change's announcement would have taken them (this cache skips its own)."""
+        for above in self._tiers[: tier.index]:
+            if above.guardian is not tier:
+                continue
+            try:
+                if keys is not None:
+                    for k in keys:
+                        above.store.delete(k)
+                elif tag is not None and above.evicts:
+                    above.store.evict(tag, self._prefix)
+                else:
+                    above.store.clear(self._prefix)
+            except Exception:  # it cannot be emptied: it is not read until a write heals it
+                for k in keys or ():
+                    self._missed(above, k)
 
     def _write(
         self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],
@@ -625,6 +653,7 @@ class SyncOps(CacheCore):
                 try:
                     removed = tier.store.delete(k)
                 except Exception as exc:
+                    self._unsure(tier, [k])
                     self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
                     self._missed(tier, k)
                     continue

@@ -260,6 +260,7 @@ class MemoryStore:
 
     def evict(self, tag: str, prefix: str = "") -> int:
         with self._lock:
+            self._epochs = [e + 1 for e in self._epochs]  # no copy in flight lands after it
             now = self.clock.monotonic()
             doomed = [key for key in self._tags.get(tag, ()) if key.startswith(prefix)]
             return sum(self._drop(key, self._data[key]).unexpired(now) for key in doomed)

@@ -490,11 +490,20 @@ class Shard:
         """Remove the key's entry (only if it is still `version`, when given)."""
         with self.locked() as (table, header):
             position, old = self._locate(table, lkey, khash)
-            if old is None or (version is not None and old.version != version):
+            if old is None:  # (absent: a copy being put in from a slower tier must not land)
+                self.generations.bump(self.generations.index(khash))
+                return Removed()
+            if version is not None and old.version != version:
                 return Removed()
             removed = self._tombstone(table, header, position, old)
             self._maintain(header)
             return removed
+
+    def barrier(self) -> None:
+        """Wait for the writes in progress (each checks its condition and writes under the
+        lock): a removal that changed the generations first then sees all of them."""
+        with self._locked_raw():
+            pass
 
     def discard(self, position: int, version: int, kind: str) -> None:
         """Remove the entry a read found expired or damaged, if nobody replaced it (counted as

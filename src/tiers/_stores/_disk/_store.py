@@ -326,6 +326,8 @@ class DiskStore:
         index = self._ready()
         now = self.clock.time()
         count = 0
+        if prefix:  # a copy being put in from a slower tier must not land after the scan
+            self._layout.generations.bump_all()
         for shard in index.shards:
             if prefix:
                 count += self._remove_matching(shard, prefix, None, now)
@@ -434,6 +436,7 @@ class DiskStore:
     def evict(self, tag: str, prefix: str = "") -> int:
         index = self._ready()
         now = self.clock.time()
+        self._layout.generations.bump_all()  # (as in clear: nothing lands after the scan)
         with self._io("evict"):
             return sum(self._remove_matching(shard, prefix, tag, now) for shard in index.shards)
 
@@ -502,6 +505,7 @@ class DiskStore:
 
     def _remove_matching(self, shard: Shard, prefix: str, tag: str | None, now: float) -> int:
         # expired entries go too (uncounted), as they do in clear() and evict() of MemoryStore
+        shard.barrier()  # (the caller changed every generation first: see `_removing`)
         matching = self._matching(shard, prefix, tag, None)
         doomed = [(position, slot) for _k, slot, position in matching]
         if not doomed:

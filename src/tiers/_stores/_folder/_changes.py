@@ -84,6 +84,17 @@ class Changes:
     def epoch(self, name: str) -> int:
         return int(self.generations.view[slot_of(name)])
 
+    def change_all(self) -> None:
+        """Every key may change (a clear, an evict): new stamps everywhere, then wait for the
+        changes in progress, so that the caller's scan sees every write that checked an older
+        stamp."""
+        self.generations.bump_all()
+        fd = self._descriptor()
+        for stripe in range(_STRIPES):
+            with self._threads[stripe]:
+                _lock(fd, stripe, exclusive=True)
+                _lock(fd, stripe, exclusive=False)
+
     @contextlib.contextmanager
     def changing(
         self, name: str, epoch: int | None = None, stamp: int | None = None

@@ -207,6 +207,7 @@ class FolderStore:
     def clear(self, prefix: str = "") -> int:
         now = self.clock.time()
         count = 0
+        self._changes.change_all()  # no copy in flight lands after the scan
         with self._at_root("clear the store") as root_fd:
             for name, raw, m in self._scan(root_fd):
                 if prefix and (m is None or not m.key.startswith(prefix)):
@@ -304,6 +305,7 @@ class FolderStore:
     def evict(self, tag: str, prefix: str = "") -> int:
         now = self.clock.time()
         count = 0
+        self._changes.change_all()  # no copy in flight lands after the scan
         with self._at_root("evict entries") as root_fd:
             for name, raw, m in self._scan(root_fd):
                 if m is None or tag not in m.tags or not m.key.startswith(prefix):
