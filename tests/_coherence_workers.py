@@ -122,6 +122,8 @@ class _Server:
             return self.functions[args[0]](*args[1])
         if op == "invalidate":
             return self.functions[args[0]].invalidate(*args[1])
+        if op == "memo_clear":
+            return self.functions[args[0]].clear()
         if op == "advance":
             return cache._clock.advance(args[0])  # type: ignore[attr-defined]
         if op == "close":

@@ -327,8 +327,8 @@ def test_a_memoized_result_changed_by_another_process_is_recomputed(
     pair: tuple[Cache, Peer], which: int
 ) -> None:
     """A's memoized f(x) (str/int arguments: its lock-free fast path; also ``async def``)
-    after B's f.invalidate(x), B's own recomputation, B's evict of the functions' tag and
-    B's clear(): A recomputes, or returns B's result, never its old one."""
+    after B's f.invalidate(x), B's own recomputation, B's evict of the functions' tag,
+    B's clear() and B's f.clear(): A recomputes, or returns B's result, never its old one."""
     a, b = pair
     record: list[str] = []
     function = workers.memoized(a, record)[which]
@@ -371,6 +371,10 @@ def test_a_memoized_result_changed_by_another_process_is_recomputed(
     fourth = f()
     assert fourth[-2:] == (os.getpid(), "computation 4"), fourth
     assert b.ask("memo", theirs, args) == fourth  # and B reads A's
+
+    assert b.ask("memo_clear", theirs) >= 1  # the function's own clear()
+    fifth = f()
+    assert fifth[-2:] == (os.getpid(), "computation 5"), fifth
 
 
 # -- 2. four processes changing and reading shared keys for a few seconds ---------------------

@@ -1480,3 +1480,29 @@ def test_parameters_named_like_the_wrapper_internals(cache: Cache) -> None:
     assert f(1) == (1, 1, 0, "t") and f(1, 0, "t") == (1, 1, 0, "t")
     assert f(1, memoized=2) == (2, 1, 2, "t")
     assert rec.n == 2
+
+
+def test_clear_removes_this_functions_results_only(tmp_path: Path) -> None:
+    """`f.clear()` deletes every cached result of `f` (this name and version) from every tier,
+    and nothing else: another function's results and plain keys stay."""
+    cache = Cache(MemoryStore(), tmp_path / "store")
+    runs: list[int] = []
+
+    @cache.memoize
+    def f(x: int) -> int:
+        runs.append(x)
+        return x * 2
+
+    @cache.memoize
+    def g(x: int) -> int:
+        return x * 3
+
+    for x in range(5):
+        f(x), g(x)
+    cache.set("plain", 1)
+    assert f.clear() == 5
+    assert [f(x) for x in range(5)] == [0, 2, 4, 6, 8]
+    assert runs == [0, 1, 2, 3, 4] * 2  # computed again, every one
+    assert all(cache.has(g.key(x)) for x in range(5)) and cache.get("plain") == 1
+    assert f.clear() == 5 and f.clear() == 0
+    cache.close()

@@ -228,17 +228,22 @@ class AsyncOps(CacheCore):
 
     async def clear_async(self) -> int:
         """Remove every entry of this cache (its namespace) from every tier; return how many."""
+        self._check_open()
+        self._unbind_all()
+        return await self._clear_under_async(self._prefix)
+
+    async def _clear_under_async(self, prefix: str) -> int:
+        """Remove the stored keys starting with `prefix` from every tier; return how many."""
         with writing(self._writer):  # (its announcements name this cache)
             self._check_open()
-            self._unbind_all()
             counts = [0]
             for tier in reversed(self._tiers):
                 if tier.breaker.allow():
                     try:
-                        n = await tier.store.clear_async(self._prefix)
+                        n = await tier.store.clear_async(prefix)
                         counts.append(0 if self._copy_of_local(tier) else n)
                     except Exception as exc:
-                        await self._unsure_async(tier)
+                        await self._unsure_async(tier, prefix=prefix)
                         self._failed(tier, exc, "clear")
             return max(counts)
 
@@ -611,8 +616,9 @@ class AsyncOps(CacheCore):
                 stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
 
     async def _unsure_async(
-        self, tier: Tier, keys: list[str] | None = None, tag: str | None = None
-    ) -> None:
+        self, tier: Tier, keys: list[str] | None = None, tag: str | None = None,
+        prefix: str | None = None,
+    ) -> None:  # fmt: skip
         """`tier` failed a change of `keys` (None: of everything under the prefix, or what has
         `tag`) that it may apply all the same (a timeout): the copies answering to it go, as
         the change's announcement would have taken them (this cache skips its own)."""
@@ -626,7 +632,7 @@ class AsyncOps(CacheCore):
                 elif tag is not None and above.evicts:
                     await above.store.evict_async(tag, self._prefix)
                 else:
-                    await above.store.clear_async(self._prefix)
+                    await above.store.clear_async(prefix or self._prefix)
             except Exception:  # it cannot be emptied: it is not read until a write heals it
                 for k in keys or ():
                     self._missed(above, k)

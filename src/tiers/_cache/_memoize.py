@@ -62,6 +62,11 @@ class Memoized(Protocol[P, R_co]):
         """Delete the cached result of a call with these arguments; True if there was one."""
         ...
 
+    def clear(self) -> int:
+        """Delete every cached result of this function (this name and version), from every
+        tier; return how many."""
+        ...
+
     # A memoized method: read from the class, the wrapper itself (``Cls.f.key(obj, x)``);
     # from an instance, a bound method taking the parameters after ``self``.
     @overload
@@ -332,9 +337,13 @@ def decorate(
     def invalidate(*args: Any, **kwargs: Any) -> bool:
         return cache.delete(key_of(*args, **kwargs))
 
+    def clear() -> int:
+        return cache._clear_under(cache._prefix + memo.prefix)
+
     wrapper.cache = cache  # type: ignore[attr-defined]
     wrapper.key = key_of  # type: ignore[attr-defined]
     wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+    wrapper.clear = clear  # type: ignore[attr-defined]
     wrapper.__tiers_memo__ = memo  # type: ignore[attr-defined]
     cache._memos.add(memo)
     return wrapper

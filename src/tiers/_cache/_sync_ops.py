@@ -224,17 +224,22 @@ class SyncOps(CacheCore):
 
     def clear(self) -> int:
         """Remove every entry of this cache (its namespace) from every tier; return how many."""
+        self._check_open()
+        self._unbind_all()
+        return self._clear_under(self._prefix)
+
+    def _clear_under(self, prefix: str) -> int:
+        """Remove the stored keys starting with `prefix` from every tier; return how many."""
         with writing(self._writer):  # (its announcements name this cache)
             self._check_open()
-            self._unbind_all()
             counts = [0]
             for tier in reversed(self._tiers):
                 if tier.breaker.allow():
                     try:
-                        n = tier.store.clear(self._prefix)
+                        n = tier.store.clear(prefix)
                         counts.append(0 if self._copy_of_local(tier) else n)
                     except Exception as exc:
-                        self._unsure(tier)
+                        self._unsure(tier, prefix=prefix)
                         self._failed(tier, exc, "clear")
             return max(counts)
 
@@ -607,8 +612,9 @@ class SyncOps(CacheCore):
                 stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
 
     def _unsure(
-        self, tier: Tier, keys: list[str] | None = None, tag: str | None = None
-    ) -> None:
+        self, tier: Tier, keys: list[str] | None = None, tag: str | None = None,
+        prefix: str | None = None,
+    ) -> None:  # fmt: skip
         """`tier` failed a change of `keys` (None: of everything under the prefix, or what has
         `tag`) that it may apply all the same (a timeout): the copies answering to it go, as
         the change's announcement would have taken them (this cache skips its own)."""
@@ -622,7 +628,7 @@ class SyncOps(CacheCore):
                 elif tag is not None and above.evicts:
                     above.store.evict(tag, self._prefix)
                 else:
-                    above.store.clear(self._prefix)
+                    above.store.clear(prefix or self._prefix)
             except Exception:  # it cannot be emptied: it is not read until a write heals it
                 for k in keys or ():
                     self._missed(above, k)
