@@ -19,6 +19,7 @@ import contextlib
 import itertools
 import math
 import multiprocessing
+import json
 import os
 import queue
 import shutil
@@ -949,3 +950,30 @@ def test_good_options_open(mode: str, max_age: float, tmp_path: Path) -> None:
     with Cache(MemoryStore(), tmp_path / "d", coherence=mode, max_age=max_age) as cache:
         cache.set("k", 1)
         assert cache.get("k") == 1
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="POSIX shared memory in /dev/shm")
+def test_the_table_of_a_deleted_store_is_swept(kind: str, tmp_path: Path) -> None:
+    """A store's generation table names its root; once the root is deleted, `sweep` (run by
+    the next process to open a store, at most once an hour) scrambles it for whoever still
+    maps it, then removes it, and leaves the tables of live stores alone."""
+    from tiers._stores._generations import sweep
+
+    gone = workers.open_cache(local_spec(kind, tmp_path / "gone"))
+    kept = workers.open_cache(local_spec(kind, tmp_path / "kept"))
+    try:
+        gone.set("k", "v")
+        assert gone.get("k") == "v"
+        tables = {}
+        for name, cache in (("gone", gone), ("kept", kept)):
+            marker = next(p for p in (tmp_path / name).iterdir() if "generations.json" in p.name)
+            tables[name] = Path("/dev/shm") / f"tiers-{json.loads(marker.read_text())['table']}"
+            assert tables[name].exists()
+        shutil.rmtree(tmp_path / "gone")
+        assert sweep() >= 1
+        assert not tables["gone"].exists() and tables["kept"].exists()
+        slot = gone._tiers[0].store._data[gone._key("k")]
+        assert slot.gens.view[slot.gslot] != slot.gstamp  # scrambled: the copy is not served
+    finally:
+        workers.close_cache(gone)
+        workers.close_cache(kept)

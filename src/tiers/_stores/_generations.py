@@ -47,7 +47,7 @@ _SWEEP_EVERY = 3600.0
 _swept_at: list[float] = []
 _STAMP = "tiers-swept"
 _RETIRED = b"retired\0"  # written over the magic of a table removed by `sweep`
-_ID = re.compile(r"[0-9a-f]{32}")
+_ID = re.compile(r"[0-9a-f]{22}|[0-9a-f]{32}")  # 22 now: "/tiers-<id>" fits macOS' 31 bytes
 NEVER = 1 << 64  # a stamp no slot ever holds (slots hold signed 64-bit values)
 
 try:
@@ -164,7 +164,7 @@ def _sweep_due() -> bool:
 
 def _table_name(root_fd: int, root: Path, marker: str) -> str:
     """The table's name from the root's marker (a new random one if missing or damaged)."""
-    fresh = {"table": os.urandom(16).hex()}
+    fresh = {"table": os.urandom(11).hex()}  # 88 random bits
     try:
         found = _fs.read_or_write_marker(root_fd, root, marker, fresh).get("table")
     except _fs.DamagedMarker:
