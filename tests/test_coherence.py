@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import math
 import multiprocessing
-import json
 import os
 import queue
 import shutil
