@@ -965,7 +965,7 @@ def test_the_table_of_a_deleted_store_is_swept(kind: str, tmp_path: Path) -> Non
         gone.set("k", "v")
         assert gone.get("k") == "v"
         tables = {}
-        for name, cache in (("gone", gone), ("kept", kept)):
+        for name in ("gone", "kept"):
             marker = next(p for p in (tmp_path / name).iterdir() if "generations.json" in p.name)
             tables[name] = Path("/dev/shm") / f"tiers-{json.loads(marker.read_text())['table']}"
             assert tables[name].exists()
