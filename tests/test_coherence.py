@@ -38,6 +38,7 @@ from tiers.errors import ConfigError
 
 from . import _coherence_workers as workers
 from ._netfaults import FaultProxy
+from ._peer import Peer, replaced_if_dead
 
 SPAWN = multiprocessing.get_context("spawn")
 KINDS = ["disk", "folder"]
@@ -51,60 +52,17 @@ MiB = 1024 * 1024
 # -- process B ---------------------------------------------------------------------------------
 
 
-class Peer:
-    """Process B: `tests._coherence_workers.serve` in a spawned child, one command at a time."""
-
-    def __init__(self) -> None:
-        self.conn, child = SPAWN.Pipe()
-        self.proc = SPAWN.Process(target=workers.serve, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-        self.pid = self.proc.pid
-
-    def ask(self, *command: Any, timeout: float = 60) -> Any:
-        self.conn.send(command)
-        if not self.conn.poll(timeout):  # a late answer would be taken for the next one's
-            self.proc.kill()
-            raise TimeoutError(f"process B did not answer {command[:2]} within {timeout} s")
-        status, result = self.conn.recv()
-        if status != "ok":
-            raise AssertionError(f"process B failed {command[:2]}: {result}")
-        return result
-
-    def open(self, spec: dict[str, Any]) -> Peer:
-        """Open B's cache, with this test's user directories (so its signing key is A's)."""
-        names = ("TIERS_CONFIG_DIR", "TIERS_CACHE_DIR")
-        self.ask("open", spec, {n: os.environ[n] for n in names if n in os.environ})
-        return self
-
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.ask("call", name, args, kwargs)
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.proc.is_alive():
-                self.ask("stop", timeout=10)
-        self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=10)
-        self.conn.close()
-
-
 @pytest.fixture(scope="module")
 def peer_process() -> Iterator[list[Peer]]:
     """One process B for the module (spawning costs ~1 s), replaced if it died."""
-    holder = [Peer()]
+    holder = [Peer(workers.serve)]
     yield holder
     holder[0].stop()
 
 
 @pytest.fixture
 def peer(peer_process: list[Peer]) -> Iterator[Peer]:
-    if not peer_process[0].proc.is_alive():
-        peer_process[0].stop()
-        peer_process[0] = Peer()
-    b = peer_process[0]
+    b = replaced_if_dead(peer_process, workers.serve, 60)
     yield b
     with contextlib.suppress(Exception):
         b.ask("close", timeout=10)

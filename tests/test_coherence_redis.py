@@ -37,6 +37,7 @@ from tiers._stores._redis import RedisStore
 from tiers.errors import TierUnavailableError
 
 from . import _coherence_redis_workers as workers
+from ._peer import Peer, replaced_if_dead
 
 SPAWN = multiprocessing.get_context("spawn")
 ABSENT = workers.ABSENT
@@ -105,57 +106,16 @@ def until(condition: Callable[[], bool], seconds: float, step: float = 0.001) ->
 # -- process B: a command server ------------------------------------------------------------
 
 
-class Peer:
-    """`workers.serve` in a spawned child, one command at a time."""
-
-    def __init__(self) -> None:
-        self.conn, child = SPAWN.Pipe()
-        self.proc = SPAWN.Process(target=workers.serve, args=(child,), daemon=True)
-        self.proc.start()
-        child.close()
-
-    def ask(self, *command: Any, timeout: float = 30) -> Any:
-        self.conn.send(command)
-        if not self.conn.poll(timeout):  # a late answer would be taken for the next one's
-            self.proc.kill()
-            raise TimeoutError(f"process B did not answer {command[:2]} within {timeout} s")
-        status, result = self.conn.recv()
-        if status != "ok":
-            raise AssertionError(f"process B failed {command[:2]}: {result}")
-        return result
-
-    def open(self, spec: dict[str, Any]) -> Peer:
-        names = ("TIERS_CONFIG_DIR", "TIERS_CACHE_DIR")  # so B's signing key is A's
-        self.ask("open", spec, {n: os.environ[n] for n in names if n in os.environ})
-        return self
-
-    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.ask("call", name, args, kwargs)
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.proc.is_alive():
-                self.ask("stop", timeout=10)
-        self.proc.join(timeout=10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=10)
-        self.conn.close()
-
-
 @pytest.fixture(scope="module")
 def peer_process() -> Iterator[list[Peer]]:
-    holder = [Peer()]
+    holder = [Peer(workers.serve, timeout=30)]
     yield holder
     holder[0].stop()
 
 
 @pytest.fixture
 def peer(peer_process: list[Peer]) -> Iterator[Peer]:
-    if not peer_process[0].proc.is_alive():
-        peer_process[0].stop()
-        peer_process[0] = Peer()
-    b = peer_process[0]
+    b = replaced_if_dead(peer_process, workers.serve, 30)
     yield b
     with contextlib.suppress(Exception):
         b.ask("close", timeout=10)
