@@ -240,6 +240,35 @@ class CapabilityTests(StoreTestBase):
         assert locks.release_lock("L", "alice") is False
         assert locks.release_lock("L", "bob") is True
 
+    def test_set_if_held_writes_only_under_a_current_lease(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """set_if_held writes while the token holds the lock, and never for a token that
+        does not hold it or whose lease ran out (a successor's value stays)."""
+        locks = self.need(store, "acquire_lock", "set_if_held")
+        assert locks.set_if_held("k", self.entry(store, b"nobody"), "L", "alice") is False
+        self.assert_absent(store, "k")
+        assert locks.acquire_lock("L", "alice", 5) is True
+        assert locks.set_if_held("k", self.entry(store, b"bob's"), "L", "bob") is False
+        self.assert_absent(store, "k")
+        assert locks.set_if_held("k", self.entry(store, b"alice's"), "L", "alice") is True
+        self.assert_holds(store, "k", b"alice's")
+        clock.advance(6)  # alice's lease ran out
+        assert locks.set_if_held("k", self.entry(store, b"late"), "L", "alice") is False
+        self.assert_holds(store, "k", b"alice's")
+        assert locks.acquire_lock("L", "bob", 5) is True
+        assert locks.set_if_held("k", self.entry(store, b"bob's"), "L", "bob") is True
+        assert locks.set_if_held("k", self.entry(store, b"stale"), "L", "alice") is False
+        self.assert_holds(store, "k", b"bob's")
+
+    def test_set_if_held_after_release_writes_nothing(self, store: Store) -> None:
+        """A released lock fences its former holder out."""
+        locks = self.need(store, "acquire_lock", "release_lock", "set_if_held")
+        assert locks.acquire_lock("L", "alice", 30) is True
+        assert locks.release_lock("L", "alice") is True
+        assert locks.set_if_held("k", self.entry(store, b"late"), "L", "alice") is False
+        self.assert_absent(store, "k")
+
     def test_locks_and_entries_do_not_interfere(self, store: Store) -> None:
         """Lock names are a namespace of their own, hostile names included."""
         locks = self.need(store, "acquire_lock", "renew_lock", "release_lock")

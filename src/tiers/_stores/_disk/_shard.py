@@ -695,6 +695,11 @@ class Shard:
             self._write_lock(lkey, token, until)
             return True
 
+    def holds_lock(self, lkey: bytes, token: bytes, now: float) -> bool:
+        with self.locked():
+            held = locks.read(self._locks_dir, lkey)
+            return held is not None and held[0] == token and held[1] > now
+
     def release_lock(self, lkey: bytes, token: bytes) -> bool:
         with self.locked():
             held = locks.read(self._locks_dir, lkey)

@@ -477,6 +477,18 @@ class DiskStore:
         _index, shard, lkey, _khash = self._route(name)
         return self._locked_call(shard.release_lock, lkey, token.encode())
 
+    def set_if_held(
+        self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
+    ) -> bool:
+        """Store the entry only while `token` holds lock `name` (see `SupportsLocks`): the
+        key's generation is read before the lock is checked and the write is conditional on
+        it, so a successor who took the lock and wrote since is never overwritten."""
+        epoch = self.epoch(key)
+        _index, shard, lkey, _khash = self._route(name)
+        if not self._locked_call(shard.holds_lock, lkey, token.encode(), self.clock.time()):
+            return False
+        return self.set(key, entry, epoch, stamp)
+
     def _locked_call(self, fn: Any, *args: Any) -> bool:
         try:
             return bool(fn(*args))
@@ -572,6 +584,13 @@ class DiskStore:
 
     async def release_lock_async(self, name: str, token: str) -> bool:
         return self.release_lock(name, token)
+
+    async def set_if_held_async(
+        self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
+    ) -> bool:
+        if memoryview(entry.value).nbytes > INLINE_MAX:
+            return await asyncio.to_thread(self.set_if_held, key, entry, name, token, stamp)
+        return self.set_if_held(key, entry, name, token, stamp)
 
 
 def _translated(exc: OSError, message: str) -> Exception:

@@ -46,6 +46,14 @@ class Locks:
             _write(fd, token, expires)
             return True
 
+    def holds(self, name: str, token: str, now: float) -> bool:
+        """Whether `token` holds the lock with a lease that has not ended."""
+        with self._held(name, create=False) as (fd, _dir_fd):
+            if fd < 0:
+                return False
+            owner, until = _state(fd)
+            return owner == token and until > now
+
     def release(self, name: str, token: str) -> bool:
         with self._held(name, create=False) as (fd, dir_fd):
             if fd < 0 or _state(fd)[0] != token:

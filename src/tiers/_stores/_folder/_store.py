@@ -345,6 +345,18 @@ class FolderStore:
         with self._at_root("release a lock"):
             return self._locks.release(name, token)
 
+    def set_if_held(
+        self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
+    ) -> bool:
+        """Store the entry only while `token` holds lock `name` (see `SupportsLocks`): the
+        key's generation is read before the lock is checked and the write is conditional on
+        it, so a successor who took the lock and wrote since is never overwritten."""
+        epoch = self.epoch(key)
+        with self._at_root("check a lock"):
+            if not self._locks.holds(name, token, self.clock.time()):
+                return False
+        return self.set(key, entry, epoch, stamp)
+
     # -- scans and recovery ---------------------------------------------------------------
 
     def _scan(self, root_fd: int) -> Iterator[tuple[str, bytes | None, Metadata | None]]:
@@ -433,6 +445,11 @@ class FolderStore:
 
     async def release_lock_async(self, name: str, token: str) -> bool:
         return await asyncio.to_thread(self.release_lock, name, token)
+
+    async def set_if_held_async(
+        self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
+    ) -> bool:
+        return await asyncio.to_thread(self.set_if_held, key, entry, name, token, stamp)
 
 
 def _entry_names(root_fd: int) -> list[str]:
