@@ -9,15 +9,20 @@ nodes that answer in any order, so `set_many`, `clear` and `evict` publish after
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+from dataclasses import replace
+from time import monotonic
 from typing import Any, TypeVar
 
+from ..._clock import SYSTEM_CLOCK
 from .. import _wire
 from .._protocol import Entry
+from .._server_time import ServerTime
 from .._writer import WRITER
 from . import _scripts as lua
 from ._invalidation import keys_message, prefix_message
-from ._keys import KeySpace, encode, tag_marker
+from ._keys import KeySpace, decode, encode, tag_marker
 from ._plans import CHUNK, Batch, Call, Members, Plan, Scan, chunks
 from ._records import (
     clock_arg,
@@ -30,6 +35,7 @@ from ._records import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("tiers")
 
 HEAD_BYTES = 4096
 """Bytes `info` reads first from a record (most records' metadata fits)."""
@@ -38,13 +44,22 @@ SCRIPTED_SET = 16 * 1024
 """Records up to this size are written by a script that publishes too (one command); larger
 ones by a SET and a PUBLISH in one transaction, since a script copies its arguments."""
 
+POLICY_EVERY = 30.0
+"""Seconds between readings of the server's ``maxmemory-policy`` (it can change at runtime)."""
+
+_EVICTS_ANY_KEY = "allkeys-"
+"""The policies that may evict a tag set when memory runs out: tag sets carry no TTL, so the
+volatile-* policies never take them."""
+
 
 def _eval(script: str, key: bytes, *args: Any) -> Call:
     return Call("eval", (script, 1, key, *args))
 
 
 class Operations:
-    """Plans over one key space; `now` comes from the store's clock at each call."""
+    """Plans over one key space. `now` is the server's time at each call (`time.now()`):
+    records, lock deadlines and every comparison between them are on the server's clock,
+    converted from and to the caller's (`remote`, `local`) at the store's edge."""
 
     def __init__(
         self,
@@ -66,6 +81,88 @@ class Operations:
         self.rejected = 0
         """Damaged records this store object found (and removed): `stats().rejected`."""
         self._lock = threading.Lock()
+        self.where = ""
+        """The server, for messages."""
+        self.time = ServerTime("Redis", SYSTEM_CLOCK)
+        """The server's clock as this process sees it."""
+        self.evicting: bool | None = None
+        """Whether the server may evict tag sets (None: not known yet)."""
+        self._policy_next = 0.0  # monotonic time of the next reading of the policy
+        self._policy_warned = False
+
+    # -- the server's clock ---------------------------------------------------------------
+
+    def measure(self) -> Plan[None]:
+        """Read the server's clock (``TIME``, on any node of a cluster) between two readings
+        of ours. A server that refuses ``TIME`` (an ACL) keeps the last offset."""
+        clock = self.time.clock
+        kwargs = {"target_nodes": "random"} if self.cluster else {}
+        sent = clock.time()
+        try:
+            seconds, micros = yield Call("time", (), kwargs)
+        except self.refused:
+            self.time.failed()
+            return
+        received = clock.time()
+        server = int(seconds) + int(micros) / 1e6
+        self.time.measured(sent, received, server, server + 1e-6)
+
+    def remote(self, entry: Entry) -> Entry:
+        """`entry` with its expiry on the server's clock (as written). `created_at` stays the
+        writer's: it only informs, while expiry decides what every reader sees."""
+        offset = self.time.offset
+        if not offset or entry.expires_at is None:
+            return entry
+        return replace(entry, expires_at=entry.expires_at + offset)
+
+    def local(self, entry: Entry | None) -> Entry | None:
+        """A record's `entry` with its expiry on the caller's clock (as returned): a faster
+        tier it is copied into keeps it for the time the server gives it still."""
+        offset = self.time.offset
+        if not offset or entry is None or entry.expires_at is None:
+            return entry
+        return replace(entry, expires_at=entry.expires_at - offset)
+
+    # -- the eviction policy --------------------------------------------------------------
+
+    def index_complete(self) -> Plan[bool]:
+        """Whether every live tagged entry is in its tag's set: not when the server may evict
+        a tag set (``maxmemory-policy allkeys-*``, or a policy it does not let us read).
+        Read every `POLICY_EVERY` seconds; the first time it says no, a WARNING."""
+        if monotonic() >= self._policy_next:
+            policy = yield from self.policy()
+            self._policy_next = monotonic() + POLICY_EVERY
+            self.evicting = policy is None or any(p.startswith(_EVICTS_ANY_KEY) for p in policy)
+            if self.evicting and not self._policy_warned:
+                self._policy_warned = True
+                said = "unreadable (CONFIG and INFO refused)" if policy is None \
+                    else ", ".join(sorted(policy))  # fmt: skip
+                log.warning(
+                    "tiers: Redis at %s may evict any key when memory runs out "
+                    "(maxmemory-policy %s), tag sets included: evict(tag) and keys(tag=...) "
+                    "check every entry under the prefix (a SCAN, O(n)) instead of the tag's set; "
+                    "a volatile-* policy or noeviction keeps tag sets",
+                    self.where, said,
+                )  # fmt: skip
+        return not self.evicting
+
+    def policy(self) -> Plan[set[str] | None]:
+        """The server's ``maxmemory-policy`` (every primary's, on a cluster): ``CONFIG GET``,
+        else ``INFO memory`` (for an ACL user without CONFIG, or CONFIG renamed); None when
+        both are refused."""
+        kwargs = {"target_nodes": "primaries"} if self.cluster else {}
+        for call in (
+            Call("config_get", ("maxmemory-policy",), kwargs),
+            Call("info", ("memory",), kwargs),
+        ):
+            try:
+                reply = yield call
+            except self.refused:
+                continue
+            found = _policies(reply)
+            if found:
+                return found
+        return None
 
     def damaged(self) -> None:
         with self._lock:
@@ -117,7 +214,7 @@ class Operations:
         if data is None:
             return None
         try:
-            return read(data, now)
+            return self.local(read(data, now))
         except _wire.DamagedRecord:
             yield from self.drop(redis_key)
             return None
@@ -132,6 +229,7 @@ class Operations:
     def writes(self, key: str, entry: Entry, now: float) -> list[Call]:
         """The commands that store `entry` (an entry already expired only removes the key)."""
         redis_key = self.keys.entry(key)
+        entry = self.remote(entry)
         if expired(entry, now):
             return [Call("delete", (redis_key,))]
         px = server_ttl_ms(entry.expires_at, now, self.slack)
@@ -214,7 +312,7 @@ class Operations:
                 need = 0
             if need <= len(head):
                 try:
-                    return read_head(head, size, now)
+                    return self.local(read_head(head, size, now))
                 except _wire.DamagedRecord:
                     yield from self.drop(redis_key)
                     return None
@@ -237,6 +335,7 @@ class Operations:
         return bool((yield self.scripted(lua.DELETE, lua.DELETE_PUBLISHING, key, clock_arg(now))))
 
     def touch(self, key: str, expires_at: float | None, now: float) -> Plan[bool]:
+        expires_at = self.time.to_server(expires_at)
         px = server_ttl_ms(expires_at, now, self.slack)
         args = (clock_arg(now), _wire.expires_bytes(expires_at), b"" if px is None else px)
         return bool((yield self.scripted(lua.TOUCH, lua.TOUCH_PUBLISHING, key, *args)))
@@ -254,6 +353,9 @@ class Operations:
     def keys_of(self, prefix: str, tag: str | None, now: float) -> Plan[list[str]]:
         if tag is None:
             return [self.keys.user_key(k) for k in (yield from self.live_entries(prefix, now))]
+        if not (yield from self.index_complete()):
+            found = yield from self.scan_tagged(tag, prefix, now, remove=False)
+            return [self.keys.user_key(k) for k in found]
         members = yield from self.members(tag, prefix)
         results = yield from self.tagged(members, tag, now, remove=False)
         return [encode_back(m) for m, result in zip(members, results, strict=True) if result == 1]
@@ -291,13 +393,29 @@ class Operations:
     def _evict(self, tag: str, prefix: str, now: float) -> Plan[int]:
         """Drop the members first, then delete the records that carry the tag: a `set` racing
         with this either lands before the check (and goes) or re-adds its member after the
-        SREM (and stays indexed) — `set` writes the record before its member."""
+        SREM (and stays indexed) — `set` writes the record before its member. When the
+        server may have evicted the tag's set (`index_complete`), every record under `prefix`
+        is checked instead."""
+        complete = yield from self.index_complete()
         tag_key = self.keys.tag(tag)
         members = yield from self.members(tag, prefix)
         for chunk in chunks(members):
             yield Call("srem", (tag_key, *chunk))
+        if not complete:
+            return len((yield from self.scan_tagged(tag, prefix, now, remove=True)))
         results = yield from self.tagged(members, tag, now, remove=True)
         return sum(1 for result in results if result == 1)
+
+    def scan_tagged(self, tag: str, prefix: str, now: float, *, remove: bool) -> Plan[list[bytes]]:
+        """Redis keys of the live entries under `prefix` whose record carries `tag` (removed
+        with `remove`): every record is checked (a SCAN, O(n)), not the tag's set."""
+        marker, flag = tag_marker(tag), b"1" if remove else b"0"
+        found: list[bytes] = []
+        for chunk in chunks((yield Scan(self.keys.entry_pattern(prefix)))):
+            calls = [_eval(lua.TAGGED, k, clock_arg(now), marker, flag) for k in chunk]
+            results = yield Batch(calls)
+            found += [k for k, result in zip(chunk, results, strict=True) if result == 1]
+        return found
 
     def members(self, tag: str, prefix: str) -> Plan[list[bytes]]:
         """The tag set's members (keys' bytes) under `prefix`; some may be stale."""
@@ -336,7 +454,54 @@ class Operations:
     def release(self, name: str, token: str, now: float) -> Plan[bool]:
         return bool((yield _eval(lua.RELEASE, self.keys.lock(name), clock_arg(now), encode(token))))
 
+    def set_if_held(self, key: str, entry: Entry, name: str, token: str, now: float) -> Plan[bool]:
+        """`set`, only while `token` holds lock `name` with a current lease. On one server, a
+        script does the check and the writes in one step. A cluster keeps the lock and the
+        entry in different slots: three steps, each atomic on its node — read the record's
+        digest, check the lease, write only if the record still has that digest — so a
+        successor that took the lock and wrote in between is never overwritten."""
+        entry = self.remote(entry)
+        redis_key, lock_key = self.keys.entry(key), self.keys.lock(name)
+        record, px = b"", b""
+        if not expired(entry, now):
+            record = _wire.pack(entry)
+            ttl = server_ttl_ms(entry.expires_at, now, self.slack)
+            px = b"" if ttl is None else str(ttl).encode()
+        tag_keys = [self.keys.tag(tag) for tag in entry.tags] if record else []
+        message = self.note([key])
+        if not self.cluster:
+            keys = (redis_key, lock_key, *tag_keys)
+            args = (clock_arg(now), encode(token), record, px, encode(key),
+                    self.channel or b"", message or b"")  # fmt: skip
+            return bool((yield Call("eval", (lua.SET_IF_HELD, len(keys), *keys, *args))))
+        before = yield _eval(lua.DIGEST, redis_key)
+        if not (yield _eval(lua.HELD, lock_key, clock_arg(now), encode(token))):
+            return False
+        if not (yield _eval(lua.SET_IF_DIGEST, redis_key, before, record, px)):
+            return False
+        calls = [Call("sadd", (tag_key, encode(key))) for tag_key in tag_keys]
+        if message is not None:
+            calls.append(self.announce(message, redis_key))
+        if calls:
+            yield Batch(calls)
+        return True
+
 
 def encode_back(member: bytes) -> str:
     """A tag set member (the key's bytes) as the key."""
-    return member.decode("utf-8", "surrogatepass")
+    return decode(member)
+
+
+def _policies(reply: Any, depth: int = 0) -> set[str]:
+    """The ``maxmemory-policy`` values in a CONFIG GET or INFO reply (one server's dict, or a
+    cluster's dict of them by node)."""
+    found: set[str] = set()
+    if not isinstance(reply, dict) or depth > 3:
+        return found
+    for name, value in reply.items():
+        label = name.decode() if isinstance(name, bytes) else str(name)
+        if label in ("maxmemory-policy", "maxmemory_policy"):
+            found.add(value.decode() if isinstance(value, bytes) else str(value))
+        elif isinstance(value, dict):
+            found |= _policies(value, depth + 1)
+    return found

@@ -1,11 +1,13 @@
-"""Lua scripts, each on one key (so every one runs unchanged on a Redis Cluster).
+"""Lua scripts, each on one key (so every one runs unchanged on a Redis Cluster), but
+`SET_IF_HELD` (single server only).
 
 Records follow `tiers._stores._wire`: expiry is the double at offset 12 (0 = never), the
 header length a uint16 at 20, the tag block length a uint32 at 22, the tags right after the
-34-byte fixed part and the header. ``ARGV[1]`` is always "now" on the store's clock, except
-in `SET` and `PUBLISH`. The ``*_PUBLISHING`` variants end with the PUBLISH of the channel and
-message that follow their arguments (`_invalidation`): the message goes out after the write,
-in the same command, so announcing a write costs no round trip.
+34-byte fixed part and the header. ``ARGV[1]`` is "now" on the server's clock (as this process
+knows it: `.._server_time`), except in `SET`, `PUBLISH`, `DIGEST` and `SET_IF_DIGEST`. The
+``*_PUBLISHING`` variants end with the PUBLISH of the channel and message that follow their
+arguments (`_invalidation`): the message goes out after the write, in the same command, so
+announcing a write costs no round trip.
 """
 
 from __future__ import annotations
@@ -147,3 +149,70 @@ return 0
 """
 )
 """ARGV: now, token. Deletes the lock only if `token` owns it; 1 if its lease was current."""
+
+_WRITE = """
+local function write(k, record, px)
+  if record == '' then redis.call('DEL', k)
+  elseif px == '' then redis.call('SET', k, record)
+  else redis.call('SET', k, record, 'PX', px) end
+end
+"""
+"""The write of `SET` ('' for a record: the entry is already expired, remove the key)."""
+
+_HOLDS = """
+local function holds(k, token, now)
+  local held = redis.call('GET', k)
+  if not held then return false end
+  local owner, deadline = string.match(held, '^(.*)|([^|]*)$')
+  return owner == token and deadline ~= nil and tonumber(deadline) > tonumber(now)
+end
+"""
+
+SET_IF_HELD = (
+    _WRITE
+    + _HOLDS
+    + """
+if not holds(KEYS[2], ARGV[2], ARGV[1]) then return 0 end
+write(KEYS[1], ARGV[3], ARGV[4])
+if ARGV[3] ~= '' then
+  for i = 3, #KEYS do redis.call('SADD', KEYS[i], ARGV[5]) end
+end
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[7]) end
+return 1
+"""
+)
+"""KEYS: the entry, the lock, the entry's tag sets. ARGV: now, token, record ('' for an
+expired entry: remove it), PX ('' for none), tag set member, channel ('' for no
+announcement), message. 1 if `token` holds a current lease and the entry was written (its
+record, then its tag members, then the announcement: the steps of `set`), in one step; 0 and
+nothing written otherwise. On a single server only: its keys are in different slots."""
+
+DIGEST = """
+local v = redis.call('GET', KEYS[1])
+if not v then return '' end
+return redis.sha1hex(v)
+"""
+"""The SHA-1 (hex) of the record, '' if there is none (the cluster's fenced write, step 1)."""
+
+HELD = (
+    _HOLDS
+    + """
+if holds(KEYS[1], ARGV[2], ARGV[1]) then return 1 end
+return 0
+"""
+)
+"""ARGV: now, token. 1 if `token` holds a current lease on the lock (step 2)."""
+
+SET_IF_DIGEST = (
+    _WRITE
+    + """
+local v = redis.call('GET', KEYS[1])
+local d = ''
+if v then d = redis.sha1hex(v) end
+if d ~= ARGV[1] then return 0 end
+write(KEYS[1], ARGV[2], ARGV[3])
+return 1
+"""
+)
+"""ARGV: the digest `DIGEST` read, record ('' to remove), PX. 1 if the record was still the
+one read and is now written (step 3): a successor's write in between makes it 0."""

@@ -1,8 +1,9 @@
 """RedisStore: entries in Redis (or a Redis Cluster) with native TTL, tags and leased locks.
 
 Each entry is one string, ``_wire.pack(entry)``, at ``<prefix>e:<key>``: a read is one plain
-GET. Expiry is decided by the record's ``expires_at`` on the store's clock; the server's TTL
-(that plus `_slack`) only reclaims memory. Tags are an index of sets that may hold stale
+GET. Expiry is decided by the record's ``expires_at`` on the server's clock (each process
+converts with the offset it measures, `.._server_time`); the server's TTL (that plus `_slack`)
+only reclaims memory. Tags are an index of sets that may hold stale
 members; readers check the record. Every write announces what it changed on the store's
 invalidation channel, which `watch` listens to (`_invalidation`). See docs/redis.md.
 """
@@ -22,9 +23,11 @@ from ..._clock import SYSTEM_CLOCK, Clock
 from ...errors import StoreError
 from .. import _wire
 from .._protocol import Entry, StoreCounters
+from .._server_time import ServerTime
 from . import _clients
 from . import _scripts as lua
 from ._deadline import DEADLINE, budget
+from ._errors import scrub
 from ._invalidation import Invalidation, Watch, channel
 from ._keys import KeySpace
 from ._ops import Operations
@@ -87,11 +90,12 @@ class RedisStore:
         self._target = target
         self.prefix = prefix
         self.timeout = timeout
-        self.clock: Clock = SYSTEM_CLOCK
         self._keys = KeySpace(prefix)
         self._entries = self._keys.entries
         refused = _clients.redis_module().exceptions.ResponseError
         self._ops = Operations(self._keys, slack, refused, cluster=target.cluster)
+        self._ops.where = target.where
+        self._time = self._ops.time = ServerTime(f"Redis at {target.where}", SYSTEM_CLOCK)
         self.origin = os.urandom(16)
         """This store object's id in the messages it publishes (see `watch`)."""
         self._channel = channel(prefix, target)
@@ -101,6 +105,18 @@ class RedisStore:
         self._async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._expirations = 0
+
+    @property
+    def clock(self) -> Clock:
+        """This process's clock, which callers' expiry times are on. Records and leases are
+        on the server's: the offset between the two is measured with ``TIME`` before the
+        first call and every 5 minutes (never on another clock than the system's: a fake
+        test clock is taken as the server's and ages entries as it advances)."""
+        return self._time.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._time.clock = clock
 
     @property
     def _publish(self) -> bool:
@@ -150,7 +166,11 @@ class RedisStore:
     # -- plumbing -------------------------------------------------------------------------
 
     def _failure(self, action: str, exc: BaseException | str) -> StoreError:
-        return StoreError(f"Redis at {self._target.where} failed to {action}: {exc}")
+        """The error to raise: it names the server, the action and the error's kind only —
+        redis-py's text may quote the command, values included, so it is replaced in every
+        redis-py exception of the chain (`_errors`), which stays as the cause."""
+        kind = exc if isinstance(exc, str) else scrub(exc)
+        return StoreError(f"Redis at {self._target.where} failed to {action}: {kind}")
 
     def _late(self, action: str) -> StoreError:
         return self._failure(action, f"no reply within the {self.timeout} s timeout")
@@ -164,11 +184,15 @@ class RedisStore:
                 client = self._sync
         return client
 
-    def _run(self, plan: Plan[T], action: str, *, paged: bool = False) -> T:
-        """Run `plan` by the deadline (extended per further page of work if `paged`)."""
+    def _run(self, plan: Callable[[float], Plan[T]], action: str, *, paged: bool = False) -> T:
+        """Run ``plan(now)`` — now on the server's clock, measured first when due — by the
+        deadline (extended per further page of work if `paged`)."""
         token = DEADLINE.set(monotonic() + self.timeout)
         try:
-            return run(plan, self._client(), self._target.cluster, self._extend if paged else None)
+            client, cluster = self._client(), self._target.cluster
+            if self._time.due():
+                run(self._ops.measure(), client, cluster)
+            return run(plan(self._time.now()), client, cluster, self._extend if paged else None)
         except self._errors as exc:
             raise self._failure(action, exc) from exc
         finally:
@@ -194,21 +218,29 @@ class RedisStore:
         makes its own; an injected client's are the caller's), so the deadline is unseen."""
         return self._target.cluster or client is self._injected_async
 
-    async def _run_async(self, plan: Plan[T], action: str, *, paged: bool = False) -> T:
-        """Run `plan` by the deadline (extended per further page of work if `paged`)."""
+    async def _run_async(
+        self, plan: Callable[[float], Plan[T]], action: str, *, paged: bool = False
+    ) -> T:
+        """Run ``plan(now)`` — now on the server's clock, measured first when due — by the
+        deadline (extended per further page of work if `paged`)."""
         token = DEADLINE.set(monotonic() + self.timeout)
         try:
-            client = self._async_client()
+            client, cluster = self._async_client(), self._target.cluster
             if not self._timed(client):
                 extend = self._extend if paged else None
-                return await run_async(plan, client, self._target.cluster, extend)
+                if self._time.due():
+                    await run_async(self._ops.measure(), client, cluster)
+                return await run_async(plan(self._time.now()), client, cluster, extend)
             async with budget(self.timeout) as timer:
 
                 def both() -> None:
                     self._extend()
                     timer.reschedule(DEADLINE.get())
 
-                return await run_async(plan, client, self._target.cluster, both if paged else None)
+                if self._time.due():
+                    await run_async(self._ops.measure(), client, cluster)
+                made = plan(self._time.now())
+                return await run_async(made, client, cluster, both if paged else None)
         except _LATE as exc:
             raise self._late(action) from exc
         except self._errors as exc:
@@ -221,7 +253,7 @@ class RedisStore:
         if data is None:
             return None
         try:
-            return read(data, self.clock.time())
+            return self._ops.local(read(data, self._time.now()))
         except _wire.DamagedRecord:
             self._ops.damaged()
             return False
@@ -236,6 +268,8 @@ class RedisStore:
         token = _start(monotonic() + self.timeout)
         try:
             client = self._sync or self._client()
+            if self._time.due():
+                run(self._ops.measure(), client, self._target.cluster)
             data = client.get(redis_key)
             if data is None:
                 return None
@@ -251,7 +285,9 @@ class RedisStore:
         finally:
             _end(token)
         expires = entry.expires_at
-        return entry if expires is None or expires > self.clock.time() else None
+        if expires is not None and expires <= self._time.now():
+            return None
+        return entry if not self._time.offset else self._ops.local(entry)
 
     async def get_async(self, key: str) -> Entry | None:
         redis_key = self._entries + key.encode("utf-8", "surrogatepass")
@@ -260,7 +296,11 @@ class RedisStore:
             client = self._async_client()
             if self._timed(client):
                 async with budget(self.timeout):
+                    if self._time.due():
+                        await run_async(self._ops.measure(), client, self._target.cluster)
                     return await self._fetch_async(client, redis_key)
+            if self._time.due():
+                await run_async(self._ops.measure(), client, self._target.cluster)
             data = await client.get(redis_key)  # _fetch_async, written out
             if data is None:
                 return None
@@ -278,7 +318,9 @@ class RedisStore:
         finally:
             _end(token)
         expires = entry.expires_at
-        return entry if expires is None or expires > self.clock.time() else None
+        if expires is not None and expires <= self._time.now():
+            return None
+        return entry if not self._time.offset else self._ops.local(entry)
 
     async def _fetch_async(self, client: Any, redis_key: bytes) -> Entry | None:
         found = self._read(await client.get(redis_key))
@@ -289,35 +331,35 @@ class RedisStore:
         return found
 
     def set(self, key: str, entry: Entry) -> bool:
-        return self._run(self._ops.set(key, entry, self.clock.time()), "set")
+        return self._run(lambda now: self._ops.set(key, entry, now), "set")
 
     async def set_async(self, key: str, entry: Entry) -> bool:
-        return await self._run_async(self._ops.set(key, entry, self.clock.time()), "set")
+        return await self._run_async(lambda now: self._ops.set(key, entry, now), "set")
 
     def delete(self, key: str) -> bool:
-        return self._run(self._ops.delete(key, self.clock.time()), "delete")
+        return self._run(lambda now: self._ops.delete(key, now), "delete")
 
     async def delete_async(self, key: str) -> bool:
-        return await self._run_async(self._ops.delete(key, self.clock.time()), "delete")
+        return await self._run_async(lambda now: self._ops.delete(key, now), "delete")
 
     def clear(self, prefix: str = "") -> int:
         """Remove the entries under `prefix` (a SCAN: O(n)); how many were live."""
-        return self._run(self._ops.clear(prefix, self.clock.time()), "clear", paged=True)
+        return self._run(lambda now: self._ops.clear(prefix, now), "clear", paged=True)
 
     async def clear_async(self, prefix: str = "") -> int:
-        return await self._run_async(
-            self._ops.clear(prefix, self.clock.time()), "clear", paged=True
-        )
+        return await self._run_async(lambda now: self._ops.clear(prefix, now), "clear", paged=True)
 
     def stats(self) -> StoreCounters:
         """Items and bytes by a full SCAN (O(n)); Redis does its own evicting, not counted."""
-        items, size = self._run(self._ops.sizes(), "read stats", paged=True)
+        items, size = self._run(lambda _now: self._ops.sizes(), "read stats", paged=True)
         return StoreCounters(
             expirations=self._expirations, rejected=self._ops.rejected, items=items, bytes=size
         )
 
     async def stats_async(self) -> StoreCounters:
-        items, size = await self._run_async(self._ops.sizes(), "read stats", paged=True)
+        items, size = await self._run_async(
+            lambda _now: self._ops.sizes(), "read stats", paged=True
+        )
         return StoreCounters(
             expirations=self._expirations, rejected=self._ops.rejected, items=items, bytes=size
         )
@@ -362,95 +404,110 @@ class RedisStore:
     # -- capabilities ---------------------------------------------------------------------
 
     def info(self, key: str) -> Entry | None:
-        return self._run(self._ops.info(key, self.clock.time()), "get")
+        return self._run(lambda now: self._ops.info(key, now), "get")
 
     async def info_async(self, key: str) -> Entry | None:
-        return await self._run_async(self._ops.info(key, self.clock.time()), "get")
+        return await self._run_async(lambda now: self._ops.info(key, now), "get")
 
     def pop(self, key: str) -> Entry | None:
-        return self._run(self._ops.pop(key, self.clock.time()), "pop")
+        return self._run(lambda now: self._ops.pop(key, now), "pop")
 
     async def pop_async(self, key: str) -> Entry | None:
-        return await self._run_async(self._ops.pop(key, self.clock.time()), "pop")
+        return await self._run_async(lambda now: self._ops.pop(key, now), "pop")
 
     def touch(self, key: str, expires_at: float | None) -> bool:
-        return self._run(self._ops.touch(key, expires_at, self.clock.time()), "touch")
+        return self._run(lambda now: self._ops.touch(key, expires_at, now), "touch")
 
     async def touch_async(self, key: str, expires_at: float | None) -> bool:
-        plan = self._ops.touch(key, expires_at, self.clock.time())
-        return await self._run_async(plan, "touch")
+        return await self._run_async(lambda now: self._ops.touch(key, expires_at, now), "touch")
 
     def expire(self) -> int:
         """Remove the entries whose expiry passed (a SCAN: O(n)); how many."""
-        removed = self._run(self._ops.expire(self.clock.time()), "expire", paged=True)
+        removed = self._run(self._ops.expire, "expire", paged=True)
         self._expirations += removed
         return removed
 
     async def expire_async(self) -> int:
-        removed = await self._run_async(self._ops.expire(self.clock.time()), "expire", paged=True)
+        removed = await self._run_async(self._ops.expire, "expire", paged=True)
         self._expirations += removed
         return removed
 
     def evict(self, tag: str, prefix: str = "") -> int:
-        return self._run(self._ops.evict(tag, prefix, self.clock.time()), "evict", paged=True)
+        return self._run(lambda now: self._ops.evict(tag, prefix, now), "evict", paged=True)
 
     async def evict_async(self, tag: str, prefix: str = "") -> int:
         return await self._run_async(
-            self._ops.evict(tag, prefix, self.clock.time()), "evict", paged=True
+            lambda now: self._ops.evict(tag, prefix, now), "evict", paged=True
         )
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         """Live keys under `prefix` (carrying `tag`): a SCAN, or the tag's set, checked."""
         return iter(
-            self._run(self._ops.keys_of(prefix, tag, self.clock.time()), "list keys", paged=True)
+            self._run(lambda now: self._ops.keys_of(prefix, tag, now), "list keys", paged=True)
         )
 
     def count(self, prefix: str = "") -> int:
-        return self._run(self._ops.count(prefix, self.clock.time()), "count", paged=True)
+        return self._run(lambda now: self._ops.count(prefix, now), "count", paged=True)
 
     async def count_async(self, prefix: str = "") -> int:
-        return await self._run_async(
-            self._ops.count(prefix, self.clock.time()), "count", paged=True
-        )
+        return await self._run_async(lambda now: self._ops.count(prefix, now), "count", paged=True)
 
     def get_many(self, keys: list[str]) -> list[Entry | None]:
         """One MGET (split by slot on a cluster)."""
-        return self._run(self._ops.get_many(keys, self.clock.time()), "get")
+        return self._run(lambda now: self._ops.get_many(keys, now), "get")
 
     async def get_many_async(self, keys: list[str]) -> list[Entry | None]:
-        return await self._run_async(self._ops.get_many(keys, self.clock.time()), "get")
+        return await self._run_async(lambda now: self._ops.get_many(keys, now), "get")
 
     def set_many(self, items: list[tuple[str, Entry]]) -> None:
         """One pipeline (no transaction)."""
-        self._run(self._ops.set_many(items, self.clock.time()), "set", paged=True)
+        self._run(lambda now: self._ops.set_many(items, now), "set", paged=True)
 
     async def set_many_async(self, items: list[tuple[str, Entry]]) -> None:
-        await self._run_async(self._ops.set_many(items, self.clock.time()), "set", paged=True)
+        await self._run_async(lambda now: self._ops.set_many(items, now), "set", paged=True)
 
     # -- locks ----------------------------------------------------------------------------
 
     def acquire_lock(self, name: str, token: str, lease: float) -> bool:
-        plan = self._ops.lock(lua.ACQUIRE, name, token, lease, self.clock.time())
-        return self._run(plan, "acquire a lock")
+        return self._run(
+            lambda now: self._ops.lock(lua.ACQUIRE, name, token, lease, now), "acquire a lock"
+        )
 
     def renew_lock(self, name: str, token: str, lease: float) -> bool:
-        plan = self._ops.lock(lua.RENEW, name, token, lease, self.clock.time())
-        return self._run(plan, "renew a lock")
+        return self._run(
+            lambda now: self._ops.lock(lua.RENEW, name, token, lease, now), "renew a lock"
+        )
 
     def release_lock(self, name: str, token: str) -> bool:
-        return self._run(self._ops.release(name, token, self.clock.time()), "release a lock")
+        return self._run(lambda now: self._ops.release(name, token, now), "release a lock")
 
     async def acquire_lock_async(self, name: str, token: str, lease: float) -> bool:
-        plan = self._ops.lock(lua.ACQUIRE, name, token, lease, self.clock.time())
-        return await self._run_async(plan, "acquire a lock")
+        return await self._run_async(
+            lambda now: self._ops.lock(lua.ACQUIRE, name, token, lease, now), "acquire a lock"
+        )
 
     async def renew_lock_async(self, name: str, token: str, lease: float) -> bool:
-        plan = self._ops.lock(lua.RENEW, name, token, lease, self.clock.time())
-        return await self._run_async(plan, "renew a lock")
+        return await self._run_async(
+            lambda now: self._ops.lock(lua.RENEW, name, token, lease, now), "renew a lock"
+        )
 
     async def release_lock_async(self, name: str, token: str) -> bool:
-        plan = self._ops.release(name, token, self.clock.time())
-        return await self._run_async(plan, "release a lock")
+        return await self._run_async(
+            lambda now: self._ops.release(name, token, now), "release a lock"
+        )
+
+    def set_if_held(self, key: str, entry: Entry, name: str, token: str) -> bool:
+        """`set`, fenced: only while `token` holds lock `name` with a current lease (on the
+        server's clock); False, writing nothing, otherwise. One script on a single server;
+        on a cluster, three steps that never overwrite a successor's write (`Operations`)."""
+        return self._run(
+            lambda now: self._ops.set_if_held(key, entry, name, token, now), "set (fenced)"
+        )
+
+    async def set_if_held_async(self, key: str, entry: Entry, name: str, token: str) -> bool:
+        return await self._run_async(
+            lambda now: self._ops.set_if_held(key, entry, name, token, now), "set (fenced)"
+        )
 
 
 async def _close_with_loop(client: Any) -> None:
