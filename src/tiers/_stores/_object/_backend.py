@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ...errors import ConfigError, MissingDependencyError, StoreError
 from .._protocol import UNCHANGED, Unchanged
-from ._requests import Delete, Found, Get, List, Put
+from ._requests import CHANGED, Changed, Delete, Found, Get, List, Put
 
 REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"})
 SCHEMES = REMOTE_SCHEMES | {"file", "memory"}
@@ -148,15 +148,26 @@ def _action(request: Get | Put | Delete | List) -> str:
     return f"list {request.folder!r:.120}"
 
 
-def _get_options(length: int | None, unless: str | None) -> dict[str, Any] | None:
+def _get_options(
+    length: int | None, unless: str | None, if_match: str | None = None, head: bool = False
+) -> dict[str, Any] | None:
     """Get options for the first `length` bytes (a range past the end is cut to the object),
-    and for no bytes if the object's e_tag is still `unless` (a version that is an e_tag)."""
+    for no bytes if the object's e_tag is still `unless` (a version that is an e_tag), for an
+    object whose e_tag is `if_match` only, and for its metadata only (`head`)."""
     options: dict[str, Any] = {}
-    if length is not None:
+    if length is not None and not head:
         options["range"] = (0, length)
     if unless is not None and is_e_tag(unless):
         options["if_none_match"] = unless
+    if if_match is not None:
+        options["if_match"] = if_match
+    if head:
+        options["head"] = True
     return options or None
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    return _named(exc, "PreconditionError") or "412" in str(exc)
 
 
 _OTHER = "~"
@@ -193,7 +204,16 @@ def _bad_range(exc: Exception) -> bool:
 def _found(data: bytes, meta: Any) -> Found:
     size = meta.get("size")
     whole = len(data) if size is None else int(size)
-    return Found(data, meta.get("e_tag"), whole, version_of(meta))
+    return Found(data, meta.get("e_tag"), whole, version_of(meta), _modified(meta))
+
+
+def _modified(meta: Any) -> float | None:
+    """The last-modified time of `meta` as epoch seconds (None if not given)."""
+    modified = meta.get("last_modified")
+    try:
+        return None if modified is None else float(modified.timestamp())
+    except (AttributeError, TypeError, ValueError, OverflowError):
+        return None
 
 
 def _written_version(result: Any) -> str | bool:
@@ -201,6 +221,11 @@ def _written_version(result: Any) -> str | bool:
     True (both true: callers of conditional puts test the answer)."""
     e_tag = result.get("e_tag") if isinstance(result, dict) else None
     return e_tag if isinstance(e_tag, str) and e_tag else True
+
+
+def _other(request: Get, meta: Any) -> bool:
+    """Whether a read conditional on `request.if_match` got another object."""
+    return request.if_match is not None and meta.get("e_tag") != request.if_match
 
 
 def _put_options(request: Put) -> dict[str, Any]:
@@ -253,6 +278,8 @@ class Backend:
 
     def _call(self, request: Get | Put | Delete | List) -> Any:
         if isinstance(request, Get):
+            if request.head or request.if_match is not None:
+                return self._get_checked(request)
             return self._get(request.path, request.length, request.unless)
         if isinstance(request, Put):
             return self._put(request)
@@ -287,6 +314,40 @@ class Backend:
             raise
         return _found(data, meta)
 
+    def _get_checked(self, request: Get) -> Found | Changed | None:
+        """A HEAD, or a read conditional on `if_match` (`CHANGED` if the object has another
+        e_tag, also from a store that ignores If-Match)."""
+        options = _get_options(request.length, None, request.if_match, request.head)
+        try:
+            result = self.store.get(request.path, options=options)
+            meta = result.meta
+            if _other(request, meta):
+                return CHANGED
+            data = b"" if request.head else bytes(result.buffer())
+        except Exception as exc:
+            if request.if_match is not None and _precondition_failed(exc):
+                return CHANGED
+            if not_found(exc):
+                return None
+            raise
+        return _found(data, meta)
+
+    async def _get_checked_async(self, request: Get) -> Found | Changed | None:
+        options = _get_options(request.length, None, request.if_match, request.head)
+        try:
+            result = await self.store.get_async(request.path, options=options)
+            meta = result.meta
+            if _other(request, meta):
+                return CHANGED
+            data = b"" if request.head else bytes(await result.buffer_async())
+        except Exception as exc:
+            if request.if_match is not None and _precondition_failed(exc):
+                return CHANGED
+            if not_found(exc):
+                return None
+            raise
+        return _found(data, meta)
+
     def _put(self, request: Put) -> str | bool:
         try:
             result = self.store.put(request.path, request.data, **_put_options(request))
@@ -311,6 +372,8 @@ class Backend:
 
     async def _call_async(self, request: Get | Put | Delete | List) -> Any:
         if isinstance(request, Get):
+            if request.head or request.if_match is not None:
+                return await self._get_checked_async(request)
             return await self._get_async(request.path, request.length, request.unless)
         if isinstance(request, Put):
             return await self._put_async(request)

@@ -3,7 +3,17 @@
 Taking a free name is a create-only put (exactly one creator wins). Every other change — taking
 over a lease that ran out, renewing, releasing — is a put conditional on the e_tag just read,
 so of two racing writers one fails and no one ever removes a successor's lock. A released lock
-stays as a tombstone (``|0``) for the next conditional put.
+stays as a tombstone (``|0``) for the next conditional put, until `sweep` (`clear`, `expire`)
+removes it.
+
+Deadlines are on the object store's clock (`ServerTime`): callers pass ``now`` as the server's
+time, so machines whose clocks disagree still agree on when a lease ends.
+
+`sweep` removes free locks (tombstones, lapsed leases, clock probes) without a conditional
+delete (S3 has none for us): it first takes each free lock itself, with a put conditional on
+the e_tag it read and a short lease of its own (`SWEEP_LEASE`), then deletes it. A caller that
+took the lock between the read and that put makes the put fail, and the lock is kept; one
+trying while the sweeper holds it waits, as for any holder, and creates it anew once deleted.
 """
 
 from __future__ import annotations
@@ -11,9 +21,12 @@ from __future__ import annotations
 import math
 
 from ._paths import Layout
-from ._requests import Found, Get, Plan, Put
+from ._requests import Delete, Found, Get, List, Many, Plan, Put
 
 _ATTEMPTS = 4
+SWEEPER = "~sweep"
+"""The token `sweep` holds a free lock with while removing it (no caller's token: uuids)."""
+SWEEP_LEASE = 15.0
 
 
 def _body(token: str, deadline: float) -> bytes:
@@ -31,6 +44,14 @@ def _state(found: Found) -> tuple[str | None, float]:
     if not math.isfinite(until):
         return None, 0.0
     return (token or None), until
+
+
+def holds(found: Found | None, token: str, now: float) -> bool:
+    """Whether the lock read as `found` is `token`'s with a lease running at `now`."""
+    if found is None:
+        return False
+    holder, until = _state(found)
+    return holder == token and until > now
 
 
 def acquire(layout: Layout, name: str, token: str, lease: float, now: float) -> Plan[bool]:
@@ -72,3 +93,36 @@ def _swap(path: str, found: Found, body: bytes) -> Plan[bool]:
     if found.e_tag is None:
         return False  # nothing to make the put conditional on: never overwrite blindly
     return bool((yield Put(path, body, {"e_tag": found.e_tag})))
+
+
+def sweep(layout: Layout, now: float, conditional: bool) -> Plan[int]:
+    """Remove the free locks (and clock probes); how many. Without conditional puts (a local
+    store, which offers no locks) what is free is simply deleted."""
+    folder = layout.locks()
+    paths = [path for path, _size in (yield List(folder, folder + "/"))]
+    removed = 0
+    for start in range(0, len(paths), 256):
+        chunk = paths[start : start + 256]
+        founds = yield Many(tuple(Get(path) for path in chunk))
+        free = [
+            (path, found)
+            for path, found in zip(chunk, founds, strict=True)
+            if found is not None and not _held(found, now)
+        ]
+        if conditional:
+            free = [(path, found) for path, found in free if found.e_tag]
+            body = _body(SWEEPER, now + SWEEP_LEASE)
+            claims = (Put(path, body, {"e_tag": found.e_tag}) for path, found in free)
+            taken = (yield Many(tuple(claims))) if free else []
+            doomed = [path for (path, _f), ok in zip(free, taken, strict=True) if ok]
+        else:
+            doomed = [path for path, _found in free]
+        if doomed:
+            yield Delete(tuple(doomed))
+        removed += len(doomed)
+    return removed
+
+
+def _held(found: Found, now: float) -> bool:
+    holder, until = _state(found)
+    return holder is not None and until > now

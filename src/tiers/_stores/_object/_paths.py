@@ -10,7 +10,8 @@ and a name prefix stays a path prefix. A tag is the hex of tags up to `TAG_BYTES
 
     <prefix>/e/<name>              one object per entry (a `_wire` record)
     <prefix>/t/<tag>/<name>        an empty marker: the entry <name> carried the tag
-    <prefix>/l/<name>              a lock: ``token|deadline``
+    <prefix>/l/<name>              a lock: ``token|deadline`` (deadline on the server's clock)
+    <prefix>/l/~clock.<nonce>      a clock probe, written, read and deleted (`_probe`)
 """
 
 from __future__ import annotations
@@ -83,3 +84,11 @@ class Layout:
 
     def lock(self, lock_name: str) -> str:
         return self._join(LOCKS, name(lock_name))
+
+    def locks(self) -> str:
+        """The folder listed for locks (and clock probes)."""
+        return self._join(LOCKS)
+
+    def probe(self, nonce: str) -> str:
+        """A clock probe's path: in the locks folder, never a lock's name (those are hex)."""
+        return self._join(LOCKS, "~clock." + nonce)

@@ -1,8 +1,27 @@
 """Entry operations as plans: generators yielding `_requests` and returning the result.
 
-Each function takes the store's `Layout`, the time (`now`, epoch seconds) and its `Tally`.
-Writes put the tag markers before the entry, so a live tagged entry always has its markers;
-only `evict` removes markers (stale ones included), and always before the entry.
+Each function takes the store's `Layout`, its `ServerTime` (`clock`) and its `Tally`.
+
+**Time.** Expiry is judged on the object store's clock: a record's ``expires_at`` is written
+as server time (`ServerTime.to_server`), compared with `ServerTime.now()`, and returned to
+callers as local time (`to_local`), so a machine whose clock is off neither writes entries
+born expired nor serves what every other machine sees as expired.
+
+**Tag index.** A tagged write puts the tag markers, then the entry, then *reads the markers
+again* and puts back any that is gone (`_reindex`). `evict` lists the markers, deletes them,
+and only then reads the entries they name and deletes those carrying the tag. So for a write
+racing an evict: if evict deleted the marker before the write's re-check, the write puts it
+back (the entry stays, indexed: the next evict finds it); if after, the entry had landed
+before the re-check, hence before evict's reads, and evict deletes it. Either way no entry
+with a tag is left unindexed (a write that failed after its marker, e.g. on a timeout, may
+still land unchecked: nothing can check it). Stale markers (overwrites without the tag) are
+harmless: `keys(tag=…)` checks each record, and `evict` removes them.
+
+**Head reads.** Scans, `info` and `delete` read a record's first `HEAD_BYTES`, and the rest
+of its metadata in a second ranged read conditional on the first's e_tag (If-Match, checked
+on the reply too). If the object was rewritten in between, the pair is read again (bounded,
+then one whole read, which is atomic): a record is judged damaged — and deleted — only from
+bytes of one object, never from halves of two.
 """
 
 from __future__ import annotations
@@ -15,13 +34,15 @@ from dataclasses import dataclass, field, replace
 
 from .. import _wire
 from .._protocol import Entry, StoreCounters, Unchanged
+from .._server_time import ServerTime
+from . import _locks
 from ._paths import Layout
-from ._requests import Delete, Found, Get, List, Many, Plan, Put
+from ._requests import CHANGED, Delete, Found, Get, List, Many, Plan, Put
 
 Scanned = list[tuple[str, str, Entry | None]]
 """(object path, key, the entry if live else None) of entries found by a listing."""
-Tagged = list[tuple[str, str, str, Entry | None]]
-"""(marker path, entry path, key, entry) of the markers of a tag."""
+Tagged = list[tuple[str, str, Entry | None]]
+"""(entry path, key, entry) of the entries the markers of a tag name."""
 
 
 @dataclass
@@ -42,14 +63,22 @@ def live(entry: Entry, now: float) -> bool:
     return entry.expires_at is None or entry.expires_at > now
 
 
-def _record(key: str, entry: Entry) -> bytes:
+def _record(key: str, entry: Entry, clock: ServerTime) -> bytes:
     expires = entry.expires_at
     if not math.isfinite(entry.created_at) or not (expires is None or math.isfinite(expires)):
         raise ValueError("created_at and expires_at must be finite epoch seconds")
+    stored = entry if expires is None else replace(entry, expires_at=clock.to_server(expires))
     try:
-        return _wire.pack(entry, key)
+        return _wire.pack(stored, key)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"meta must be a dict of JSON values: {exc}") from exc
+
+
+def _local(entry: Entry | None, clock: ServerTime) -> Entry | None:
+    """`entry` as read (expiry on the server's clock) with its expiry on the local clock."""
+    if entry is not None and entry.expires_at is not None:
+        entry.expires_at = clock.to_local(entry.expires_at)
+    return entry
 
 
 def _decode(found: Found) -> tuple[Entry, str] | None:
@@ -88,16 +117,16 @@ def _checked(
 # -- one key ---------------------------------------------------------------------------------
 
 
-def get(layout: Layout, key: str, now: float, tally: Tally) -> Plan[Entry | None]:
+def get(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[Entry | None]:
     path = layout.entry(key)
     found = yield Get(path)
-    entry, drop = _checked(layout, path, found, key, now, tally)
+    entry, drop = _checked(layout, path, found, key, clock.now(), tally)
     if drop:
         yield Delete((path,))
-    return entry
+    return _local(entry, clock)
 
 
-def revalidate(layout: Layout, key: str, version: str | None, now: float, tally: Tally
+def revalidate(layout: Layout, key: str, version: str | None, clock: ServerTime, tally: Tally
                ) -> Plan[Entry | Unchanged | None]:  # fmt: skip
     """`UNCHANGED` if the object still has `version` (one conditional read, no body), else
     what `get` returns (the object read whole, in the same request)."""
@@ -105,40 +134,69 @@ def revalidate(layout: Layout, key: str, version: str | None, now: float, tally:
     found: Found | Unchanged | None = yield Get(path, unless=version)
     if isinstance(found, Unchanged):
         return found
-    entry, drop = _checked(layout, path, found, key, now, tally)
+    entry, drop = _checked(layout, path, found, key, clock.now(), tally)
     if drop:
         yield Delete((path,))
-    return entry
+    return _local(entry, clock)
 
 
-def info(layout: Layout, key: str, now: float, tally: Tally) -> Plan[Entry | None]:
+def info(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[Entry | None]:
     """The entry without its value, from the record's first bytes only."""
     path = layout.entry(key)
     (found,) = yield from _read_heads([path])
-    entry, drop = _checked(layout, path, found, key, now, tally)
+    entry, drop = _checked(layout, path, found, key, clock.now(), tally)
     if drop:
         yield Delete((path,))
-    return without_value(entry)
+    return without_value(_local(entry, clock))
 
 
-def set_(layout: Layout, key: str, entry: Entry) -> Plan[bool]:
-    yield from set_many(layout, [(key, entry)])
+def set_(layout: Layout, key: str, entry: Entry, clock: ServerTime) -> Plan[bool]:
+    yield from set_many(layout, [(key, entry)], clock)
     return True
 
 
-def delete(layout: Layout, key: str, now: float, tally: Tally) -> Plan[bool]:
+def set_if_held(layout: Layout, key: str, entry: Entry, name: str, token: str,
+                clock: ServerTime) -> Plan[bool]:  # fmt: skip
+    """Write `entry` only while `token` holds lock `name` with a lease running on the
+    server's clock: read the entry's e_tag (HEAD), then the lock, then put the entry
+    conditionally on that e_tag (create-only if there was none). A successor who took the
+    lock after the check and wrote makes the put fail: False, and the entry is not written
+    (only its tag markers may have been, which index nothing stale: `keys` checks records)."""
+    path = layout.entry(key)
+    record = _record(key, entry, clock)
+    current = yield Get(path, head=True)
+    lock = yield Get(layout.lock(name))
+    if not _locks.holds(lock, token, clock.now()):
+        return False
+    if current is not None and not current.e_tag:
+        return False  # nothing to make the put conditional on: never overwrite blindly
+    mode = "create" if current is None else {"e_tag": current.e_tag}
+    markers = sorted({layout.marker(tag, path) for tag in entry.tags})
+    if markers:
+        yield Many(tuple(Put(marker, b"") for marker in markers))
+    answer = yield Put(path, record, mode)
+    if not answer:
+        return False
+    if isinstance(answer, str):
+        entry.version = answer
+    if markers:
+        yield from _reindex(markers)
+    return True
+
+
+def delete(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[bool]:
     """True if a live entry was removed. The read and the delete are two requests: an entry
     written between them is deleted too, and the answer is about the one read."""
     path = layout.entry(key)
     (found,) = yield from _read_heads([path])
     if found is None:
         return False
-    entry, _drop = _checked(layout, path, found, key, now, tally)
+    entry, _drop = _checked(layout, path, found, key, clock.now(), tally)
     yield Delete((path,))
     return entry is not None
 
 
-def touch(layout: Layout, key: str, expires_at: float | None, now: float, tally: Tally,
+def touch(layout: Layout, key: str, expires_at: float | None, clock: ServerTime, tally: Tally,
           conditional: bool) -> Plan[bool]:  # fmt: skip
     """Rewrite the record's expiry: on its e_tag where the store can (an entry rewritten
     meanwhile is read again), else an unconditional put of what was read."""
@@ -147,14 +205,14 @@ def touch(layout: Layout, key: str, expires_at: float | None, now: float, tally:
     path = layout.entry(key)
     for _attempt in range(5):
         found = yield Get(path)
-        entry, drop = _checked(layout, path, found, key, now, tally)
+        entry, drop = _checked(layout, path, found, key, clock.now(), tally)
         if entry is None or found is None:
             if drop:
                 yield Delete((path,))
             return False
         data = bytearray(found.data)
         offset = _wire.EXPIRES_OFFSET
-        data[offset : offset + 8] = _wire.expires_bytes(expires_at)
+        data[offset : offset + 8] = _wire.expires_bytes(clock.to_server(expires_at))
         mode = {"e_tag": found.e_tag} if conditional and found.e_tag else None
         if (yield Put(path, bytes(data), mode)):
             return True
@@ -164,14 +222,16 @@ def touch(layout: Layout, key: str, expires_at: float | None, now: float, tally:
 # -- many keys -------------------------------------------------------------------------------
 
 
-def get_many(layout: Layout, keys: list[str], now: float, tally: Tally) -> Plan[list[Entry | None]]:
+def get_many(layout: Layout, keys: list[str], clock: ServerTime, tally: Tally
+             ) -> Plan[list[Entry | None]]:  # fmt: skip
     paths = [layout.entry(key) for key in keys]
     founds = yield Many(tuple(Get(path) for path in paths))
     entries: list[Entry | None] = []
     dropped: list[str] = []
+    now = clock.now()
     for key, path, found in zip(keys, paths, founds, strict=True):
         entry, drop = _checked(layout, path, found, key, now, tally)
-        entries.append(entry)
+        entries.append(_local(entry, clock))
         if drop:
             dropped.append(path)
     if dropped:
@@ -179,16 +239,35 @@ def get_many(layout: Layout, keys: list[str], now: float, tally: Tally) -> Plan[
     return entries
 
 
-def set_many(layout: Layout, items: list[tuple[str, Entry]]) -> Plan[None]:
-    records = [(layout.entry(key), _record(key, entry), entry.tags) for key, entry in items]
-    markers = {layout.marker(tag, path) for path, _data, tags in records for tag in tags}
+def set_many(layout: Layout, items: list[tuple[str, Entry]], clock: ServerTime) -> Plan[None]:
+    records = [(layout.entry(k), _record(k, entry, clock), entry.tags) for k, entry in items]
+    markers = sorted({layout.marker(tag, path) for path, _data, tags in records for tag in tags})
     if markers:
-        yield Many(tuple(Put(marker, b"") for marker in sorted(markers)))
+        yield Many(tuple(Put(marker, b"") for marker in markers))
     written = yield Many(tuple(Put(path, data) for path, data, _tags in records))
     for (_key, entry), answer in zip(items, written, strict=True):
         if isinstance(answer, str):  # the e_tag: the writer's copies can be revalidated
             entry.version = answer
+    if markers:
+        yield from _reindex(markers)
     return None
+
+
+def _reindex(markers: list[str]) -> Plan[None]:
+    """After the entries are written: put back the markers an `evict` deleted meanwhile."""
+    found = yield from _batched([Get(marker, head=True) for marker in markers])
+    gone = [marker for marker, one in zip(markers, found, strict=True) if one is None]
+    if gone:
+        yield Many(tuple(Put(marker, b"") for marker in gone))
+    return None
+
+
+def _batched(requests: list[Get]) -> Plan[list[object]]:
+    """`requests` run concurrently, 256 at a time; their replies in order."""
+    replies: list[object] = []
+    for start in range(0, len(requests), 256):
+        replies += yield Many(tuple(requests[start : start + 256]))
+    return replies
 
 
 # -- scans -----------------------------------------------------------------------------------
@@ -198,19 +277,39 @@ HEAD_BYTES = 4096
 """Bytes read first from a record when its value is not needed (most records' metadata fits)."""
 
 
+HEAD_ATTEMPTS = 3
+"""Times a head read in two parts is tried before the record is read whole."""
+
+
 def _read_heads(paths: list[str]) -> Plan[list[Found | None]]:
     """Each record's first bytes, enough to decode all but its body: one ranged read, and a
     second for the few records whose metadata (a long key, a large meta) goes past
-    `HEAD_BYTES`. Scans, `info` and `delete` never download values."""
-    founds: list[Found | None] = []
-    for start in range(0, len(paths), 256):
-        founds += yield Many(tuple(Get(path, HEAD_BYTES) for path in paths[start : start + 256]))
-    short = [(i, need) for i, found in enumerate(founds) if (need := _missing(found))]
-    for start in range(0, len(short), 256):
-        batch = short[start : start + 256]
-        more = yield Many(tuple(Get(paths[i], need) for i, need in batch))
-        for (i, _need), found in zip(batch, more, strict=True):
-            founds[i] = found
+    `HEAD_BYTES`, conditional on the first's e_tag. A record rewritten between the two is
+    read again; after `HEAD_ATTEMPTS`, whole. Scans, `info` and `delete` never download
+    values (but from records rewritten under them again and again)."""
+    founds: list[Found | None] = [None] * len(paths)
+    todo = list(range(len(paths)))
+    for _attempt in range(HEAD_ATTEMPTS):
+        firsts = yield from _batched([Get(paths[i], HEAD_BYTES) for i in todo])
+        short: list[tuple[int, int, Found]] = []
+        for i, first in zip(todo, firsts, strict=True):
+            founds[i] = first if isinstance(first, Found) else None
+            if isinstance(first, Found) and (need := _missing(first)):
+                short.append((i, need, first))
+        more = yield from _batched(
+            [Get(paths[i], need, if_match=first.e_tag) for i, need, first in short]
+        )
+        todo = []
+        for (i, _need, first), found in zip(short, more, strict=True):
+            if found is CHANGED or (isinstance(found, Found) and found.version != first.version):
+                todo.append(i)  # rewritten between the two reads: never judged from halves
+            else:
+                founds[i] = found if isinstance(found, Found) else None
+        if not todo:
+            return founds
+    wholes = yield from _batched([Get(paths[i]) for i in todo])
+    for i, whole in zip(todo, wholes, strict=True):
+        founds[i] = whole if isinstance(whole, Found) else None
     return founds
 
 
@@ -225,13 +324,14 @@ def _missing(found: Found | None) -> int:
     return need if len(found.data) < need <= found.size else 0
 
 
-def scan(layout: Layout, prefix: str, now: float, tally: Tally) -> Plan[Scanned]:
+def scan(layout: Layout, prefix: str, clock: ServerTime, tally: Tally) -> Plan[Scanned]:
     """(path, key, live entry or None if expired) of every entry whose key starts with
     `prefix`; damaged records are deleted on the way."""
     offset, start, _exact = layout.scan_offset(prefix)
     listed = yield List(layout.entries(), start, offset)
     paths = [path for path, _size in listed]
     founds = yield from _read_heads(paths)
+    now = clock.now()
     found: Scanned = []
     damaged: list[str] = []
     for path, record in zip(paths, founds, strict=True):
@@ -256,46 +356,59 @@ def _remove(paths: Iterable[str]) -> Plan[None]:
     return None
 
 
-def clear(layout: Layout, prefix: str, now: float, tally: Tally) -> Plan[int]:
-    """Remove every entry under `prefix`; how many were live (tag markers stay: evict
-    removes stale ones)."""
-    found = yield from scan(layout, prefix, now, tally)
+def clear(layout: Layout, prefix: str, clock: ServerTime, tally: Tally, conditional: bool
+          ) -> Plan[int]:  # fmt: skip
+    """Remove every entry under `prefix`; how many were live. A whole clear also removes
+    the free locks (tombstones, lapsed leases); tag markers stay (evict removes stale ones)."""
+    found = yield from scan(layout, prefix, clock, tally)
     yield from _remove(path for path, _key, _entry in found)
+    if not prefix:
+        yield from _locks.sweep(layout, clock.now(), conditional)
     return sum(1 for _path, _key, entry in found if entry is not None)
 
 
-def expire(layout: Layout, now: float, tally: Tally) -> Plan[int]:
-    found = yield from scan(layout, "", now, tally)
+def expire(layout: Layout, clock: ServerTime, tally: Tally, conditional: bool) -> Plan[int]:
+    """Remove the expired entries, and the free locks (never one held with a running lease)."""
+    found = yield from scan(layout, "", clock, tally)
     expired = [path for path, _key, entry in found if entry is None]
     yield from _remove(expired)
     tally.add(expirations=len(expired))
+    yield from _locks.sweep(layout, clock.now(), conditional)
     return len(expired)
 
 
-def keys(layout: Layout, prefix: str, tag: str | None, now: float, tally: Tally) -> Plan[list[str]]:
+def keys(layout: Layout, prefix: str, tag: str | None, clock: ServerTime, tally: Tally
+         ) -> Plan[list[str]]:  # fmt: skip
     if tag is None:
-        found = yield from scan(layout, prefix, now, tally)
+        found = yield from scan(layout, prefix, clock, tally)
         return [key for _path, key, entry in found if entry is not None]
-    tagged = yield from _tagged(layout, tag, prefix)
-    return [key for _m, _p, key, entry in tagged if entry is not None and _has(entry, tag, now)]
+    _folder, markers = yield from _markers(layout, tag, prefix)
+    tagged = yield from _entries(layout, _folder, markers, prefix)
+    now = clock.now()
+    return [key for _path, key, entry in tagged if entry is not None and _has(entry, tag, now)]
 
 
-def _tagged(layout: Layout, tag: str, prefix: str) -> Plan[Tagged]:
-    """(marker, entry path, key, entry) for the markers of `tag` whose entry (if any, and
-    sound) has a key starting with `prefix`; key "" and entry None: no sound entry."""
+def _markers(layout: Layout, tag: str, prefix: str) -> Plan[tuple[str, list[str]]]:
+    """(the tag's folder, its markers whose entry names may hold keys starting with
+    `prefix`)."""
     _offset, start, _exact = layout.scan_offset(prefix)
     folder = layout.tag_folder(tag)
     markers = [path for path, _size in (yield List(folder, folder + "/"))]
-    markers = [m for m in markers if layout.entry_of_marker(folder, m).startswith(start)]
-    paths = [layout.entry_of_marker(folder, marker) for marker in markers]
+    return folder, [m for m in markers if layout.entry_of_marker(folder, m).startswith(start)]
+
+
+def _entries(layout: Layout, folder: str, markers: list[str], prefix: str) -> Plan[Tagged]:
+    """(entry path, key, entry) for the entries `markers` name whose key starts with
+    `prefix`; key "" and entry None: no sound entry there."""
+    paths = sorted({layout.entry_of_marker(folder, marker) for marker in markers})
     founds = yield from _read_heads(paths)
     result: Tagged = []
-    for marker, path, record in zip(markers, paths, founds, strict=True):
+    for path, record in zip(paths, founds, strict=True):
         decoded = None if record is None else _decode(record)
         if decoded is None:
-            result.append((marker, path, "", None))
+            result.append((path, "", None))
         elif decoded[1].startswith(prefix):
-            result.append((marker, path, decoded[1], decoded[0]))
+            result.append((path, decoded[1], decoded[0]))
     return result
 
 
@@ -303,13 +416,21 @@ def _has(entry: Entry, tag: str, now: float) -> bool:
     return tag in entry.tags and live(entry, now)
 
 
-def evict(layout: Layout, tag: str, prefix: str, now: float) -> Plan[int]:
-    """Remove the entries carrying `tag` (markers first, so an entry written meanwhile keeps
-    its marker); how many were live."""
-    tagged = yield from _tagged(layout, tag, prefix)
-    yield from _remove(marker for marker, _path, _key, _entry in tagged)
-    doomed = [(p, e) for _m, p, _k, e in tagged if e is not None and tag in e.tags]
+def evict(layout: Layout, tag: str, prefix: str, clock: ServerTime) -> Plan[int]:
+    """Remove the entries carrying `tag`; how many were live. The markers go first, then
+    the entries are read and deleted (see the module's docstring: a write racing this either
+    is deleted or puts its marker back). Where names only narrow the prefix down (keys over
+    400 bytes), the markers of entries sharing a name's start but not the prefix are kept."""
+    folder, markers = yield from _markers(layout, tag, prefix)
+    if not layout.scan_offset(prefix)[2]:
+        before = yield from _entries(layout, folder, markers, "")
+        other = {p for p, key, e in before if e is not None and not key.startswith(prefix)}
+        markers = [m for m in markers if layout.entry_of_marker(folder, m) not in other]
+    yield from _remove(markers)
+    tagged = yield from _entries(layout, folder, markers, prefix)
+    doomed = [(p, e) for p, _k, e in tagged if e is not None and tag in e.tags]
     yield from _remove(path for path, _entry in doomed)
+    now = clock.now()
     return sum(1 for _path, entry in doomed if live(entry, now))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -19,17 +20,32 @@ class Found:
     e_tag: str | None
     size: int
     version: str | None = None
+    modified: float | None = None
+    """The object's last-modified time (epoch seconds, the server's clock), if given."""
+
+
+class Changed(Enum):
+    """The type of `CHANGED`: a read conditional on an e_tag found another object."""
+
+    CHANGED = "changed"
+
+
+CHANGED = Changed.CHANGED
 
 
 @dataclass(frozen=True, slots=True)
 class Get:
     """Read an object (only its first `length` bytes if given); reply: `Found`, or None if
     there is none. With `unless` (a version), reply `UNCHANGED` instead, without its bytes,
-    if the object still has that version."""
+    if the object still has that version. With `if_match` (an e_tag), reply `CHANGED` if the
+    object has another e_tag now. `head`: no bytes (``data`` is empty), only what is known of
+    the object."""
 
     path: str
     length: int | None = None
     unless: str | None = None
+    if_match: str | None = None
+    head: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,12 @@ native coroutines. Requests a plan makes together (`Many`) run concurrently.
 to last body byte), and a call of several (a tagged set, a lock, a delete) runs its later
 requests on the pool, waited for only as long as the call has left. The O(n) calls (clear,
 keys, count, expire, evict, stats) bound each request instead.
+
+Time is the object store's (`ServerTime`, measured by `_probe` before the first operation and
+every few minutes on the system clock): record expiry and lock deadlines are written and
+judged on the server's clock, so machines with skewed clocks agree (see `_plans`, `_locks`).
+A store given another clock (a test's `FakeClock`) is not measured: it runs on that clock
+as it is (offset 0), so fake-clock tests keep exact expiry times.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from ..._plans import run as drive
 from ..._plans import run_async as drive_async
 from ...errors import ConfigError, StoreError
 from .._protocol import Entry, StoreCounters, Unchanged
-from . import _locks, _plans
+from .._server_time import ServerTime
+from . import _locks, _plans, _probe
 from ._backend import Backend, check_store, is_local, open_url, split_url
 from ._paths import Layout
 from ._requests import Delete, Get, List, Many, Plan, Put, Request
@@ -87,7 +94,6 @@ class ObjectStore:
             raise TypeError(f"ObjectStore prefix must be a str, not {type(prefix).__qualname__!r}")
         self.timeout = _seconds(timeout)
         self.prefix = prefix
-        self.clock: Clock = SYSTEM_CLOCK
         self._layout = Layout(prefix.strip("/"))
         self._conditional = not is_local(self._store)
         self._backend = Backend(self._store, repr(self))
@@ -95,6 +101,28 @@ class ObjectStore:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._closed = False
+        self._time = ServerTime(repr(self), SYSTEM_CLOCK)
+
+    @property
+    def clock(self) -> Clock:
+        """The local clock; expiry and leases are judged on the server's (see the module)."""
+        return self._time.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._time.clock = clock  # (a test's clock is used as it is, never measured)
+
+    @property
+    def server_time(self) -> ServerTime:
+        """This store's view of the object store's clock (its measured offset)."""
+        return self._time
+
+    def _timed(self, make: Callable[[ServerTime], Plan[T]]) -> Plan[T]:
+        """The plan `make` gives for the server's time, measured first if it is due."""
+        server = self._time
+        if server.due():
+            yield from _probe.measure(self._layout, server, self.timeout)
+        return (yield from make(server))
 
     def __repr__(self) -> str:
         where = self._url if self._url is not None else type(self._store).__name__
@@ -198,22 +226,24 @@ class ObjectStore:
         if self._closed:
             raise StoreError(f"{self!r} is closed")
 
-    def _now(self) -> float:
-        return self.clock.time()
-
     # -- core -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        return self._run(_plans.get(self._layout, key, self._now(), self._tally))
+        return self._run(self._timed(lambda t: _plans.get(self._layout, key, t, self._tally)))
 
     def set(self, key: str, entry: Entry) -> bool:
-        return self._run(_plans.set_(self._layout, key, entry))
+        return self._run(self._timed(lambda t: _plans.set_(self._layout, key, entry, t)))
 
     def delete(self, key: str) -> bool:
-        return self._run(_plans.delete(self._layout, key, self._now(), self._tally))
+        return self._run(self._timed(lambda t: _plans.delete(self._layout, key, t, self._tally)))
 
     def clear(self, prefix: str = "") -> int:
-        return self._run(_plans.clear(self._layout, prefix, self._now(), self._tally), paged=True)
+        return self._run(self._clear(prefix), paged=True)
+
+    def _clear(self, prefix: str) -> Plan[int]:
+        return self._timed(
+            lambda t: _plans.clear(self._layout, prefix, t, self._tally, self._conditional)
+        )
 
     def stats(self) -> StoreCounters:
         """Counters of this store object; items and bytes from a listing (O(n))."""
@@ -227,17 +257,22 @@ class ObjectStore:
             pool.shutdown(wait=True)
 
     async def get_async(self, key: str) -> Entry | None:
-        return await self._run_async(_plans.get(self._layout, key, self._now(), self._tally))
+        return await self._run_async(
+            self._timed(lambda t: _plans.get(self._layout, key, t, self._tally))
+        )
 
     async def set_async(self, key: str, entry: Entry) -> bool:
-        return await self._run_async(_plans.set_(self._layout, key, entry))
+        return await self._run_async(
+            self._timed(lambda t: _plans.set_(self._layout, key, entry, t))
+        )
 
     async def delete_async(self, key: str) -> bool:
-        return await self._run_async(_plans.delete(self._layout, key, self._now(), self._tally))
+        return await self._run_async(
+            self._timed(lambda t: _plans.delete(self._layout, key, t, self._tally))
+        )
 
     async def clear_async(self, prefix: str = "") -> int:
-        plan = _plans.clear(self._layout, prefix, self._now(), self._tally)
-        return await self._run_async(plan, paged=True)
+        return await self._run_async(self._clear(prefix), paged=True)
 
     async def stats_async(self) -> StoreCounters:
         return await self._run_async(_plans.stats(self._layout, self._tally), paged=True)
@@ -249,7 +284,7 @@ class ObjectStore:
 
     def info(self, key: str) -> Entry | None:
         """The entry without its value: a ranged read of the record's first bytes."""
-        return self._run(_plans.info(self._layout, key, self._now(), self._tally))
+        return self._run(self._timed(lambda t: _plans.info(self._layout, key, t, self._tally)))
 
     def revalidate(self, key: str, version: str | None) -> Entry | Unchanged | None:
         """`UNCHANGED` if the entry's object still has `version` (a copy's `Entry.version`):
@@ -260,40 +295,48 @@ class ObjectStore:
         return self._run(self._revalidate(key, version))
 
     def _revalidate(self, key: str, version: str | None) -> Plan[Entry | Unchanged | None]:
-        return _plans.revalidate(self._layout, key, version, self._now(), self._tally)
+        return self._timed(lambda t: _plans.revalidate(self._layout, key, version, t, self._tally))
 
     def touch(self, key: str, expires_at: float | None) -> bool:
         return self._run(self._touch(key, expires_at))
 
     def _touch(self, key: str, expires_at: float | None) -> Plan[bool]:
-        return _plans.touch(
-            self._layout, key, expires_at, self._now(), self._tally, self._conditional
+        return self._timed(
+            lambda t: _plans.touch(self._layout, key, expires_at, t, self._tally, self._conditional)
         )
 
     def expire(self) -> int:
-        return self._run(_plans.expire(self._layout, self._now(), self._tally), paged=True)
+        return self._run(self._expire(), paged=True)
+
+    def _expire(self) -> Plan[int]:
+        return self._timed(lambda t: _plans.expire(self._layout, t, self._tally, self._conditional))
 
     def evict(self, tag: str, prefix: str = "") -> int:
-        return self._run(_plans.evict(self._layout, tag, prefix, self._now()), paged=True)
+        return self._run(self._evict(tag, prefix), paged=True)
+
+    def _evict(self, tag: str, prefix: str) -> Plan[int]:
+        return self._timed(lambda t: _plans.evict(self._layout, tag, prefix, t))
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         """Live keys (a listing, then one read per entry: O(n) requests)."""
         return iter(self._run(self._keys(prefix, tag), paged=True))
 
     def _keys(self, prefix: str, tag: str | None) -> Plan[list[str]]:
-        return _plans.keys(self._layout, prefix, tag, self._now(), self._tally)
+        return self._timed(lambda t: _plans.keys(self._layout, prefix, tag, t, self._tally))
 
     def count(self, prefix: str = "") -> int:
         return len(self._run(self._keys(prefix, None), paged=True))
 
     def get_many(self, keys: list[str]) -> list[Entry | None]:
-        return self._run(_plans.get_many(self._layout, keys, self._now(), self._tally))
+        return self._run(self._timed(lambda t: _plans.get_many(self._layout, keys, t, self._tally)))
 
     def set_many(self, items: list[tuple[str, Entry]]) -> None:
-        self._run(_plans.set_many(self._layout, items))
+        self._run(self._timed(lambda t: _plans.set_many(self._layout, items, t)))
 
     async def info_async(self, key: str) -> Entry | None:
-        return await self._run_async(_plans.info(self._layout, key, self._now(), self._tally))
+        return await self._run_async(
+            self._timed(lambda t: _plans.info(self._layout, key, t, self._tally))
+        )
 
     async def revalidate_async(self, key: str, version: str | None) -> Entry | Unchanged | None:
         return await self._run_async(self._revalidate(key, version))
@@ -302,24 +345,21 @@ class ObjectStore:
         return await self._run_async(self._touch(key, expires_at))
 
     async def expire_async(self) -> int:
-        return await self._run_async(
-            _plans.expire(self._layout, self._now(), self._tally), paged=True
-        )
+        return await self._run_async(self._expire(), paged=True)
 
     async def evict_async(self, tag: str, prefix: str = "") -> int:
-        return await self._run_async(
-            _plans.evict(self._layout, tag, prefix, self._now()), paged=True
-        )
+        return await self._run_async(self._evict(tag, prefix), paged=True)
 
     async def count_async(self, prefix: str = "") -> int:
         return len(await self._run_async(self._keys(prefix, None), paged=True))
 
     async def get_many_async(self, keys: list[str]) -> list[Entry | None]:
-        plan = _plans.get_many(self._layout, keys, self._now(), self._tally)
-        return await self._run_async(plan)
+        return await self._run_async(
+            self._timed(lambda t: _plans.get_many(self._layout, keys, t, self._tally))
+        )
 
     async def set_many_async(self, items: list[tuple[str, Entry]]) -> None:
-        await self._run_async(_plans.set_many(self._layout, items))
+        await self._run_async(self._timed(lambda t: _plans.set_many(self._layout, items, t)))
 
     # -- locks: only where the store has conditional puts (not obstore's LocalStore) ---------
 
@@ -352,24 +392,48 @@ class ObjectStore:
     def release_lock_async(self) -> Callable[..., Any]:
         return self._locking(self._release_lock_async)
 
+    @property
+    def set_if_held(self) -> Callable[[str, Entry, str, str], bool]:
+        """Store an entry only while a token holds a lock with a running lease (fenced: see
+        `SupportsLocks.set_if_held` and `_plans.set_if_held`)."""
+        return self._locking(self._set_if_held)
+
+    @property
+    def set_if_held_async(self) -> Callable[..., Any]:
+        return self._locking(self._set_if_held_async)
+
+    def _acquire(self, name: str, token: str, lease: float) -> Plan[bool]:
+        return self._timed(lambda t: _locks.acquire(self._layout, name, token, lease, t.now()))
+
+    def _renew(self, name: str, token: str, lease: float) -> Plan[bool]:
+        return self._timed(lambda t: _locks.renew(self._layout, name, token, lease, t.now()))
+
+    def _fenced(self, key: str, entry: Entry, name: str, token: str) -> Plan[bool]:
+        return self._timed(lambda t: _plans.set_if_held(self._layout, key, entry, name, token, t))
+
     def _acquire_lock(self, name: str, token: str, lease: float) -> bool:
-        return self._run(_locks.acquire(self._layout, name, token, lease, self._now()))
+        return self._run(self._acquire(name, token, lease))
 
     def _renew_lock(self, name: str, token: str, lease: float) -> bool:
-        return self._run(_locks.renew(self._layout, name, token, lease, self._now()))
+        return self._run(self._renew(name, token, lease))
 
     def _release_lock(self, name: str, token: str) -> bool:
         return self._run(_locks.release(self._layout, name, token))
 
+    def _set_if_held(self, key: str, entry: Entry, name: str, token: str) -> bool:
+        return self._run(self._fenced(key, entry, name, token))
+
     async def _acquire_lock_async(self, name: str, token: str, lease: float) -> bool:
-        plan = _locks.acquire(self._layout, name, token, lease, self._now())
-        return await self._run_async(plan)
+        return await self._run_async(self._acquire(name, token, lease))
 
     async def _renew_lock_async(self, name: str, token: str, lease: float) -> bool:
-        return await self._run_async(_locks.renew(self._layout, name, token, lease, self._now()))
+        return await self._run_async(self._renew(name, token, lease))
 
     async def _release_lock_async(self, name: str, token: str) -> bool:
         return await self._run_async(_locks.release(self._layout, name, token))
+
+    async def _set_if_held_async(self, key: str, entry: Entry, name: str, token: str) -> bool:
+        return await self._run_async(self._fenced(key, entry, name, token))
 
 
 def _left(deadline: float) -> float:
