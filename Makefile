@@ -30,12 +30,14 @@ lint: install
 # The tests start real servers on loopback: redis-server (from Debian's packages, installed
 # here when missing), moto's S3 server and SeaweedFS (`weed`, from PyPI, with the dev extra).
 # Fault injection needs Debian's fuse3 (a FUSE filesystem that fails chosen calls, run by the
-# tests as its own process) and libfiu (faults in the C library calls of a process).
+# tests as its own process) and libfiu (faults in the C library calls of a process); clock
+# skew between machines is played by processes under Debian's faketime.
 servers:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3 libfuse3-3"; \
 	command -v fiu-run >/dev/null 2>&1 || missing="$$missing libfiu0 fiu-utils"; \
+	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 

@@ -63,7 +63,10 @@ class EntryInfo:
         return (self.expires_at - datetime.now(timezone.utc)).total_seconds()
 
 
-_COUNTERS = ("hits", "misses", "sets", "deletes", "evictions", "expirations", "rejected", "errors")
+_COUNTERS = (
+    "hits", "misses", "sets", "deletes", "evictions", "expirations", "rejected", "errors",
+    "lock_fallbacks", "lost_leases",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,10 @@ class TierStats:
     entries its calls removed;
     evictions, expirations and rejected (corrupted, unauthenticated or oversized entries)
     count what the store removed or refused, and items and bytes are its current contents
-    (for a DiskStore: across all processes, as recorded on disk).
+    (for a DiskStore: across all processes, as recorded on disk). On the tier whose locks
+    single-flight uses: lock_fallbacks counts computations done without its lock because it
+    failed for a whole lease, lost_leases results not stored because their lock's lease had
+    ended before they were (another caller may have taken over).
     """
 
     store: str
@@ -88,6 +94,8 @@ class TierStats:
     errors: int = 0
     items: int = 0
     bytes: int = 0
+    lock_fallbacks: int = 0
+    lost_leases: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -115,6 +123,8 @@ class Stats:
     errors: int
     items: int
     bytes: int
+    lock_fallbacks: int = 0
+    lost_leases: int = 0
     tiers: tuple[TierStats, ...] = field(default_factory=tuple)
 
     @property

@@ -34,7 +34,7 @@ from ._async_prims import (
     wait_flight_async,
 )
 from ._coherence import LOCAL
-from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
+from ._core import CacheCore, Fence, Meta, Tier, file_bytes, write_temp_file
 
 
 class AsyncOps(CacheCore):
@@ -268,7 +268,9 @@ class AsyncOps(CacheCore):
         Concurrent callers of a missing key wait for one computation: threads and coroutines
         of this process, and other processes (or machines) sharing a tier with locks. A lock
         holder that dies loses the lock after `lease` seconds (default: the cache's); a live
-        one keeps renewing it. If `factory` raises, every waiting caller gets the exception.
+        one keeps renewing it, and one that lost it anyway (paused, or `factory` holding the
+        GIL past the lease) does not store its result over its successor's. If `factory`
+        raises, every waiting caller gets the exception.
         """
         if not callable(factory):
             raise TypeError(f"factory must be callable, not {type(factory).__qualname__!r}")
@@ -562,10 +564,12 @@ class AsyncOps(CacheCore):
 
     async def _store_async(
         self, items: list[tuple[str, Any]], expires_at: float | None, tags: tuple[str, ...],
-        meta: dict[str, Any] | None,
+        meta: dict[str, Any] | None, fence: Fence | None = None,
     ) -> None:  # fmt: skip
         """Write (stored key, value) pairs to every tier, slowest first, each tier in one batch
-        when its store can. Every value is encoded before anything is written."""
+        when its store can. Every value is encoded before anything is written. With a
+        `fence` (one computed item), its lock's tier is written first and only while the
+        lease is current; if it is not, nothing is written."""
         with writing(self._writer):  # (its announcements name this cache)
             encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
             last = len(self._tiers) - 1
@@ -576,7 +580,11 @@ class AsyncOps(CacheCore):
             }  # fmt: skip
             stamps: dict[str, dict[int, int]] = {}
             written = False
-            for tier in reversed(self._tiers):
+            order = list(reversed(self._tiers))
+            if fence is not None:
+                order.remove(fence.tier)
+                order.insert(0, fence.tier)
+            for tier in order:
                 if not tier.breaker.allow():
                     for k, _live, _encoded in encoded:
                         self._missed(tier, k)
@@ -587,13 +595,40 @@ class AsyncOps(CacheCore):
                     continue
                 batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
                 try:
-                    await self._write_async(tier, batch, epochs, stamps)
+                    if fence is not None and tier is fence.tier:
+                        if not await self._write_fenced_async(fence, batch[0], stamps):
+                            return
+                    else:
+                        await self._write_async(tier, batch, epochs, stamps)
                 except Exception as exc:
                     await self._write_failed_async(tier, batch, written, stamps)
                     self._failed(tier, exc, "set")
                     continue
                 written = True
                 self._wrote(tier, encoded)
+
+    async def _write_fenced_async(
+        self, fence: Fence, item: tuple[str, Entry], stamps: dict[str, dict[int, int]]
+    ) -> bool:
+        """Write a computed entry to its lock's tier if the lease is still current; False,
+        counted and logged, if it is not (nothing written)."""
+        tier, (k, entry) = fence.tier, item
+        stamped = stamps.setdefault(k, {})
+        if not tier.fences:  # a store without fenced writes: check the lease, then write
+            held = await tier.store.renew_lock_async(fence.name, fence.token, fence.lease)
+            if held:
+                await self._write_async(tier, [item], {}, stamps)
+        elif tier.watched:  # (the copies above take the stamp it writes)
+            stamped[tier.index] = tier.store.epoch(k)  # what they keep if this write fails
+            written = new_stamp()
+            held = await tier.store.set_if_held_async(k, entry, fence.name, fence.token, written)
+            if held:
+                stamped[tier.index] = written
+        else:
+            held = await tier.store.set_if_held_async(k, entry, fence.name, fence.token)
+        if not held:
+            self._lease_lost(fence, k)
+        return bool(held)
 
     async def _write_failed_async(
         self, tier: Tier, batch: list[tuple[str, Entry]], written: bool,
@@ -689,47 +724,76 @@ class AsyncOps(CacheCore):
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
         lease: float,
     ) -> Any:  # fmt: skip
-        """Compute and store, holding the cross-process lock of the lock tier if there is one."""
+        """Compute and store, holding the cross-process lock of the lock tier if there is one;
+        the result is stored only while that lock's lease is current (see `Fence`)."""
         tier = self._lock_tier
-        if tier is None or not tier.breaker.allow():
+        if tier is None:
+            return await self._produce_async(k, factory, ttl, tags, meta)
+        if not tier.breaker.allow():  # known to be failing: no lock to wait for
+            tier.lock_fallbacks += 1
             return await self._produce_async(k, factory, ttl, tags, meta)
         name = "flight/" + k
         token = uuid.uuid4().hex
-        delay = 0.002
-        while True:
-            try:
-                acquired = await tier.store.acquire_lock_async(name, token, lease)
-            except Exception as exc:  # no lock to be had: compute without one
-                self._failed(tier, exc, "lock")
-                return await self._produce_async(k, factory, ttl, tags, meta)
-            if acquired:
-                break
-            await sleep_async(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.05)
-            value = await self._lookup_async(k, counted=False)
-            if value is not MISSING:
+        taken, value = await self._take_lock_async(tier, k, name, token, lease)
+        if not taken:
+            if value is not MISSING:  # stored by the holder while we waited
                 return value
+            return await self._produce_async(k, factory, ttl, tags, meta)
+        fence = Fence(tier, name, token, lease, time.monotonic())
         try:
             value = await self._lookup_async(k, counted=False)  # stored by the previous holder?
             if value is not MISSING:
                 return value
-            renewer = start_renewer_async(
-                lambda: tier.store.renew_lock_async(name, token, lease), lease / 3
-            )
+            renewer = start_renewer_async(lambda: self._renew_async(fence, k), lease / 3)
             try:
-                return await self._produce_async(k, factory, ttl, tags, meta)
+                return await self._produce_async(k, factory, ttl, tags, meta, fence)
             finally:
                 renewer.stop()
         finally:
             with contextlib.suppress(Exception):
                 await tier.store.release_lock_async(name, token)
 
+    async def _take_lock_async(
+        self, tier: Tier, k: str, name: str, token: str, lease: float
+    ) -> tuple[bool, Any]:
+        """Wait for lock `name` of `tier`: (True, MISSING) once it is ours, (False, value) if
+        its holder stored the value meanwhile, (False, MISSING) if the tier failed for a whole
+        `lease` (the caller computes without the lock). Failures are retried with backoff."""
+        delay = 0.002
+        failing_since: float | None = None
+        while True:
+            try:
+                acquired = await tier.store.acquire_lock_async(name, token, lease)
+            except Exception as exc:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if self._lock_failed(tier, exc, now - failing_since, lease):
+                    return False, MISSING
+                delay = max(delay, 0.05)
+            else:
+                if failing_since is not None:  # it answers again (and reads may use it)
+                    tier.breaker.success()
+                    failing_since = None
+                if acquired:
+                    return True, MISSING
+            await sleep_async(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05 if failing_since is None else 1.0)
+            value = await self._lookup_async(k, counted=False)
+            if value is not MISSING:
+                return False, value
+
+    async def _renew_async(self, fence: Fence, k: str) -> bool:
+        """Extend `fence`'s lease (from the renewer); False, logged, once it is lost."""
+        held = await fence.tier.store.renew_lock_async(fence.name, fence.token, fence.lease)
+        return self._renewed(fence, k, held)
+
     async def _produce_async(
-        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta
-    ) -> Any:
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        fence: Fence | None = None,
+    ) -> Any:  # fmt: skip
         started = time.perf_counter()
         value = await call_factory_async(factory)
         if callable(meta):  # provenance: completed with the computation's duration
             meta = meta(time.perf_counter() - started)
-        await self._store_async([(k, value)], self._expires_at(ttl), tags, meta)
+        await self._store_async([(k, value)], self._expires_at(ttl), tags, meta, fence)
         return value

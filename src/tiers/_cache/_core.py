@@ -11,9 +11,10 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,7 @@ class Tier:
         "errors",
         "evicts",
         "expires",
+        "fences",
         "guardian",
         "guards",
         "hits",
@@ -64,7 +66,9 @@ class Tier:
         "index",
         "infos",
         "kind",
+        "lock_fallbacks",
         "locks",
+        "lost_leases",
         "misses",
         "name",
         "owned",
@@ -90,6 +94,7 @@ class Tier:
         self.holds_objects = bool(store.holds_objects)
         self.epochs = self.has("epoch")
         self.locks = self.has("acquire_lock")
+        self.fences = self.has("set_if_held")  # a lock holder's write checked against its lease
         self.infos, self.pops, self.touches = self.has("info"), self.has("pop"), self.has("touch")
         self.expires, self.evicts = self.has("expire"), self.has("evict")
         self.store_links = self.has("link")  # a memory store memoize's fast path can index
@@ -112,9 +117,22 @@ class Tier:
         # reads skip it there until a delete or a write succeeds (this process only)
         self.stale: set[str] = set()
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.rejected = 0
+        self.lock_fallbacks = self.lost_leases = 0
 
     def has(self, capability: str) -> bool:
         return callable(getattr(self.store, capability, None))
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """A computation holding lock `name` of `tier` as `token`: its result is stored only
+    while the lease is current (a holder that lost it never overwrites a successor)."""
+
+    tier: Tier
+    name: str
+    token: str
+    lease: float
+    since: float  # time.monotonic() when the lock was taken
 
 
 class CacheCore:
@@ -327,6 +345,43 @@ class CacheCore:
             ) from exc
         tier.breaker.failure(exc)
 
+    def _lock_failed(self, tier: Tier, exc: Exception, failing_for: float, lease: float) -> bool:
+        """Taking a lock of `tier` raised: count it; True once it has failed for a whole
+        `lease` (the caller then computes without the lock). Raises under "raise"."""
+        if self._raise:
+            self._failed(tier, exc, "take a lock")
+        tier.errors += 1
+        tier.breaker.failure(exc)
+        if failing_for < lease:
+            return False
+        tier.lock_fallbacks += 1
+        log.warning(
+            "tiers: %s could not give a single-flight lock for %.1f s (%s); computing without "
+            "it", tier.name, failing_for, type(exc).__name__,
+        )  # fmt: skip
+        return True
+
+    def _lease_lost(self, fence: Fence, k: str) -> None:
+        """A result was not stored: its lock's lease had ended (counted and logged)."""
+        fence.tier.lost_leases += 1
+        log.warning(
+            "tiers: the value computed for %r in %.1f s was not stored in %s: the lease of its "
+            "lock (%.1f s) ended first, so another caller may have taken over; a lease must "
+            "outlast the longest stretch the computation holds the GIL or the process pauses",
+            self._user_key(k)[:200], time.monotonic() - fence.since, fence.tier.name,
+            fence.lease,
+        )  # fmt: skip
+
+    def _renewed(self, fence: Fence, k: str, held: bool) -> bool:
+        """What a renewal of `fence`'s lease answered (logged when lost)."""
+        if not held:
+            log.warning(
+                "tiers: lost the lock of %r on %s after %.1f s of computing (lease %.1f s); "
+                "the result will not be stored", self._user_key(k)[:200], fence.tier.name,
+                time.monotonic() - fence.since, fence.lease,
+            )  # fmt: skip
+        return held
+
     def _missed(self, tier: Tier, key: str) -> None:
         """`tier` missed a write or delete of `key`: never serve its copy until it is healed.
         (Under "raise" the caller was told instead, and the tier keeps being asked.)"""
@@ -447,6 +502,7 @@ class CacheCore:
                     deletes=tier.deletes, evictions=store_counts.evictions,
                     expirations=store_counts.expirations, rejected=rejected, errors=tier.errors,
                     items=store_counts.items, bytes=store_counts.bytes,
+                    lock_fallbacks=tier.lock_fallbacks, lost_leases=tier.lost_leases,
                 )
             )  # fmt: skip
         # memoize's memory-tier fast path

@@ -30,7 +30,7 @@ from ._sync_prims import (
     wait_flight,
 )
 from ._coherence import LOCAL
-from ._core import CacheCore, Meta, Tier, file_bytes, write_temp_file
+from ._core import CacheCore, Fence, Meta, Tier, file_bytes, write_temp_file
 
 
 class SyncOps(CacheCore):
@@ -264,7 +264,9 @@ class SyncOps(CacheCore):
         Concurrent callers of a missing key wait for one computation: threads and coroutines
         of this process, and other processes (or machines) sharing a tier with locks. A lock
         holder that dies loses the lock after `lease` seconds (default: the cache's); a live
-        one keeps renewing it. If `factory` raises, every waiting caller gets the exception.
+        one keeps renewing it, and one that lost it anyway (paused, or `factory` holding the
+        GIL past the lease) does not store its result over its successor's. If `factory`
+        raises, every waiting caller gets the exception.
         """
         if not callable(factory):
             raise TypeError(f"factory must be callable, not {type(factory).__qualname__!r}")
@@ -558,10 +560,12 @@ class SyncOps(CacheCore):
 
     def _store(
         self, items: list[tuple[str, Any]], expires_at: float | None, tags: tuple[str, ...],
-        meta: dict[str, Any] | None,
+        meta: dict[str, Any] | None, fence: Fence | None = None,
     ) -> None:  # fmt: skip
         """Write (stored key, value) pairs to every tier, slowest first, each tier in one batch
-        when its store can. Every value is encoded before anything is written."""
+        when its store can. Every value is encoded before anything is written. With a
+        `fence` (one computed item), its lock's tier is written first and only while the
+        lease is current; if it is not, nothing is written."""
         with writing(self._writer):  # (its announcements name this cache)
             encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
             last = len(self._tiers) - 1
@@ -572,7 +576,11 @@ class SyncOps(CacheCore):
             }  # fmt: skip
             stamps: dict[str, dict[int, int]] = {}
             written = False
-            for tier in reversed(self._tiers):
+            order = list(reversed(self._tiers))
+            if fence is not None:
+                order.remove(fence.tier)
+                order.insert(0, fence.tier)
+            for tier in order:
                 if not tier.breaker.allow():
                     for k, _live, _encoded in encoded:
                         self._missed(tier, k)
@@ -583,13 +591,40 @@ class SyncOps(CacheCore):
                     continue
                 batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
                 try:
-                    self._write(tier, batch, epochs, stamps)
+                    if fence is not None and tier is fence.tier:
+                        if not self._write_fenced(fence, batch[0], stamps):
+                            return
+                    else:
+                        self._write(tier, batch, epochs, stamps)
                 except Exception as exc:
                     self._write_failed(tier, batch, written, stamps)
                     self._failed(tier, exc, "set")
                     continue
                 written = True
                 self._wrote(tier, encoded)
+
+    def _write_fenced(
+        self, fence: Fence, item: tuple[str, Entry], stamps: dict[str, dict[int, int]]
+    ) -> bool:
+        """Write a computed entry to its lock's tier if the lease is still current; False,
+        counted and logged, if it is not (nothing written)."""
+        tier, (k, entry) = fence.tier, item
+        stamped = stamps.setdefault(k, {})
+        if not tier.fences:  # a store without fenced writes: check the lease, then write
+            held = tier.store.renew_lock(fence.name, fence.token, fence.lease)
+            if held:
+                self._write(tier, [item], {}, stamps)
+        elif tier.watched:  # (the copies above take the stamp it writes)
+            stamped[tier.index] = tier.store.epoch(k)  # what they keep if this write fails
+            written = new_stamp()
+            held = tier.store.set_if_held(k, entry, fence.name, fence.token, written)
+            if held:
+                stamped[tier.index] = written
+        else:
+            held = tier.store.set_if_held(k, entry, fence.name, fence.token)
+        if not held:
+            self._lease_lost(fence, k)
+        return bool(held)
 
     def _write_failed(
         self, tier: Tier, batch: list[tuple[str, Entry]], written: bool,
@@ -685,47 +720,76 @@ class SyncOps(CacheCore):
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
         lease: float,
     ) -> Any:  # fmt: skip
-        """Compute and store, holding the cross-process lock of the lock tier if there is one."""
+        """Compute and store, holding the cross-process lock of the lock tier if there is one;
+        the result is stored only while that lock's lease is current (see `Fence`)."""
         tier = self._lock_tier
-        if tier is None or not tier.breaker.allow():
+        if tier is None:
+            return self._produce(k, factory, ttl, tags, meta)
+        if not tier.breaker.allow():  # known to be failing: no lock to wait for
+            tier.lock_fallbacks += 1
             return self._produce(k, factory, ttl, tags, meta)
         name = "flight/" + k
         token = uuid.uuid4().hex
-        delay = 0.002
-        while True:
-            try:
-                acquired = tier.store.acquire_lock(name, token, lease)
-            except Exception as exc:  # no lock to be had: compute without one
-                self._failed(tier, exc, "lock")
-                return self._produce(k, factory, ttl, tags, meta)
-            if acquired:
-                break
-            sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.05)
-            value = self._lookup(k, counted=False)
-            if value is not MISSING:
+        taken, value = self._take_lock(tier, k, name, token, lease)
+        if not taken:
+            if value is not MISSING:  # stored by the holder while we waited
                 return value
+            return self._produce(k, factory, ttl, tags, meta)
+        fence = Fence(tier, name, token, lease, time.monotonic())
         try:
             value = self._lookup(k, counted=False)  # stored by the previous holder?
             if value is not MISSING:
                 return value
-            renewer = start_renewer(
-                lambda: tier.store.renew_lock(name, token, lease), lease / 3
-            )
+            renewer = start_renewer(lambda: self._renew(fence, k), lease / 3)
             try:
-                return self._produce(k, factory, ttl, tags, meta)
+                return self._produce(k, factory, ttl, tags, meta, fence)
             finally:
                 renewer.stop()
         finally:
             with contextlib.suppress(Exception):
                 tier.store.release_lock(name, token)
 
+    def _take_lock(
+        self, tier: Tier, k: str, name: str, token: str, lease: float
+    ) -> tuple[bool, Any]:
+        """Wait for lock `name` of `tier`: (True, MISSING) once it is ours, (False, value) if
+        its holder stored the value meanwhile, (False, MISSING) if the tier failed for a whole
+        `lease` (the caller computes without the lock). Failures are retried with backoff."""
+        delay = 0.002
+        failing_since: float | None = None
+        while True:
+            try:
+                acquired = tier.store.acquire_lock(name, token, lease)
+            except Exception as exc:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if self._lock_failed(tier, exc, now - failing_since, lease):
+                    return False, MISSING
+                delay = max(delay, 0.05)
+            else:
+                if failing_since is not None:  # it answers again (and reads may use it)
+                    tier.breaker.success()
+                    failing_since = None
+                if acquired:
+                    return True, MISSING
+            sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05 if failing_since is None else 1.0)
+            value = self._lookup(k, counted=False)
+            if value is not MISSING:
+                return False, value
+
+    def _renew(self, fence: Fence, k: str) -> bool:
+        """Extend `fence`'s lease (from the renewer); False, logged, once it is lost."""
+        held = fence.tier.store.renew_lock(fence.name, fence.token, fence.lease)
+        return self._renewed(fence, k, held)
+
     def _produce(
-        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta
-    ) -> Any:
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        fence: Fence | None = None,
+    ) -> Any:  # fmt: skip
         started = time.perf_counter()
         value = call_factory(factory)
         if callable(meta):  # provenance: completed with the computation's duration
             meta = meta(time.perf_counter() - started)
-        self._store([(k, value)], self._expires_at(ttl), tags, meta)
+        self._store([(k, value)], self._expires_at(ttl), tags, meta, fence)
         return value
