@@ -197,3 +197,24 @@ def test_a_lock_tier_down_for_a_whole_lease_is_computed_around(
             assert cache.stats().tiers[0].lock_fallbacks == 2
         finally:
             redis_process.thaw()
+
+
+def test_server_time_corrects_only_what_it_can_measure(caplog: pytest.LogCaptureFixture) -> None:
+    """An offset within the measurement's uncertainty is 0; a larger one converts deadlines
+    both ways and is logged once with its size; a test clock is never measured."""
+    from tiers._clock import SYSTEM_CLOCK
+    from tiers._stores._server_time import ServerTime
+    from tiers.testing import FakeClock
+
+    server = ServerTime("the server", SYSTEM_CLOCK)
+    assert server.due()
+    server.measured(100.0, 100.2, 99.6, 100.6)  # one-second resolution around local time
+    assert server.offset == 0.0 and not server.due()
+    with caplog.at_level(logging.WARNING, logger="tiers"):
+        server.measured(100.0, 100.2, 160.0, 161.0)  # the server is a minute ahead
+        server.measured(100.0, 100.2, 160.1, 161.1)  # (not logged again)
+    assert 59 < server.offset < 62
+    assert server.to_local(server.to_server(1000.0)) == pytest.approx(1000.0)
+    assert caplog.text.count("behind the server") == 1
+    server.clock = FakeClock()
+    assert server.offset == 0.0 and not server.due()
