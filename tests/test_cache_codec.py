@@ -163,11 +163,21 @@ def test_custom_signed_entries_do_not_verify_under_another_secret(disk: DiskStor
     assert reader.stats().rejected == 1
 
 
-def test_memory_tiers_hold_live_objects_and_never_serialize(store_dir: Path) -> None:
-    cache = Cache(MemoryStore(), serializer="raw")
-    obj = object()  # raw would refuse it, but no tier needs bytes
-    cache.set("k", obj)
-    assert cache.get("k") is obj
+def test_memory_tiers_hold_live_objects_under_pickle_and_what_others_give_back(
+    store_dir: Path,
+) -> None:
+    """With pickle a memory tier holds the object itself; with any other serializer it holds
+    what a byte tier would give back, and refuses what they refuse (the value read never
+    depends on the tier that answered)."""
+    obj = object()
+    pickled = Cache(MemoryStore())
+    pickled.set("k", obj)
+    assert pickled.get("k") is obj
+    raw = Cache(MemoryStore(), serializer="raw")
+    with pytest.raises(SerializationError):
+        raw.set("k", obj)
+    raw.set("b", bytearray(b"xy"))
+    assert raw.get("b") == b"xy"
 
 
 # -- compression -------------------------------------------------------------------------------

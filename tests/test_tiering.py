@@ -166,7 +166,7 @@ def degraded(depth: int, tmp_path: Path, clock: FakeClock, faulty: FaultyStore) 
 
 @pytest.fixture
 def breaker_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.WARNING, logger="tiers")
+    caplog.set_level(logging.INFO, logger="tiers")
     return caplog
 
 
@@ -361,9 +361,10 @@ def test_the_breaker_opens_after_three_failures_warns_once_and_probes_after_cool
         degraded.set(f"new{i}", i)
     assert degraded.stats().tiers[1].errors == 3
     calls = faulty.calls
-    (warning,) = warnings_about(breaker_log, "failed")
-    assert "tier 1 (FaultyStore())" in warning and "failed 3 times in a row" in warning
-    assert "ConnectionError: connection reset by peer" in warning
+    first, opened = warnings_about(breaker_log, "failed")  # the first failure, then opening
+    assert first.startswith("tier 1 (FaultyStore()) failed to set (ConnectionError")
+    assert "tier 1 (FaultyStore())" in opened and "failed 3 times in a row" in opened
+    assert "ConnectionError: connection reset by peer" in opened
     # open: the tier is not called at all, and the others serve
     for _ in range(5):
         degraded._tiers[0].store.clear()
@@ -381,13 +382,18 @@ def test_the_breaker_opens_after_three_failures_warns_once_and_probes_after_cool
     assert degraded.get("k0") == 0
     assert faulty.calls == calls + 1
     assert degraded.stats().tiers[1].errors == 4
-    assert len(warnings_about(breaker_log, "failed")) == 1  # the warning is not repeated
+    # the probe's failure is the first of a get: said once, then quiet
+    assert [w.split(" (")[1] for w in warnings_about(breaker_log, "failed")[2:]] == [
+        "FaultyStore()) failed to get"
+    ]
     faulty.failing = False
     time.sleep(0.35)
     degraded._tiers[0].store.clear()
     assert degraded.get("k1") == 1  # the probe succeeds (tier 1 still holds k1)
     assert degraded.stats().tiers[1].hits == 1
-    assert len(warnings_about(breaker_log, "answers again")) == 1
+    assert [r.levelno for r in breaker_log.records if "answers again" in r.getMessage()] == [
+        logging.INFO
+    ]
     degraded.set("after", "healed")
     assert held(degraded, "after") == ["healed"] * depth  # written to again
     assert degraded.stats().tiers[1].errors == 4
@@ -409,7 +415,9 @@ def test_failures_that_are_not_consecutive_never_open_the_breaker(
     degraded.get("k")
     assert faulty.calls == calls + 1  # never skipped
     assert degraded.stats().tiers[1].errors == 8
-    assert warnings_about(breaker_log, "failed") == []
+    said = warnings_about(breaker_log, "failed")  # the first of each kind only, never opening
+    assert [w.split(") failed to ")[1].split(" (")[0] for w in said] == ["get", "copy a value up"]
+    assert not warnings_about(breaker_log, "in a row")
 
 
 def test_a_failed_write_never_leaves_the_old_value_to_be_served_later(

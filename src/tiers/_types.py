@@ -105,6 +105,19 @@ class TierStats:
 
 
 @dataclass(frozen=True, slots=True)
+class TierHealth:
+    """What `Cache.check()` found of one tier: whether it answered a read, in how many
+    seconds, the error if not, and whether the cache is skipping it after failures."""
+
+    tier: int
+    store: str
+    ok: bool
+    seconds: float
+    error: str | None = None
+    skipped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Totals and per-tier counters of a cache (see `TierStats` for what each counts).
 

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .._codec import Rejected
 from .._flight import INTERRUPTED
@@ -25,7 +25,7 @@ from .._stores import Entry, StoreCounters
 from .._stores._generations import new_stamp
 from .._stores._protocol import UNCHANGED
 from .._stores._writer import writing
-from .._types import MISSING, EntryInfo, Stats
+from .._types import MISSING, EntryInfo, Stats, TierHealth
 from ._async_prims import (
     call_factory_async,
     sleep_async,
@@ -34,7 +34,17 @@ from ._async_prims import (
     wait_flight_async,
 )
 from ._coherence import LOCAL
-from ._core import CacheCore, Fence, Meta, Tier, file_bytes, write_temp_file
+from ._core import (
+    CacheCore,
+    Fence,
+    Meta,
+    Tier,
+    file_bytes,
+    unexpected_options,
+    write_temp_file,
+)
+
+_PROBE = "\0tiers health check"  # the key `check` reads: never written
 
 
 class AsyncOps(CacheCore):
@@ -68,6 +78,7 @@ class AsyncOps(CacheCore):
         tags: Any = (),
         meta: Any = None,
         bind: Any = None,
+        **unexpected: NoReturn,
     ) -> None:
         """Store `value` under `key` in every tier (slowest first).
 
@@ -75,6 +86,8 @@ class AsyncOps(CacheCore):
         strings for `evict`. `meta`: JSON-serialisable provenance shown by `info`. `bind`: a
         weak-referenceable object; the entry is deleted when it is garbage-collected.
         """
+        if unexpected:
+            raise TypeError(unexpected_options("Cache.set()", unexpected))
         k = self._key(key)
         self._check_bind(bind)
         expires_at = self._expires_at(ttl)
@@ -262,6 +275,7 @@ class AsyncOps(CacheCore):
         tags: Any = (),
         meta: Any = None,
         lease: float | None = None,
+        **unexpected: NoReturn,
     ) -> Any:
         """The value of `key`, computing it with `factory()` once if it is missing.
 
@@ -272,6 +286,8 @@ class AsyncOps(CacheCore):
         GIL past the lease) does not store its result over its successor's. If `factory`
         raises, every waiting caller gets the exception.
         """
+        if unexpected:
+            raise TypeError(unexpected_options("Cache.get_or_set()", unexpected))
         if not callable(factory):
             raise TypeError(f"factory must be callable, not {type(factory).__qualname__!r}")
         k = self._key(key)
@@ -347,9 +363,31 @@ class AsyncOps(CacheCore):
                 counters.append(await tier.store.stats_async())
             except Exception as exc:
                 tier.errors += 1
-                tier.breaker.failure(exc)
+                tier.breaker.failure(exc, "report stats")
                 counters.append(StoreCounters())
         return self._stats(counters)
+
+    async def check_async(self) -> list[TierHealth]:
+        """Ask every tier for a (missing) key, failing ones included, for readiness probes:
+        per tier whether it answered, how fast, and the error if it did not."""
+        self._check_open()
+        found = []
+        for tier in self._tiers:
+            began = time.perf_counter()
+            try:
+                await tier.store.get_async(self._prefix + _PROBE)
+            except Exception as exc:
+                error: str | None = f"{type(exc).__name__}: {exc}"
+            else:
+                error = None
+            found.append(
+                TierHealth(
+                    tier=tier.index, store=tier.name, ok=error is None,
+                    seconds=time.perf_counter() - began, error=error,
+                    skipped=not tier.breaker.allow(),
+                )
+            )  # fmt: skip
+        return found
 
     async def close_async(self) -> None:
         """Close the tiers this cache opened from paths or URLs (stores passed in stay open)."""
@@ -537,7 +575,7 @@ class AsyncOps(CacheCore):
                 await self._put_copy_async(tier, k, copy, epoch, stamps, source)
             except Exception as exc:  # a failed copy costs a later miss, never the read
                 tier.errors += 1
-                tier.breaker.failure(exc)
+                tier.breaker.failure(exc, "copy a value up")
             else:
                 tier.stale.discard(k)
 
@@ -792,7 +830,7 @@ class AsyncOps(CacheCore):
         fence: Fence | None = None,
     ) -> Any:  # fmt: skip
         started = time.perf_counter()
-        value = await call_factory_async(factory)
+        value = self._normalized(k, await call_factory_async(factory))
         if callable(meta):  # provenance: completed with the computation's duration
             meta = meta(time.perf_counter() - started)
         await self._store_async([(k, value)], self._expires_at(ttl), tags, meta, fence)

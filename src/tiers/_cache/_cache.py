@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, NoReturn, overload
 
 from .._types import MISSING
 from ._async_ops import AsyncOps
+from ._core import unexpected_options
 from ._memoize import Memoized, P, R, check_options, decorate
 from ._sync_ops import SyncOps
 
@@ -16,7 +17,7 @@ class Cache(SyncOps, AsyncOps):
     """One cache over one or more tiers, fastest first.
 
     ``Cache(*tiers, ttl=None, serializer="pickle", compress=None, namespace="", secret=None,
-    on_tier_error="degrade", lease=30.0, coherence="auto", max_age=60.0)``
+    on_tier_error="degrade", lease=30.0, coherence="auto", max_age=60.0, name=None)``
 
     Each tier is a store, a path (a `DiskStore`) or a URL (``memory://?max_size=64MB``,
     ``disk:///path?max_size=10GB``, ``null://``). With no tiers: a 64 MB `MemoryStore` over a
@@ -24,6 +25,12 @@ class Cache(SyncOps, AsyncOps):
     the key and copied up; writes go to every tier. Every I/O method has an ``_async`` twin.
     Faster tiers never hide another process's write (`coherence`, `max_age`: docs/coherence.md).
     """
+
+    @property
+    def name(self) -> str:
+        """The cache's name in metrics and logs: ``name=``, else the namespace, else
+        "default"."""
+        return self._name
 
     def __repr__(self) -> str:
         tiers = ", ".join(t.name for t in self._tiers)
@@ -67,6 +74,7 @@ class Cache(SyncOps, AsyncOps):
         ignore: Iterable[str] | str = (),
         key: Callable[..., Any] | None = None,
         lease: float | None = None,
+        **unexpected: NoReturn,
     ) -> Any:
         """Decorator caching a function's results in this cache (``@cache.memoize`` or
         ``@cache.memoize(ttl=..., version=...)``); see docs/memoize.md.
@@ -77,6 +85,8 @@ class Cache(SyncOps, AsyncOps):
         callable's (called with the same arguments). Concurrent callers of a cold key wait for
         one computation (as `get_or_set`). Each entry's meta records its provenance.
         """
+        if unexpected:
+            raise TypeError(unexpected_options("Cache.memoize()", unexpected))
         options = check_options(
             self, ttl=ttl, tags=tags, name=name, version=version, ignore=ignore, key=key,
             lease=lease,

@@ -120,7 +120,7 @@ class Channel:
             else:
                 handler(event)
         except Exception as exc:
-            log.warning("tiers: invalidation from %s failed (%s): dropping copies",
+            log.warning("invalidation from %s failed (%s): dropping copies",
                         self.tier.name, exc)  # fmt: skip
             self._suspend()
             if self.watch is not None and self.watch.connected:
@@ -166,7 +166,7 @@ class Channel:
         try:
             tier.store.clear(self._prefix)
         except Exception as exc:
-            log.warning("tiers: cannot empty %s after invalidations were lost: %s",
+            log.warning("cannot empty %s after invalidations were lost: %s",
                         tier.name, exc)  # fmt: skip
             return False
         return True

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._codec import Codec, Rejected, resolve_compressor, resolve_secret, resolve_serializer
@@ -123,6 +123,22 @@ class Tier:
         return callable(getattr(self.store, capability, None))
 
 
+_RENAMED = {
+    "expire": "ttl", "timeout": "ttl", "default_timeout": "ttl", "expire_after": "ttl",
+    "tag": "tags", "maxsize": "max_items= of a MemoryStore tier",
+    "size_limit": "max_size= of a DiskStore tier",
+}  # fmt: skip
+"""Options of other caching libraries, and what tiers calls them."""
+
+
+def unexpected_options(call: str, unexpected: Mapping[str, object]) -> str:
+    """The one-sentence TypeError message for keyword arguments `call` does not take."""
+    name = next(iter(unexpected))
+    hint = _RENAMED.get(name)
+    use = f"; use {hint}" if hint is None or "=" in hint else f"; use {hint}="
+    return f"{call} got an unexpected keyword argument {name!r}" + (use if hint else "")
+
+
 @dataclass(frozen=True, slots=True)
 class Fence:
     """A computation holding lock `name` of `tier` as `token`: its result is stored only
@@ -150,13 +166,19 @@ class CacheCore:
         lease: float = 30.0,
         coherence: str = "auto",
         max_age: float = coherence_rules.DEFAULT_MAX_AGE,
+        name: str | None = None,
+        **unexpected: NoReturn,
     ) -> None:
+        if unexpected:
+            raise TypeError(unexpected_options("Cache()", unexpected))
         self._ttl = parse_ttl(ttl)
         self._max_age = coherence_rules.check(coherence, max_age)
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, not {type(namespace).__qualname__!r}")
         if ":" in namespace:
             raise ConfigError(f"namespace must not contain ':' (got {namespace!r})")
+        if name is not None and (not isinstance(name, str) or not name.isprintable() or not name):
+            raise ConfigError(f"name must be a non-empty printable str, not {name!r}")
         if on_tier_error not in _POLICIES:
             raise ConfigError(f"on_tier_error must be 'degrade' or 'raise', not {on_tier_error!r}")
         if isinstance(lease, bool) or not isinstance(lease, (int, float)) or not lease > 0:
@@ -166,8 +188,9 @@ class CacheCore:
         self._options = {
             "ttl": ttl, "serializer": serializer, "compress": compress, "namespace": namespace,
             "secret": secret, "on_tier_error": on_tier_error, "lease": lease,
-            "coherence": coherence, "max_age": max_age,
+            "coherence": coherence, "max_age": max_age, "name": name,
         }  # fmt: skip
+        self._name = name or namespace or "default"
         self._codec = Codec(
             resolve_serializer(serializer),
             resolve_compressor(compress),
@@ -192,6 +215,11 @@ class CacheCore:
         coherence_rules.assign(self._tiers, coherence)
         self._channels: list[coherence_rules.Channel] = []
         self._needs_bytes = any(not t.holds_objects for t in self._tiers)
+        # object tiers keep what the byte tiers would give back, so that the value read (and
+        # what is refused) does not depend on the tier that answers: all but pickle
+        self._normalizes = self._codec.name != "pickle" and any(
+            t.holds_objects for t in self._tiers
+        )
         lockers = [t for t in self._tiers if t.locks]
         self._lock_tier: Tier | None = lockers[-1] if lockers else None
         self._scan_tier = next((t for t in reversed(self._tiers) if t.has("keys")), self._tiers[-1])
@@ -214,7 +242,7 @@ class CacheCore:
                 try:
                     self._channels.append(coherence_rules.Channel(self, tier))
                 except Exception as exc:  # the tiers above stay bypassed: slower, never stale
-                    log.warning("tiers: cannot listen to invalidations from %s (%s); the "
+                    log.warning("cannot listen to invalidations from %s (%s); the "
                                 "tiers above it are bypassed", tier.name, exc)  # fmt: skip
 
     def _close_channels(self) -> None:
@@ -294,13 +322,23 @@ class CacheCore:
         now = self._clock.time()
         encoded: Entry | None = None
         size = 0
-        if self._needs_bytes:
+        if self._needs_bytes or self._normalizes:
             header, body = self._codec.encode(key, value)
             size = len(header) + memoryview(body).nbytes
             encoded = Entry(body, header, now, expires_at, tags, meta, size)
+            if self._normalizes:
+                value = self._codec.decode(key, header, body)
         else:
             size = estimate_size(value)
         return Entry(value, b"", now, expires_at, tags, meta, size), encoded
+
+    def _normalized(self, key: str, value: Any) -> Any:
+        """`value` as every tier gives it back: what its encoding decodes to (a tuple in
+        JSON is a list) for serializers that do not round-trip every object; else itself."""
+        if self._codec.name == "pickle":
+            return value
+        header, body = self._codec.encode(key, value)
+        return self._codec.decode(key, header, body)
 
     def _for_tier(self, tier: Tier, live: Entry, encoded: Entry | None) -> Entry:
         return live if tier.holds_objects or encoded is None else encoded
@@ -343,7 +381,7 @@ class CacheCore:
                 f"tier {tier.index} ({tier.name}) failed to {action}: {type(exc).__name__}: {exc}",
                 tier=tier.index,
             ) from exc
-        tier.breaker.failure(exc)
+        tier.breaker.failure(exc, action)
 
     def _lock_failed(self, tier: Tier, exc: Exception, failing_for: float, lease: float) -> bool:
         """Taking a lock of `tier` raised: count it; True once it has failed for a whole
@@ -351,12 +389,12 @@ class CacheCore:
         if self._raise:
             self._failed(tier, exc, "take a lock")
         tier.errors += 1
-        tier.breaker.failure(exc)
+        tier.breaker.failure(exc, "take a lock")
         if failing_for < lease:
             return False
         tier.lock_fallbacks += 1
         log.warning(
-            "tiers: %s could not give a single-flight lock for %.1f s (%s); computing without "
+            "%s could not give a single-flight lock for %.1f s (%s); computing without "
             "it", tier.name, failing_for, type(exc).__name__,
         )  # fmt: skip
         return True
@@ -365,7 +403,7 @@ class CacheCore:
         """A result was not stored: its lock's lease had ended (counted and logged)."""
         fence.tier.lost_leases += 1
         log.warning(
-            "tiers: the value computed for %r in %.1f s was not stored in %s: the lease of its "
+            "the value computed for %r in %.1f s was not stored in %s: the lease of its "
             "lock (%.1f s) ended first, so another caller may have taken over; a lease must "
             "outlast the longest stretch the computation holds the GIL or the process pauses",
             self._user_key(k)[:200], time.monotonic() - fence.since, fence.tier.name,
@@ -376,7 +414,7 @@ class CacheCore:
         """What a renewal of `fence`'s lease answered (logged when lost)."""
         if not held:
             log.warning(
-                "tiers: lost the lock of %r on %s after %.1f s of computing (lease %.1f s); "
+                "lost the lock of %r on %s after %.1f s of computing (lease %.1f s); "
                 "the result will not be stored", self._user_key(k)[:200], fence.tier.name,
                 time.monotonic() - fence.since, fence.lease,
             )  # fmt: skip
@@ -392,7 +430,7 @@ class CacheCore:
         elif len(tier.stale) == _STALE_MAX:
             tier.stale.add(key)
             log.warning(
-                "tiers: %s missed over %d writes while failing; it may serve stale values "
+                "%s missed over %d writes while failing; it may serve stale values "
                 "for the others once it answers again", tier.name, _STALE_MAX,
             )  # fmt: skip
 
@@ -470,7 +508,7 @@ class CacheCore:
 
     def _rejected(self, tier: Tier, key: str, exc: Rejected) -> None:
         tier.rejected += 1
-        log.debug("tiers: %s rejected %r: %s", tier.name, key, exc)
+        log.debug("%s rejected %r: %s", tier.name, key, exc)
 
     def _check_lease(self, lease: object) -> float:
         if lease is None:
@@ -549,7 +587,7 @@ def _delete_bound(cache_ref: weakref.ref[Any], key: str) -> None:
     try:
         cache._delete_stored(key)
     except Exception:  # a finalizer must not raise; the entry expires with its TTL
-        log.warning("tiers: could not delete bound entry %r", key)
+        log.warning("could not delete bound entry %r", key)
 
 
 def file_bytes(key: object, value: object) -> bytes:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .._codec import Rejected
 from .._flight import INTERRUPTED
@@ -21,7 +21,7 @@ from .._stores import Entry, StoreCounters
 from .._stores._generations import new_stamp
 from .._stores._protocol import UNCHANGED
 from .._stores._writer import writing
-from .._types import MISSING, EntryInfo, Stats
+from .._types import MISSING, EntryInfo, Stats, TierHealth
 from ._sync_prims import (
     call_factory,
     sleep,
@@ -30,7 +30,17 @@ from ._sync_prims import (
     wait_flight,
 )
 from ._coherence import LOCAL
-from ._core import CacheCore, Fence, Meta, Tier, file_bytes, write_temp_file
+from ._core import (
+    CacheCore,
+    Fence,
+    Meta,
+    Tier,
+    file_bytes,
+    unexpected_options,
+    write_temp_file,
+)
+
+_PROBE = "\0tiers health check"  # the key `check` reads: never written
 
 
 class SyncOps(CacheCore):
@@ -64,6 +74,7 @@ class SyncOps(CacheCore):
         tags: Any = (),
         meta: Any = None,
         bind: Any = None,
+        **unexpected: NoReturn,
     ) -> None:
         """Store `value` under `key` in every tier (slowest first).
 
@@ -71,6 +82,8 @@ class SyncOps(CacheCore):
         strings for `evict`. `meta`: JSON-serialisable provenance shown by `info`. `bind`: a
         weak-referenceable object; the entry is deleted when it is garbage-collected.
         """
+        if unexpected:
+            raise TypeError(unexpected_options("Cache.set()", unexpected))
         k = self._key(key)
         self._check_bind(bind)
         expires_at = self._expires_at(ttl)
@@ -258,6 +271,7 @@ class SyncOps(CacheCore):
         tags: Any = (),
         meta: Any = None,
         lease: float | None = None,
+        **unexpected: NoReturn,
     ) -> Any:
         """The value of `key`, computing it with `factory()` once if it is missing.
 
@@ -268,6 +282,8 @@ class SyncOps(CacheCore):
         GIL past the lease) does not store its result over its successor's. If `factory`
         raises, every waiting caller gets the exception.
         """
+        if unexpected:
+            raise TypeError(unexpected_options("Cache.get_or_set()", unexpected))
         if not callable(factory):
             raise TypeError(f"factory must be callable, not {type(factory).__qualname__!r}")
         k = self._key(key)
@@ -343,9 +359,31 @@ class SyncOps(CacheCore):
                 counters.append(tier.store.stats())
             except Exception as exc:
                 tier.errors += 1
-                tier.breaker.failure(exc)
+                tier.breaker.failure(exc, "report stats")
                 counters.append(StoreCounters())
         return self._stats(counters)
+
+    def check(self) -> list[TierHealth]:
+        """Ask every tier for a (missing) key, failing ones included, for readiness probes:
+        per tier whether it answered, how fast, and the error if it did not."""
+        self._check_open()
+        found = []
+        for tier in self._tiers:
+            began = time.perf_counter()
+            try:
+                tier.store.get(self._prefix + _PROBE)
+            except Exception as exc:
+                error: str | None = f"{type(exc).__name__}: {exc}"
+            else:
+                error = None
+            found.append(
+                TierHealth(
+                    tier=tier.index, store=tier.name, ok=error is None,
+                    seconds=time.perf_counter() - began, error=error,
+                    skipped=not tier.breaker.allow(),
+                )
+            )  # fmt: skip
+        return found
 
     def close(self) -> None:
         """Close the tiers this cache opened from paths or URLs (stores passed in stay open)."""
@@ -533,7 +571,7 @@ class SyncOps(CacheCore):
                 self._put_copy(tier, k, copy, epoch, stamps, source)
             except Exception as exc:  # a failed copy costs a later miss, never the read
                 tier.errors += 1
-                tier.breaker.failure(exc)
+                tier.breaker.failure(exc, "copy a value up")
             else:
                 tier.stale.discard(k)
 
@@ -788,7 +826,7 @@ class SyncOps(CacheCore):
         fence: Fence | None = None,
     ) -> Any:  # fmt: skip
         started = time.perf_counter()
-        value = call_factory(factory)
+        value = self._normalized(k, call_factory(factory))
         if callable(meta):  # provenance: completed with the computation's duration
             meta = meta(time.perf_counter() - started)
         self._store([(k, value)], self._expires_at(ttl), tags, meta, fence)

@@ -122,7 +122,7 @@ def open_generations(root_fd: int, root: Path, marker: str) -> Generations:
         table = Generations(_map_shared(name, _mode(root_fd), _header(root_fd, root)), True)
     except OSError as exc:
         log.warning(
-            "tiers: cannot share the generation table of %s (%s: %s): memory tiers of other "
+            "cannot share the generation table of %s (%s: %s): memory tiers of other "
             "processes may serve values this process overwrote or deleted",
             root, type(exc).__name__, exc,
         )  # fmt: skip

@@ -73,7 +73,7 @@ class ServerTime:
         if abs(self.offset) > WARN_ABOVE and abs(self.offset - self._warned) > WARN_ABOVE:
             self._warned = self.offset
             log.warning(
-                "tiers: this machine's clock is %.1f s %s %s's; expiry and leases there are "
+                "this machine's clock is %.1f s %s %s's; expiry and leases there are "
                 "judged on its clock (corrected by %.1f s)",
                 abs(self.offset), "behind" if self.offset > 0 else "ahead of", self._name,
                 self.offset,

@@ -9,6 +9,7 @@ A store is called through its methods (obspec's protocols, which obstore's store
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -58,15 +59,39 @@ def split_url(url: str) -> tuple[str, dict[str, Any]]:
     return url.partition("#")[0].partition("?")[0], options
 
 
+_ENV_PREFIXES = {
+    "s3": "AWS_", "s3a": "AWS_", "gs": "GOOGLE_", "az": "AZURE_", "adl": "AZURE_",
+    "azure": "AZURE_", "abfs": "AZURE_", "abfss": "AZURE_",
+}  # fmt: skip
+_DEADLINES = frozenset({"timeout", "connect_timeout"})  # the store's `timeout` decides these
+
+
+def client_options_from_env(scheme: str) -> dict[str, str]:
+    """The HTTP client options the environment sets for `scheme` (``AWS_ALLOW_HTTP=true``
+    …), which obstore would read itself were no `client_options` passed: passing ours (for
+    the deadline) replaces them, so they are read here and passed along."""
+    prefix = _ENV_PREFIXES.get(scheme)
+    if prefix is None:
+        return {}
+    found = {}
+    for variable, value in os.environ.items():
+        name = variable[len(prefix) :].lower() if variable.startswith(prefix) else ""
+        if name in CLIENT_KEYS and name not in _DEADLINES:
+            found[name] = value
+    return found
+
+
 def open_url(url: str, options: Mapping[str, Any], timeout: float) -> Any:
-    """An obstore store for `url` with `options`, bounded by `timeout`, no retries."""
+    """An obstore store for `url` with `options`, bounded by `timeout`, no retries. Client
+    options: the deadline's, then the environment's, then those given."""
     stores = import_obstore()
     kwargs = dict(options)
     scheme = urlsplit(url).scheme
     if scheme in REMOTE_SCHEMES:
         client = {name: kwargs.pop(name) for name in CLIENT_KEYS & kwargs.keys()}
         limit = f"{max(1, round(timeout * 1000))}ms"
-        client = {"timeout": limit, "connect_timeout": limit, **client}
+        client = {"timeout": limit, "connect_timeout": limit, **client_options_from_env(scheme),
+                  **client}  # fmt: skip
         client.update(kwargs.pop("client_options", None) or {})
         kwargs["client_options"] = client
         kwargs.setdefault(

@@ -272,11 +272,11 @@ class _Listener:
             return
         was, self.connected = self.connected, False
         if self.reported_lost:
-            log.debug("tiers: still no invalidations from Redis at %s: %s", self._where, reason)
+            log.debug("still no invalidations from Redis at %s: %s", self._where, reason)
             return
         self.reported_lost = True
         level = logging.WARNING if was else logging.INFO
-        log.log(level, "tiers: invalidations from Redis at %s lost: %s", self._where, reason)
+        log.log(level, "invalidations from Redis at %s lost: %s", self._where, reason)
         self._emit(LOST)
 
     @property
@@ -290,7 +290,7 @@ class _Listener:
         try:
             self.on_change(event)
         except BaseException:
-            log.warning("tiers: an invalidation callback raised", exc_info=True)
+            log.warning("an invalidation callback raised", exc_info=True)
 
 
 _WATCHES: weakref.WeakSet[Watch] = weakref.WeakSet()

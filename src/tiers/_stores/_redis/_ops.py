@@ -138,7 +138,7 @@ class Operations:
                 said = "unreadable (CONFIG and INFO refused)" if policy is None \
                     else ", ".join(sorted(policy))  # fmt: skip
                 log.warning(
-                    "tiers: Redis at %s may evict any key when memory runs out "
+                    "Redis at %s may evict any key when memory runs out "
                     "(maxmemory-policy %s), tag sets included: evict(tag) and keys(tag=...) "
                     "check every entry under the prefix (a SCAN, O(n)) instead of the tag's set; "
                     "a volatile-* policy or noeviction keeps tag sets",
