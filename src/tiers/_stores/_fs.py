@@ -46,8 +46,11 @@ def translate(exc: OSError, message: str) -> Exception:
     """`StoreFullError` / `StorePermissionError` for what they mean, else `exc` itself."""
     if is_full(exc):
         return StoreFullError(exc.errno, f"{message}: no space left")
-    if isinstance(exc, PermissionError):
-        return StorePermissionError(f"{message}: permission denied")
+    if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+        why = "the file system is read-only" if exc.errno == errno.EROFS else "permission denied"
+        return StorePermissionError(
+            f"{message}: {why}; give this process write access or choose another path"
+        )
     return exc
 
 
@@ -56,21 +59,88 @@ def translate(exc: OSError, message: str) -> Exception:
 
 def open_root(path: str | os.PathLike[str], marker: str) -> Path:
     """Create or check the store directory at `path` (resolved); refuse a directory of another
-    user, a symlink or file, or one that is not empty and has no `marker` file."""
+    user, a symlink or file, or one that is not empty and has no `marker` file. An existing
+    directory is used as it is: its mode is never changed."""
     root = Path(os.path.realpath(os.fspath(path)))
     try:
         created = make_private_dirs(root)
+    except NotADirectoryError as exc:
+        raise StoreError(_under_a_file(root)) from exc
     except OSError as exc:
         raise translate(exc, f"cannot create the store directory {root}") from exc
-    check_dir(root, fix_mode=True)
+    check_dir(root, fix_mode=False)
     marker_path = root / marker
     if not created and not marker_path.exists():
         stray = [p.name for p in root.iterdir() if not _is_ours_before_marker(p.name, marker)]
         if stray and not marker_path.exists():  # (it may have appeared while we listed)
+            other = next((kind for name, kind in _MARKERS.items() if name in stray), None)
+            if other is not None:
+                raise StorePermissionError(
+                    f"{root} is not a tiers store of this kind: it holds a {other}, so open "
+                    "it as one"
+                )
             raise StorePermissionError(
                 f"{root} is not empty and is not a tiers store; use an empty or new directory"
             )
     return root
+
+
+_MARKERS = {
+    ".tiers-folder.json": "FolderStore (folder:///path)",
+    "tiers-store.json": "DiskStore (a plain path, or disk:///path)",
+}
+
+
+def _under_a_file(root: Path) -> str:
+    """The message for a store path inside a file (``afile/sub``)."""
+    for parent in root.parents:
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                return (
+                    f"cannot create the store directory {root} ({_NOT_A_DIRECTORY}: {parent} "
+                    "is a file); choose a path that is not inside a file"
+                )
+            break
+    return f"cannot create the store directory {root} ({_NOT_A_DIRECTORY}); choose another path"
+
+
+_NOT_A_DIRECTORY = os.strerror(errno.ENOTDIR)  # "Not a directory" (the words the OS uses)
+
+
+def read_only_reason(root: Path, names: Iterable[str]) -> str | None:
+    """Why this process must not write the store at `root`, or None if it may: a read-only
+    file system, no write permission on the root or on one of the store's own files or
+    folders `names` (those of ours: links and others' files are for the store's checks), or
+    no write permission bit at all on one of them (``chmod -R a-w``: read-only by intent,
+    honoured even for root, who may write anyway)."""
+    try:
+        if os.statvfs(root).f_flag & getattr(os, "ST_RDONLY", 1):
+            return f"{root} is on a read-only file system"
+    except OSError:
+        pass
+    for name in ("", *names):
+        path = root / name if name else root
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISDIR(info.st_mode) or stat.S_ISREG(info.st_mode)):
+            continue
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            continue
+        kind = "folder" if stat.S_ISDIR(info.st_mode) else "file"
+        if not info.st_mode & 0o222:
+            return f"the {kind} {path} is marked read-only (mode {stat.S_IMODE(info.st_mode):o})"
+        wanted = os.W_OK | (os.X_OK if kind == "folder" else 0)
+        if not _access(path, wanted):
+            return f"this process may not write the {kind} {path}"
+    return None
+
+
+def _access(path: Path, mode: int) -> bool:
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True, follow_symlinks=False)
+    return os.access(path, mode)
 
 
 def _is_ours_before_marker(name: str, marker: str) -> bool:
@@ -199,8 +269,9 @@ def write_cosmetic_files(root_fd: int) -> None:
 
 
 def make_dir(directory: Path) -> None:
-    """mkdir 0700 (existing ones are checked: a real directory, ours, not a symlink). A new
-    directory is synced into its parent, so that files made durable in it stay reachable."""
+    """mkdir 0700 (existing ones are checked, never changed: a real directory, ours, not a
+    symlink). A new directory is synced into its parent, so that files made durable in it stay
+    reachable."""
     try:
         directory.mkdir(mode=0o700)
     except FileExistsError:
@@ -209,7 +280,9 @@ def make_dir(directory: Path) -> None:
         raise translate(exc, f"cannot create {directory}") from exc
     else:
         sync_dir(directory.parent)
-    check_dir(directory, fix_mode=True)
+        check_dir(directory, fix_mode=True)  # (a new one: 0700 whatever the umask)
+        return
+    check_dir(directory, fix_mode=False)  # an existing one keeps its mode
 
 
 def sync_dir(directory: Path) -> None:
@@ -225,10 +298,13 @@ def sync_dir(directory: Path) -> None:
 def check_dir(directory: Path, *, fix_mode: bool) -> None:
     info = os.lstat(directory)
     if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise StorePermissionError(f"{directory} must be a directory, not a symlink or a file")
+        raise StorePermissionError(
+            f"{directory} must be a directory, not a symlink or a file; choose another path"
+        )
     if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
         raise StorePermissionError(
-            f"{directory} belongs to another user (uid {info.st_uid}); refusing to use it"
+            f"{directory} belongs to another user (uid {info.st_uid}); refusing to use it, "
+            "so choose a directory of your own"
         )
     if fix_mode and stat.S_IMODE(info.st_mode) != 0o700:
         os.chmod(directory, 0o700)

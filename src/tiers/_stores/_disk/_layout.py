@@ -9,7 +9,9 @@
     <root>/generations.json   the random name of the store's generation table in shared memory
 
 Directories are 0700 and files 0600 whatever the umask; a directory owned by another user,
-or one that is not empty and not a tiers store, is refused (shared with FolderStore: `.._fs`).
+or one that is not empty and not a tiers store, is refused (shared with FolderStore: `.._fs`);
+so is a store this process cannot write (a read-only mount, ``chmod -R a-w``), before
+anything in it is changed.
 A store of the first format (version 1, an LMDB index) is emptied and reused: a cache may
 lose its entries to an upgrade, never fail to open.
 """
@@ -21,13 +23,14 @@ import os
 import sys
 from pathlib import Path
 
-from ...errors import ConfigError
+from ...errors import ConfigError, StorePermissionError
 from .._fs import (
     DamagedMarker,
     make_dir,
     open_dir,
     open_root,
     read_marker,
+    read_only_reason,
     read_or_write_marker,
     remove_tree,
     replace_file,
@@ -68,6 +71,12 @@ class Layout:
 def open_layout(path: str | os.PathLike[str]) -> Layout:
     """Create or check the store directory at `path` and return its layout."""
     root = open_root(path, _MARKER)
+    reason = read_only_reason(root, (_MARKER, GENERATIONS, "index", "data", "tmp", "procs"))
+    if reason is not None:  # (refused before anything in it is opened to write, or chmodded)
+        raise StorePermissionError(
+            f"cannot open the DiskStore at {root}: {reason}; a DiskStore writes even to read, "
+            "so make it writable (a FolderStore can be read where it cannot write)"
+        )
     root_fd = open_dir(root)
     try:
         shards = _read_or_write_marker(root_fd, root)

@@ -117,6 +117,8 @@ class DiskStore:
             layout = open_layout(self.path)
             index = ShardSet(layout, self.max_size)
             recover_leftovers(layout, index)
+        except StoreError:
+            raise  # (already says what happened: not its own cause)
         except OSError as exc:
             raise _translated(exc, f"{self!r}: cannot open the store") from exc
         old: Layout | None = getattr(self, "_layout", None)

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import struct
 import threading
 import time
@@ -23,13 +24,14 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
-from .._fs import open_dir
+from .._fs import open_dir, read_marker
 from .._generations import Generations, open_generations
 from ._owned import open_owned
 
 TABLE_NAME = ".generations.json"
 LOCK_NAME = ".generations.lock"
 _STRIPES = 256
+_TABLE_ID = re.compile(r"[0-9a-f]{22}|[0-9a-f]{32}")  # what `open_generations` takes as sound
 _OFD_SETLKW = getattr(fcntl, "F_OFD_SETLKW", None)
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux (l_type, l_whence, l_start, l_len, l_pid)
 
@@ -45,10 +47,14 @@ _LIVE: weakref.WeakSet[Changes] = weakref.WeakSet()
 class Changes:
     """The generation table of one FolderStore and the locks that order its changes."""
 
-    def __init__(self, root: Path, root_fd: int) -> None:
-        self.generations = open_generations(root_fd, root, TABLE_NAME)
+    def __init__(self, root: Path, root_fd: int, *, read_only: bool = False) -> None:
         self._root = root
-        self._fd = self._open_lock_file(root_fd)
+        if read_only:  # no change is ever made here: nothing to lock, nothing written
+            self.generations = _read_only_generations(root_fd, root)
+            self._fd = -1
+        else:
+            self.generations = open_generations(root_fd, root, TABLE_NAME)
+            self._fd = self._open_lock_file(root_fd)
         self._pid = os.getpid()
         self._threads = [threading.Lock() for _ in range(_STRIPES)]
         _LIVE.add(self)
@@ -116,6 +122,18 @@ class Changes:
                     self.generations.bump(slot, stamp)
             finally:
                 _lock(fd, stripe, exclusive=False)
+
+
+def _read_only_generations(root_fd: int, root: Path) -> Generations:
+    """The shared table named in the store's marker, if it has a sound one (a table is made
+    outside the store); else a private one: the store itself writes nothing."""
+    try:
+        found = read_marker(root_fd, root, TABLE_NAME).get("table")
+    except (OSError, ValueError):
+        found = None
+    if isinstance(found, str) and _TABLE_ID.fullmatch(found):
+        return open_generations(root_fd, root, TABLE_NAME)  # (only reads the marker)
+    return Generations.private()
 
 
 def _lock(fd: int, byte: int, *, exclusive: bool) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..._codec._documents import load_object
 from .._fs import flock, open_dir, unlock_and_close
-from ._owned import open_owned
+from ._owned import open_owned, open_owned_to_read
 
 FILE = ".stats.json"
 NAMES = ("evictions", "expirations", "rejected")
@@ -26,18 +26,21 @@ _SIZE = 256
 
 
 class Counters:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, read_only: bool = False) -> None:
         self.root = root
+        self.read_only = read_only  # read, never created, written or chmodded
 
     def create(self) -> None:
         """Make the file now, while there is room (counting must work on a full disk)."""
+        if self.read_only:
+            return
         with contextlib.suppress(OSError), self._open() as fd:
             flock(fd, exclusive=True)
             if os.fstat(fd).st_size < _SIZE:
                 _write(fd, _parse(os.pread(fd, _SIZE, 0)))
 
     def add(self, name: str, n: int = 1) -> None:
-        if n <= 0:
+        if n <= 0 or self.read_only:
             return
         with contextlib.suppress(OSError), self._open() as fd:
             flock(fd, exclusive=True)
@@ -57,7 +60,10 @@ class Counters:
     def _open(self) -> Iterator[int]:
         root_fd = open_dir(self.root)
         try:
-            fd = open_owned(root_fd, FILE, create=True)
+            if self.read_only:
+                fd = open_owned_to_read(root_fd, FILE)
+            else:
+                fd = open_owned(root_fd, FILE, create=True)
         finally:
             os.close(root_fd)
         if fd is None:  # (not with create=True)

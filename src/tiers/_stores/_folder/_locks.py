@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +119,40 @@ def _write(fd: int, token: str, expires: float) -> None:
     done = 0
     while done < len(data):  # a short write is finished, not left half done
         done += os.pwrite(fd, data[done:], done)
+
+
+class LocalLocks:
+    """The locks of a store opened read-only: nothing can be written for other processes to
+    see, so they are this process's own (single-flight among its threads). Same rules as
+    `Locks`."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, float]] = {}
+        self._mutex = threading.Lock()
+
+    def acquire(self, name: str, token: str, expires: float, now: float) -> bool:
+        with self._mutex:
+            owner, until = self._held.get(name, (None, 0.0))
+            if owner is not None and owner != token and until > now:
+                return False
+            self._held[name] = (token, expires)
+            return True
+
+    def renew(self, name: str, token: str, expires: float) -> bool:
+        with self._mutex:
+            if self._held.get(name, (None, 0.0))[0] != token:
+                return False
+            self._held[name] = (token, expires)
+            return True
+
+    def holds(self, name: str, token: str, now: float) -> bool:
+        with self._mutex:
+            owner, until = self._held.get(name, (None, 0.0))
+            return owner == token and until > now
+
+    def release(self, name: str, token: str) -> bool:
+        with self._mutex:
+            if self._held.get(name, (None, 0.0))[0] != token:
+                return False
+            del self._held[name]
+            return True

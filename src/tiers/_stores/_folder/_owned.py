@@ -82,3 +82,18 @@ def _open(dir_fd: int, name: str, *, create: bool) -> int | None:
         return os.open(name, _FLAGS | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=dir_fd)
     except FileExistsError:
         return _AGAIN  # another process made it meanwhile: take theirs
+
+
+def open_owned_to_read(dir_fd: int, name: str) -> int | None:
+    """A read-only descriptor of the file `name` if it is a regular file of ours (None if
+    missing or anything else): for a store opened read-only, which changes nothing."""
+    try:
+        fd = os.open(name, os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0), dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO, errno.EACCES):
+            return None
+        raise
+    if not is_owned(os.fstat(fd)):
+        os.close(fd)
+        return None
+    return fd

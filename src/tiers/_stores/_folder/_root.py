@@ -10,10 +10,12 @@
     <root>/.gitignore, CACHEDIR.TAG
 
 Directories 0700, files 0600, a root of another user or a foreign non-empty directory refused:
-the rules of DiskStore (`.._fs.open_root`). Everything inside the root is reached by directory
-descriptor, never through a symlink, and created under a fresh name then linked or renamed
-into place: a link planted at any of these names is never read, written, chmodded or
-followed, and nothing is created or deleted outside the root.
+the rules of DiskStore (`.._fs.open_root`). What exists is never chmodded on open; a store this
+process cannot write (a read-only mount, ``chmod -R a-w``) opens read-only (`OWN_NAMES`).
+Everything inside the root is reached by directory descriptor, never through a symlink, and
+created under a fresh name then linked or renamed into place: a link planted at any of these
+names is never read, written, chmodded or followed, and nothing is created or deleted outside
+the root.
 """
 
 from __future__ import annotations
@@ -38,37 +40,62 @@ MARKER = ".tiers-folder.json"
 PROCS = ".procs"
 SWEPT = ".swept"
 STALE_SECONDS = 24 * 3600
+OWN_NAMES = (MARKER, TMP, TRASH, LOCKS, PROCS, ".stats.json", ".generations.json",
+             ".generations.lock")  # fmt: skip
+"""What the store writes at the top of its root: if this process cannot write one of them,
+the store opens read-only."""
 
 
-def open_folder_root(path: str | os.PathLike[str]) -> Path:
-    """Create or check the store directory at `path`; return it resolved."""
+def open_folder_root(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """Create or check the store directory at `path`; return it resolved, and why this
+    process must not write it (None if it may: see `read_only`)."""
     root = _fs.open_root(path, MARKER)
+    reason = _fs.read_only_reason(root, OWN_NAMES)
     root_fd = _fs.open_dir(root)
     try:
-        content = _fs.read_or_write_marker(
-            root_fd, root, MARKER, {"format": FORMAT, "version": VERSION}
-        )
+        if reason is None:
+            content = _fs.read_or_write_marker(
+                root_fd, root, MARKER, {"format": FORMAT, "version": VERSION}
+            )
+        else:
+            content = _read_only_marker(root_fd, root, reason)
         fmt, version = content.get("format"), content.get("version")
         if fmt != FORMAT or version != VERSION:
             raise ConfigError(
                 f"{root} holds a {fmt!r} store of version {version}; "
                 f"this tiers reads {FORMAT!r} version {VERSION}"
             )
-        for name in (TMP, TRASH, LOCKS, PROCS):
-            _make_dir(root_fd, name, root)
-        _fs.write_cosmetic_files(root_fd)
+        if reason is None:
+            for name in (TMP, TRASH, LOCKS, PROCS):
+                _make_dir(root_fd, name, root)
+            _fs.write_cosmetic_files(root_fd)
     finally:
         os.close(root_fd)
-    return root
+    return root, reason
+
+
+def _read_only_marker(root_fd: int, root: Path, reason: str) -> dict[str, object]:
+    """The marker of a store this process cannot write (which must already be one)."""
+    try:
+        return _fs.read_marker(root_fd, root, MARKER)
+    except FileNotFoundError:
+        raise StorePermissionError(
+            f"cannot make a FolderStore in {root}: {reason}; make it writable or choose "
+            "another path"
+        ) from None
 
 
 # -- the store's own folders ----------------------------------------------------------------
 
 
 def _make_dir(root_fd: int, name: str, root: Path) -> None:
-    """mkdir 0700 (an existing one is checked: a real directory, ours, not a symlink)."""
-    with contextlib.suppress(FileExistsError):
+    """mkdir 0700 (an existing one is checked, never changed: a real directory, ours, not a
+    symlink)."""
+    created = True
+    try:
         os.mkdir(name, 0o700, dir_fd=root_fd)
+    except FileExistsError:
+        created = False
     try:
         fd = os.open(name, _fs.DIR_FLAGS, dir_fd=root_fd)
     except OSError as exc:
@@ -83,8 +110,8 @@ def _make_dir(root_fd: int, name: str, root: Path) -> None:
             raise StorePermissionError(
                 f"{root / name} belongs to another user (uid {info.st_uid}); refusing to use it"
             )
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            os.fchmod(fd, 0o700)
+        if created and stat.S_IMODE(info.st_mode) != 0o700:
+            os.fchmod(fd, 0o700)  # (the umask may have cleared bits)
     finally:
         os.close(fd)
 

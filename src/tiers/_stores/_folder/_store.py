@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..._clock import SYSTEM_CLOCK, Clock
-from ...errors import StoreError, StoreFullError, TiersError
-from .._fs import is_full, open_dir
+from ...errors import StoreError, StoreFullError, StorePermissionError, TiersError
+from .._fs import is_full, open_dir, translate
 from .._generations import Generations
 from .._protocol import Entry, StoreCounters
 from . import _entry_dir as dirs
 from ._changes import Changes, slot_of
 from ._counters import Counters
-from ._locks import Locks
+from ._locks import LocalLocks, Locks
 from ._metadata import DamagedMetadata, Metadata, checksum, decode, encode
 from ._naming import ENTRY_DIR, data_file, entry_dir
 from ._root import open_folder_root, recover, register
@@ -51,16 +51,18 @@ class FolderStore:
         self.clock: Clock = SYSTEM_CLOCK
         self._closed = False
         with self._translated("open the store"):
-            self._root = open_folder_root(self.path)
-            self._counters = Counters(self._root)
+            self._root, self._read_only = open_folder_root(self.path)
+            read_only = self._read_only is not None
+            self._counters = Counters(self._root, read_only=read_only)
             self._counters.create()
-            self._locks = Locks(self._root)
+            self._locks: Locks | LocalLocks = LocalLocks() if read_only else Locks(self._root)
             root_fd = open_dir(self._root)
             try:
-                self._changes = Changes(self._root, root_fd)
+                self._changes = Changes(self._root, root_fd, read_only=read_only)
             finally:
                 os.close(root_fd)
-            recover(self._root, self._clean_entries)
+            if not read_only:
+                recover(self._root, self._clean_entries)
 
     def __repr__(self) -> str:
         return f"FolderStore({str(self.path)!r})"
@@ -73,11 +75,27 @@ class FolderStore:
         """The store's resolved directory."""
         return self._root
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only: this process cannot write its folder (a
+        read-only file system, no write permission, or ``chmod -R a-w``). Reads work; every
+        change raises `StorePermissionError`; nothing in the folder is changed."""
+        return self._read_only is not None
+
+    def _writable(self, action: str) -> None:
+        """`StorePermissionError` if the store is read-only (see `read_only`)."""
+        if self._read_only is not None:
+            raise StorePermissionError(
+                f"{self!r} is read-only ({self._read_only}), so it cannot {action}; make "
+                f"{self._root} writable and open the store again to change it"
+            )
+
     # -- plumbing -------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _translated(self, action: str) -> Iterator[None]:
-        """OS errors as store errors: `StoreFullError` for no space, else `StoreError`."""
+        """OS errors as store errors: `StoreFullError` for no space, `StorePermissionError`
+        for a refused or read-only path, else `StoreError`."""
         try:
             yield
         except TiersError:
@@ -85,6 +103,9 @@ class FolderStore:
         except OSError as exc:
             if is_full(exc):
                 raise StoreFullError(exc.errno, f"{self!r}: no space left on the device") from exc
+            translated = translate(exc, f"{self!r}: cannot {action}")
+            if translated is not exc:
+                raise translated from exc
             raise StoreError(f"{self!r}: cannot {action}: {exc}") from exc
 
     @contextlib.contextmanager
@@ -158,8 +179,9 @@ class FolderStore:
                     body = dirs.read_data(data_fd, m.size)
                     if checksum(body) == m.checksum:
                         return self._entry(m, body)
-            with contextlib.suppress(OSError, TiersError):  # a read never fails to clean up
-                self._remove_if(root_fd, name, raw, kind)
+            if self._read_only is None:
+                with contextlib.suppress(OSError, TiersError):  # a read never fails to clean up
+                    self._remove_if(root_fd, name, raw, kind)
             return None
 
     def set(
@@ -168,6 +190,7 @@ class FolderStore:
         """Store the entry; False if `epoch` is given and the key changed since `epoch(key)`
         returned it (a copy from a slower tier then stays out). The key's generation becomes
         `stamp` (default: a random one)."""
+        self._writable("store an entry")
         body = entry.value
         header = bytes(entry.header)
         expires = entry.expires_at
@@ -194,6 +217,7 @@ class FolderStore:
         return True
 
     def delete(self, key: str) -> bool:
+        self._writable("delete an entry")
         name = entry_dir(key)
         with self._at_root("delete an entry") as root_fd, self._changes.changing(name):
             with dirs.locked(root_fd, name, exclusive=True) as fd:
@@ -205,6 +229,7 @@ class FolderStore:
         return m is not None and m.live(self.clock.time())
 
     def clear(self, prefix: str = "") -> int:
+        self._writable("clear entries")
         now = self.clock.time()
         count = 0
         self._changes.change_all()  # no copy in flight lands after the scan
@@ -254,6 +279,7 @@ class FolderStore:
         return self._read(key, with_value=False)
 
     def pop(self, key: str) -> Entry | None:
+        self._writable("remove an entry")
         name = entry_dir(key)
         found: Entry | None = None
         with self._at_root("pop an entry") as root_fd, self._changes.changing(name):
@@ -278,6 +304,7 @@ class FolderStore:
     def touch(self, key: str, expires_at: float | None) -> bool:
         if expires_at is not None and not math.isfinite(expires_at):
             raise ValueError("expires_at must be finite epoch seconds or None")
+        self._writable("change an entry's expiry")
         name = entry_dir(key)
         with self._at_root("touch an entry", writing=True) as root_fd, self._changes.changing(name):
             with dirs.locked(root_fd, name, exclusive=True) as fd:
@@ -293,6 +320,7 @@ class FolderStore:
         return False
 
     def expire(self) -> int:
+        self._writable("remove expired entries")
         now = self.clock.time()
         count = 0
         with self._at_root("expire entries") as root_fd:
@@ -303,6 +331,7 @@ class FolderStore:
         return count
 
     def evict(self, tag: str, prefix: str = "") -> int:
+        self._writable("evict entries")
         now = self.clock.time()
         count = 0
         self._changes.change_all()  # no copy in flight lands after the scan
@@ -351,6 +380,7 @@ class FolderStore:
         """Store the entry only while `token` holds lock `name` (see `SupportsLocks`): the
         key's generation is read before the lock is checked and the write is conditional on
         it, so a successor who took the lock and wrote since is never overwritten."""
+        self._writable("store an entry")
         epoch = self.epoch(key)
         with self._at_root("check a lock"):
             if not self._locks.holds(name, token, self.clock.time()):
