@@ -13,6 +13,7 @@ COMPARISONS: dict[str, str] = {
     "memory-miss": "benchmarks.memory:get_miss",
     "coherence-memory-hit": "benchmarks.coherence:memory_hit",
     "coherence-memoize-hit": "benchmarks.coherence:memoize_hit",
+    "metrics-overhead": "benchmarks.metrics:overhead",
     "disk-get-1k": "benchmarks.disk:get_1k",
     "disk-set-1k": "benchmarks.disk:set_1k",
     "disk-get-10m": "benchmarks.disk:get_10m",
