@@ -7,6 +7,7 @@ which keeps the DiskStore's own checksums valid: what is tested here is the cach
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import stat
@@ -25,8 +26,9 @@ from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers._stores import Entry
 from tiers.errors import ConfigError, SerializationError
 
-SIGNED, PASSTHROUGH = 1, 2
+SIGNED, PASSTHROUGH, KEY_ID = 1, 2, 8
 MAC = 32
+KID = 8  # the key id signed entries carry (envelope revision 1.1)
 COMPRESSORS = {"zlib": 1, "zstd": 2, "lz4": 3}
 # Test secrets (not credentials).
 FIRST, SECOND = "first secret 1234", "second secret 1234"
@@ -82,7 +84,7 @@ def test_builtin_serializers_round_trip_through_disk(
     name = serializer.encode()
     assert header[3] == len(name) and header[4 : 4 + len(name)] == name
     if serializer == "pickle":
-        assert header[1] & SIGNED and len(header) == 4 + len(name) + MAC
+        assert header[1] & SIGNED and len(header) == 4 + len(name) + KID + MAC
     else:  # json and msgpack cannot run code while loading: unsigned
         assert header[1] == 0 and len(header) == 4 + len(name)
 
@@ -113,8 +115,8 @@ def test_pickle_passes_bytes_through_unpickled_but_signed(disk: DiskStore) -> No
     cache.set("k", payload)
     assert body_of(disk) == payload  # stored as is, not pickled
     header = header_of(disk)
-    assert header[1] == SIGNED | PASSTHROUGH
-    assert len(header) == 4 + len(b"pickle") + MAC
+    assert header[1] == SIGNED | PASSTHROUGH | KEY_ID
+    assert len(header) == 4 + len(b"pickle") + KID + MAC
     assert Cache(DiskStore(disk.path)).get("k") == payload
     cache.set("ba", bytearray(b"ba"))  # only exact bytes pass through; the rest is pickled
     assert Cache(DiskStore(disk.path)).get("ba") == bytearray(b"ba")
@@ -144,7 +146,8 @@ def test_custom_serializers_are_signed_unless_they_opt_out(disk: DiskStore) -> N
     assert signed.get("k") == "hello"
     entry = disk.get("s:k")
     assert entry is not None and bytes(entry.value) == b"olleh"
-    assert entry.header[1] & SIGNED and len(entry.header) == 4 + len(Reversed.name) + MAC
+    assert entry.header[1] & SIGNED
+    assert len(entry.header) == 4 + len(Reversed.name) + KID + MAC
     unsigned = Cache(disk, serializer=UnsignedReversed(), namespace="u")
     unsigned.set("k", "hello")
     entry = disk.get("u:k")
@@ -160,7 +163,7 @@ def test_custom_signed_entries_do_not_verify_under_another_secret(disk: DiskStor
     Cache(disk, serializer=Reversed(), secret="a" * 16).set("k", "v")
     reader = Cache(DiskStore(disk.path), serializer=Reversed(), secret="b" * 16)
     assert reader.get("k", MISSING) is MISSING
-    assert reader.stats().rejected == 1
+    assert reader.stats().foreign == 1  # intact, another secret's: left in place
 
 
 def test_memory_tiers_hold_live_objects_under_pickle_and_what_others_give_back(
@@ -292,21 +295,29 @@ def test_a_serializer_mismatch_is_a_counted_miss_and_removes_the_entry(
     assert Cache(disk, serializer=writer).get("k", MISSING) is MISSING
 
 
-def test_another_secret_is_a_miss_and_removes_the_entry(disk: DiskStore) -> None:
+def test_another_secret_is_a_miss_that_leaves_the_entry(
+    disk: DiskStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An intact entry signed with another secret is that process's: a miss, counted in
+    `foreign` and said once, never removed (one misconfigured worker cannot empty a tier)."""
     Cache(disk, secret=FIRST).set("k", "v")
     assert Cache(disk, secret=FIRST).get("k") == "v"
     other = Cache(DiskStore(disk.path), secret=SECOND)
-    assert other.get("k", MISSING) is MISSING
-    assert other.stats().rejected == 1
-    assert disk.get(":k") is None
+    with caplog.at_level(logging.WARNING, logger="tiers"):
+        assert other.get("k", MISSING) is MISSING
+        assert other.get("k", MISSING) is MISSING
+    assert (other.stats().foreign, other.stats().rejected) == (2, 0)
+    assert caplog.text.count("signed with another secret") == 1
+    assert disk.get(":k") is not None
+    assert Cache(disk, secret=FIRST).get("k") == "v"
 
 
 def test_a_pop_of_an_unauthenticated_entry_is_a_miss(disk: DiskStore) -> None:
     Cache(disk, secret=FIRST).set("k", "v")
     other = Cache(DiskStore(disk.path), secret=SECOND)
     with pytest.raises(KeyError):
-        other.pop("k")
-    assert other.stats().rejected == 1
+        other.pop("k")  # (a pop removes what it reads: the entry goes all the same)
+    assert other.stats().foreign == 1
     assert disk.get(":k") is None
 
 

@@ -218,3 +218,20 @@ def test_server_time_corrects_only_what_it_can_measure(caplog: pytest.LogCapture
     assert caplog.text.count("behind the server") == 1
     server.clock = FakeClock()
     assert server.offset == 0.0 and not server.due()
+
+
+def test_a_lock_refused_for_good_is_not_waited_for(tmp_path: Path) -> None:
+    """A permission error does not heal within a lease: the caller computes at once without
+    the lock (counted), instead of waiting a whole lease on every miss."""
+    from tiers import DiskStore
+    from tiers.errors import StorePermissionError
+
+    class Refusing(DiskStore):
+        def acquire_lock(self, name: str, token: str, lease: float) -> bool:
+            raise StorePermissionError("not allowed to write locks here")
+
+    with Cache(Refusing(tmp_path / "d"), serializer="json") as cache:
+        began = time.monotonic()
+        assert cache.get_or_set("k", lambda: 1, lease=30) == 1
+        assert time.monotonic() - began < 5
+        assert cache.stats().tiers[0].lock_fallbacks == 1

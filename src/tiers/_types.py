@@ -65,7 +65,7 @@ class EntryInfo:
 
 _COUNTERS = (
     "hits", "misses", "sets", "deletes", "evictions", "expirations", "rejected", "errors",
-    "lock_fallbacks", "lost_leases",
+    "lock_fallbacks", "lost_leases", "foreign",
 )  # fmt: skip
 
 
@@ -80,7 +80,8 @@ class TierStats:
     (for a DiskStore: across all processes, as recorded on disk). On the tier whose locks
     single-flight uses: lock_fallbacks counts computations done without its lock because it
     failed for a whole lease, lost_leases results not stored because their lock's lease had
-    ended before they were (another caller may have taken over).
+    ended before they were (another caller may have taken over). foreign counts entries read
+    that were signed with another secret: misses, left in place.
     """
 
     store: str
@@ -96,6 +97,7 @@ class TierStats:
     bytes: int = 0
     lock_fallbacks: int = 0
     lost_leases: int = 0
+    foreign: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -138,6 +140,7 @@ class Stats:
     bytes: int
     lock_fallbacks: int = 0
     lost_leases: int = 0
+    foreign: int = 0
     tiers: tuple[TierStats, ...] = field(default_factory=tuple)
 
     @property

@@ -440,8 +440,7 @@ class AsyncOps(CacheCore):
             try:
                 value = self._decode(tier, k, entry)
             except Rejected as exc:
-                self._rejected(tier, k, exc)
-                await self._drop_async(tier, k)
+                await self._refuse_async(tier, k, exc)
                 continue
             tier.hits += 1
             if tier.index:
@@ -496,8 +495,7 @@ class AsyncOps(CacheCore):
         try:
             value = self._decode(tier, k, entry)
         except Rejected as exc:
-            self._rejected(tier, k, exc)
-            await self._drop_async(tier, k)
+            await self._refuse_async(tier, k, exc)
             return MISSING
         tier.hits += 1
         if tier.index:
@@ -532,8 +530,7 @@ class AsyncOps(CacheCore):
         try:
             value = self._decode(source, k, found)
         except Rejected as exc:
-            self._rejected(source, k, exc)
-            await self._drop_async(source, k)
+            await self._refuse_async(source, k, exc)
             await self._drop_async(tier, k)
             return MISSING
         source.hits += 1
@@ -748,6 +745,12 @@ class AsyncOps(CacheCore):
                     tier.deletes += 1
                     found = found or not self._copy_of_local(tier)
             return found
+
+    async def _refuse_async(self, tier: Tier, k: str, exc: Rejected) -> None:
+        """`tier`'s entry of `k` must not be used: counted, and removed unless it is intact
+        but signed with another secret (see `_rejected`)."""
+        if self._rejected(tier, k, exc):
+            await self._drop_async(tier, k)
 
     async def _drop_async(self, tier: Tier, k: str) -> None:
         """Remove `k` from `tier` if it can; else remember that its copy must not be served."""

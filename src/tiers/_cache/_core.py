@@ -31,7 +31,13 @@ from .._stores._memory import Guard
 from .._stores._url import plan_tier
 from .._types import MISSING, EntryInfo, Stats, TierStats, _utc
 from .._units import parse_ttl
-from ..errors import ConfigError, StoreError, StoreFullError, TierUnavailableError
+from ..errors import (
+    ConfigError,
+    StoreError,
+    StoreFullError,
+    StorePermissionError,
+    TierUnavailableError,
+)
 from . import _coherence as coherence_rules
 from ._breaker import Breaker
 from ._coherence import LOCAL
@@ -59,6 +65,7 @@ class Tier:
         "evicts",
         "expires",
         "fences",
+        "foreign",
         "guardian",
         "guards",
         "hits",
@@ -117,11 +124,13 @@ class Tier:
         # reads skip it there until a delete or a write succeeds (this process only)
         self.stale: set[str] = set()
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.rejected = 0
-        self.lock_fallbacks = self.lost_leases = 0
+        self.lock_fallbacks = self.lost_leases = self.foreign = 0
 
     def has(self, capability: str) -> bool:
         return callable(getattr(self.store, capability, None))
 
+
+_LASTING = (StorePermissionError, ConfigError)  # lock failures that waiting does not cure
 
 _RENAMED = {
     "expire": "ttl", "timeout": "ttl", "default_timeout": "ttl", "expire_after": "ttl",
@@ -385,12 +394,13 @@ class CacheCore:
 
     def _lock_failed(self, tier: Tier, exc: Exception, failing_for: float, lease: float) -> bool:
         """Taking a lock of `tier` raised: count it; True once it has failed for a whole
-        `lease` (the caller then computes without the lock). Raises under "raise"."""
+        `lease`, or at once for an error that waiting does not cure (permissions,
+        configuration): the caller then computes without the lock. Raises under "raise"."""
         if self._raise:
             self._failed(tier, exc, "take a lock")
         tier.errors += 1
         tier.breaker.failure(exc, "take a lock")
-        if failing_for < lease:
+        if failing_for < lease and not isinstance(exc, _LASTING):
             return False
         tier.lock_fallbacks += 1
         log.warning(
@@ -506,9 +516,22 @@ class CacheCore:
         epochs.setdefault(tier.index, tier.store.epoch(k))
         return epochs
 
-    def _rejected(self, tier: Tier, key: str, exc: Rejected) -> None:
+    def _rejected(self, tier: Tier, key: str, exc: Rejected) -> bool:
+        """Count an entry that must not be used; whether to remove it: not when it was
+        signed with another secret (a process misconfigured must not delete the entries of
+        those configured right: a miss, counted in `foreign`, and said once per tier)."""
+        if exc.foreign_key:
+            tier.foreign += 1
+            if tier.foreign == 1:
+                log.warning(
+                    "%s holds entries signed with another secret (first: %r); they read as "
+                    "misses and are left in place: give every process the same TIERS_SECRET",
+                    tier.name, self._user_key(key)[:200],
+                )  # fmt: skip
+            return False
         tier.rejected += 1
         log.debug("%s rejected %r: %s", tier.name, key, exc)
+        return True
 
     def _check_lease(self, lease: object) -> float:
         if lease is None:
@@ -541,6 +564,7 @@ class CacheCore:
                     expirations=store_counts.expirations, rejected=rejected, errors=tier.errors,
                     items=store_counts.items, bytes=store_counts.bytes,
                     lock_fallbacks=tier.lock_fallbacks, lost_leases=tier.lost_leases,
+                    foreign=tier.foreign,
                 )
             )  # fmt: skip
         # memoize's memory-tier fast path

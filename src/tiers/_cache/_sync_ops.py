@@ -436,8 +436,7 @@ class SyncOps(CacheCore):
             try:
                 value = self._decode(tier, k, entry)
             except Rejected as exc:
-                self._rejected(tier, k, exc)
-                self._drop(tier, k)
+                self._refuse(tier, k, exc)
                 continue
             tier.hits += 1
             if tier.index:
@@ -492,8 +491,7 @@ class SyncOps(CacheCore):
         try:
             value = self._decode(tier, k, entry)
         except Rejected as exc:
-            self._rejected(tier, k, exc)
-            self._drop(tier, k)
+            self._refuse(tier, k, exc)
             return MISSING
         tier.hits += 1
         if tier.index:
@@ -528,8 +526,7 @@ class SyncOps(CacheCore):
         try:
             value = self._decode(source, k, found)
         except Rejected as exc:
-            self._rejected(source, k, exc)
-            self._drop(source, k)
+            self._refuse(source, k, exc)
             self._drop(tier, k)
             return MISSING
         source.hits += 1
@@ -744,6 +741,12 @@ class SyncOps(CacheCore):
                     tier.deletes += 1
                     found = found or not self._copy_of_local(tier)
             return found
+
+    def _refuse(self, tier: Tier, k: str, exc: Rejected) -> None:
+        """`tier`'s entry of `k` must not be used: counted, and removed unless it is intact
+        but signed with another secret (see `_rejected`)."""
+        if self._rejected(tier, k, exc):
+            self._drop(tier, k)
 
     def _drop(self, tier: Tier, k: str) -> None:
         """Remove `k` from `tier` if it can; else remember that its copy must not be served."""

@@ -1,17 +1,34 @@
 """The envelope: a small header stored with each encoded entry, and the codec that uses it.
 
-Header layout (version 1)::
+Header layout (format 1, revision 1.1)::
 
-    0      format version (1)
+    0      format (1)
     1      flags: 1 = signed, 2 = value is raw bytes passed through the pickle serializer,
-           4 = padded (see below); any other bit: an entry of a later format, refused
+           4 = padded (see below), 8 = key id (see below); any other bit: an entry of a later
+           format, refused
     2      compression id (0 none, 1 zlib, 2 zstd, 3 lz4)
     3      n = length of the serializer name
     4..    serializer name (ASCII)
     +8     uncompressed size, little-endian (only when compressed)
     +8     compressed length, little-endian (only when padded); the body is that many bytes
            of compressed payload followed by zero bytes
+    +8     key id of the secret that signed the entry (only with flag 8, only when signed)
     +32    HMAC-SHA256 (only when signed), over: domain, key, the header before it, body
+
+Format history. Byte 0 names the layout of the fixed prefix (bytes 0..3 and the name), which
+has not changed; revisions add flags, which readers of an earlier revision refuse (the rule
+above). 1.0: flags 1, 2, 4. 1.1: flag 8, set on every signed entry written: its key id
+(`_signing.Signer.key_id`, 8 bytes that reveal nothing of the secret). A 1.0 reader refuses
+(and so removes) a 1.1 signed entry: upgrade every process sharing a tier together. A 1.1
+reader reads 1.0 entries as before; a 1.0 signed entry that does not verify is `TAMPERED`,
+as it always was (its key is unknown). Unsigned entries did not change (still 1.0).
+
+Why a rejection. `Rejected.reason` tells the cache what to do with the entry:
+`FOREIGN_KEY`: signed with another secret (its key id is not this cache's): intact, another
+process's, a miss that leaves the entry where it is (`Rejected.foreign_key`). Anything
+else (`TAMPERED`: same key id, or none, and the MAC does not verify, or a MAC missing;
+`FORMAT`, `SERIALIZER`, `DAMAGED`) is not usable by anyone sharing this cache's
+configuration: a miss, and the entry is removed.
 
 Encoding and decoding are pure: bytes in, bytes or values out, no I/O.
 
@@ -32,13 +49,16 @@ from typing import Any
 
 from ._compression import NONE_ID, Compressor, compressor_for_id
 from ._serializers import PickleSerializer, Serializer, is_signed
-from ._signing import MAC_SIZE, Signer
+from ._signing import KEY_ID_SIZE, MAC_SIZE, Signer
 
 FORMAT = 1
+REVISION = (1, 1)
+"""Of the header layout this version writes (module docstring, "Format history")."""
 SIGNED = 1
 PASSTHROUGH = 2
 PADDED = 4
-_KNOWN_FLAGS = SIGNED | PASSTHROUGH | PADDED
+KEY_ID = 8  # revision 1.1
+_KNOWN_FLAGS = SIGNED | PASSTHROUGH | PADDED | KEY_ID
 MAX_EXPANSION = 64
 """An unsigned compressed entry inflates to at most this many times its stored body."""
 _DOMAIN = b"tiers-entry-mac-v1\0"
@@ -46,8 +66,39 @@ _DOMAIN = b"tiers-entry-mac-v1\0"
 Body = bytes | bytearray | memoryview
 
 
+FOREIGN_KEY = "foreign-key"
+"""Signed with another secret: intact, someone else's; a miss that leaves the entry alone."""
+TAMPERED = "tampered"
+"""Claims this cache's secret (or no key id) but does not verify, or claims no signature."""
+FORMAT_UNKNOWN = "format"
+"""A format, revision or flag this version does not know (written by a later one, or damaged)."""
+SERIALIZER = "serializer"
+"""Written with another serializer."""
+DAMAGED = "damaged"
+"""Anything else: a payload that does not decompress or load, a damaged header, a bomb."""
+REASONS = frozenset((FOREIGN_KEY, TAMPERED, FORMAT_UNKNOWN, SERIALIZER, DAMAGED))
+
+
 class Rejected(Exception):
-    """An encoded entry that must not be used (damaged, unauthenticated or foreign)."""
+    """An encoded entry that must not be used (damaged, unauthenticated or foreign).
+
+    `reason` is one of `REASONS`; `foreign_key` is true for an entry signed with another
+    secret, which a cache must leave in place (it is intact, another process's)."""
+
+    def __init__(self, message: str, *, reason: str = DAMAGED) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    @property
+    def foreign_key(self) -> bool:
+        return self.reason == FOREIGN_KEY
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keeps `reason` across pickling
+        return _rejected, (str(self), self.reason)
+
+
+def _rejected(message: str, reason: str) -> Rejected:
+    return Rejected(message, reason=reason)
 
 
 class Codec:
@@ -110,12 +161,17 @@ class Codec:
                     extra += len(packed).to_bytes(8, "little")
                     body = packed + bytes(-(-size // MAX_EXPANSION) - len(packed))
         name = self._serializer.name.encode("ascii")
-        if signed:
-            flags |= SIGNED
-        head = bytes((FORMAT, flags, cid, len(name))) + name + extra
-        if signed:
-            head += self._get_signer().sign(_mac_parts(key, head, body))
-        return head, body
+        if not signed:
+            return bytes((FORMAT, flags, cid, len(name))) + name + extra, body
+        signer = self._get_signer()
+        head = bytes((FORMAT, flags | SIGNED | KEY_ID, cid, len(name))) + name + extra
+        head += signer.key_id
+        return head + signer.sign(_mac_parts(key, head, body)), body
+
+    @property
+    def key_id(self) -> bytes | None:
+        """The key id this codec signs with (None if unsigned); resolves the secret."""
+        return self._get_signer().key_id if self.signed else None
 
     def decode(self, key: str, header: bytes, body: Body) -> Any:
         """The value, or `Rejected` if the entry is damaged, unauthenticated or foreign."""
@@ -130,10 +186,23 @@ class Codec:
         flags, cid, pos, size, packed = self._parse(header)
         if self.signed:
             if not flags & SIGNED or len(header) != pos + MAC_SIZE:
-                raise Rejected("entry is not signed")
-            mac = header[pos:]
-            if not self._get_signer().verify(mac, _mac_parts(key, header[:pos], body)):
-                raise Rejected("entry signature does not verify (another secret, or tampered)")
+                raise Rejected("entry is not signed", reason=TAMPERED)
+            signer = self._get_signer()
+            if flags & KEY_ID:
+                key_id = header[pos - KEY_ID_SIZE : pos]
+                if key_id != signer.key_id:
+                    raise Rejected(
+                        f"entry was signed with another secret (key id {key_id.hex()}, this "
+                        f"cache's is {signer.key_id.hex()})",
+                        reason=FOREIGN_KEY,
+                    )
+            if not signer.verify(header[pos:], _mac_parts(key, header[:pos], body)):
+                raise Rejected(
+                    "entry signature does not verify (tampered)"
+                    if flags & KEY_ID  # else written before key ids: the key is unknown
+                    else "entry signature does not verify (another secret, or tampered)",
+                    reason=TAMPERED,
+                )
         elif len(header) != pos + (MAC_SIZE if flags & SIGNED else 0):
             raise Rejected("entry header is damaged")
         elif cid != NONE_ID and size > MAX_EXPANSION * memoryview(body).nbytes:
@@ -151,23 +220,30 @@ class Codec:
             raise Rejected(f"entry payload does not load: {exc!r}") from exc
 
     def _parse(self, header: bytes) -> tuple[int, int, int, int, int]:
-        """(flags, compression id, where the MAC starts, uncompressed size, compressed length
-        or -1 if not padded) of a header of this cache's serializer; `Rejected` if not one."""
+        """(flags, compression id, where the MAC starts (after the key id, if any),
+        uncompressed size, compressed length or -1 if not padded) of a header of this cache's
+        serializer; `Rejected` if not one."""
         if len(header) < 4 or header[0] != FORMAT:
-            raise Rejected("unknown entry format")
+            raise Rejected("unknown entry format", reason=FORMAT_UNKNOWN)
         flags, cid, n = header[1], header[2], header[3]
         if flags & ~_KNOWN_FLAGS:
-            raise Rejected(f"entry has flags this version does not know ({flags:#04x})")
+            raise Rejected(
+                f"entry has flags this version does not know ({flags:#04x})",
+                reason=FORMAT_UNKNOWN,
+            )
         name = header[4 : 4 + n]
         if name != self._serializer.name.encode("ascii"):
             raise Rejected(
                 f"entry was written with serializer {name.decode('ascii', 'replace')!r}, "
-                f"this cache uses {self._serializer.name!r}"
+                f"this cache uses {self._serializer.name!r}",
+                reason=SERIALIZER,
             )
         if flags & PASSTHROUGH and not isinstance(self._serializer, PickleSerializer):
             raise Rejected("entry passes bytes through a serializer that never does")
         if flags & PADDED and cid == NONE_ID:
             raise Rejected("entry is padded but not compressed")
+        if flags & KEY_ID and not flags & SIGNED:
+            raise Rejected("entry has a key id but no signature")
         pos, size, packed = 4 + n, 0, -1
         if cid != NONE_ID:
             size = int.from_bytes(header[pos : pos + 8], "little")
@@ -175,6 +251,8 @@ class Codec:
         if flags & PADDED:
             packed = int.from_bytes(header[pos : pos + 8], "little")
             pos += 8
+        if flags & KEY_ID:
+            pos += KEY_ID_SIZE
         return flags, cid, pos, size, packed
 
 
