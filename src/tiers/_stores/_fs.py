@@ -47,7 +47,7 @@ def translate(exc: OSError, message: str) -> Exception:
     if is_full(exc):
         return StoreFullError(exc.errno, f"{message}: no space left")
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        why = "the file system is read-only" if exc.errno == errno.EROFS else "permission denied"
+        why = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
         return StorePermissionError(
             f"{message}: {why}; give this process write access or choose another path"
         )
