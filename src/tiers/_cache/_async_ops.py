@@ -307,18 +307,19 @@ class AsyncOps(CacheCore):
         if value is not MISSING:
             return value
         self._misses += 1
+        handed_over = False  # a leader was interrupted: another may have stored it since
         while True:
             flight, leader = self._flights.join(k)
             if not leader:
                 value = await wait_flight_async(flight)
                 if value is not INTERRUPTED:
                     return value
-                value = await self._lookup_async(k, counted=False)  # the leader was cancelled
-                if value is not MISSING:
-                    return value
+                handed_over = True
                 continue
             try:
-                value = await self._compute_async(k, factory, ttl, tags, meta, lease)
+                value = await self._lookup_async(k, counted=False) if handed_over else MISSING
+                if value is MISSING:
+                    value = await self._compute_async(k, factory, ttl, tags, meta, lease)
             except Exception as exc:
                 flight.set_exception(exc)
                 raise

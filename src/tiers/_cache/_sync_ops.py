@@ -303,18 +303,19 @@ class SyncOps(CacheCore):
         if value is not MISSING:
             return value
         self._misses += 1
+        handed_over = False  # a leader was interrupted: another may have stored it since
         while True:
             flight, leader = self._flights.join(k)
             if not leader:
                 value = wait_flight(flight)
                 if value is not INTERRUPTED:
                     return value
-                value = self._lookup(k, counted=False)  # the leader was cancelled
-                if value is not MISSING:
-                    return value
+                handed_over = True
                 continue
             try:
-                value = self._compute(k, factory, ttl, tags, meta, lease)
+                value = self._lookup(k, counted=False) if handed_over else MISSING
+                if value is MISSING:
+                    value = self._compute(k, factory, ttl, tags, meta, lease)
             except Exception as exc:
                 flight.set_exception(exc)
                 raise
