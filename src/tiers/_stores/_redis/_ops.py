@@ -93,10 +93,11 @@ class Operations:
     # -- the server's clock ---------------------------------------------------------------
 
     def measure(self) -> Plan[None]:
-        """Read the server's clock (``TIME``, on any node of a cluster) between two readings
-        of ours. A server that refuses ``TIME`` (an ACL) keeps the last offset."""
+        """Read the server's clock (``TIME``; on a cluster, on its default node, whose
+        connection the client keeps) between two readings of ours. A server that refuses
+        ``TIME`` (an ACL) keeps the last offset."""
         clock = self.time.clock
-        kwargs = {"target_nodes": "random"} if self.cluster else {}
+        kwargs = {"target_nodes": "default-node"} if self.cluster else {}
         sent = clock.time()
         try:
             seconds, micros = yield Call("time", (), kwargs)
