@@ -10,7 +10,6 @@ anything in it is touched.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import shutil
@@ -19,17 +18,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import tiers
+from tests._read_only import IS_ROOT, read_only_view
 from tiers import DiskStore, FolderStore, MemoryStore
 from tiers._stores._protocol import Entry
 from tiers.errors import StorePermissionError
 
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(
     not (IS_ROOT and sys.platform == "linux"), reason="needs root on Linux (mounts, chown)"
 )
@@ -68,18 +66,6 @@ def archive(root: Path) -> None:
     for path in sorted(root.rglob("*"), reverse=True):
         path.chmod(0o555 if path.is_dir() else 0o444)
     root.chmod(0o555)
-
-
-@contextlib.contextmanager
-def read_only_view(source: Path, view: Path) -> Iterator[Path]:
-    view.mkdir()
-    subprocess.run(["mount", "--bind", str(source), str(view)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
-        yield view
-    finally:
-        if subprocess.run(["umount", str(view)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(view)], check=True)  # (busy: detach it)
 
 
 def check_read_only(root: Path) -> None:

@@ -4,22 +4,20 @@ sentence naming the path and what to do."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 import tiers
+from tests._read_only import IS_ROOT, read_only_view
 from tiers import DiskStore, FolderStore
 from tiers._stores._protocol import Entry
 from tiers.errors import StoreError, StorePermissionError
 
-IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_root = pytest.mark.skipif(
     not (IS_ROOT and sys.platform == "linux"), reason="bind mounts need root on Linux"
 )
@@ -33,19 +31,6 @@ def entry(value: bytes) -> Entry:
 def _one_sentence(message: str) -> None:
     assert "[Errno" not in message, message
     assert ". " not in message.rstrip("."), message
-
-
-@contextlib.contextmanager
-def read_only_view(source: Path, view: Path) -> Iterator[Path]:
-    """`source` seen read-only at `view` (a read-only bind mount: EROFS, even for root)."""
-    view.mkdir()
-    subprocess.run(["mount", "--bind", str(source), str(view)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
-        yield view
-    finally:
-        if subprocess.run(["umount", str(view)], check=False).returncode:
-            subprocess.run(["umount", "-l", str(view)], check=True)  # (busy: detach it)
 
 
 @pytest.mark.parametrize("opener", OPENERS, ids=lambda o: getattr(o, "__name__", "?"))

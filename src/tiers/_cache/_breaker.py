@@ -43,7 +43,7 @@ class Breaker:
             self.failures = 0
             self.open_until = 0.0
 
-    def failure(self, exc: BaseException, action: str = "answer") -> None:
+    def failure(self, exc: BaseException, action: str) -> None:
         """`action` (set, get, delete, …) failed with `exc`."""
         self.failures += 1
         now = time.monotonic()

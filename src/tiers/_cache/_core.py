@@ -396,10 +396,7 @@ class CacheCore:
         """Taking a lock of `tier` raised: count it; True once it has failed for a whole
         `lease`, or at once for an error that waiting does not cure (permissions,
         configuration): the caller then computes without the lock. Raises under "raise"."""
-        if self._raise:
-            self._failed(tier, exc, "take a lock")
-        tier.errors += 1
-        tier.breaker.failure(exc, "take a lock")
+        self._failed(tier, exc, "take a lock")
         if failing_for < lease and not isinstance(exc, _LASTING):
             return False
         tier.lock_fallbacks += 1

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 from .._clock import SYSTEM_CLOCK, Clock
+from ._protocol import Entry
 
 log = logging.getLogger("tiers")
 
@@ -92,3 +94,17 @@ class ServerTime:
 
     def to_local(self, server: float | None) -> float | None:
         return None if server is None else server - self.offset
+
+    def remote(self, entry: Entry) -> Entry:
+        """`entry` with its expiry on the server's clock, as written. `created_at` stays the
+        writer's: it only informs, while expiry decides what every reader sees."""
+        if not self.offset or entry.expires_at is None:
+            return entry
+        return replace(entry, expires_at=entry.expires_at + self.offset)
+
+    def local(self, entry: Entry | None) -> Entry | None:
+        """A stored `entry` with its expiry on the local clock, as returned: a faster tier it
+        is copied into keeps it for the time the server gives it still."""
+        if not self.offset or entry is None or entry.expires_at is None:
+            return entry
+        return replace(entry, expires_at=entry.expires_at - self.offset)

@@ -3,8 +3,8 @@
 Each function takes the store's `Layout`, its `ServerTime` (`clock`) and its `Tally`.
 
 **Time.** Expiry is judged on the object store's clock: a record's ``expires_at`` is written
-as server time (`ServerTime.to_server`), compared with `ServerTime.now()`, and returned to
-callers as local time (`to_local`), so a machine whose clock is off neither writes entries
+as server time (`ServerTime.remote`), compared with `ServerTime.now()`, and returned to
+callers as local time (`ServerTime.local`), so a machine whose clock is off neither writes entries
 born expired nor serves what every other machine sees as expired.
 
 **Tag index.** A tagged write puts the tag markers, then the entry, then *reads the markers
@@ -67,18 +67,10 @@ def _record(key: str, entry: Entry, clock: ServerTime) -> bytes:
     expires = entry.expires_at
     if not math.isfinite(entry.created_at) or not (expires is None or math.isfinite(expires)):
         raise ValueError("created_at and expires_at must be finite epoch seconds")
-    stored = entry if expires is None else replace(entry, expires_at=clock.to_server(expires))
     try:
-        return _wire.pack(stored, key)
+        return _wire.pack(clock.remote(entry), key)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"meta must be a dict of JSON values: {exc}") from exc
-
-
-def _local(entry: Entry | None, clock: ServerTime) -> Entry | None:
-    """`entry` as read (expiry on the server's clock) with its expiry on the local clock."""
-    if entry is not None and entry.expires_at is not None:
-        entry.expires_at = clock.to_local(entry.expires_at)
-    return entry
 
 
 def _decode(found: Found) -> tuple[Entry, str] | None:
@@ -123,7 +115,7 @@ def get(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[Entry
     entry, drop = _checked(layout, path, found, key, clock.now(), tally)
     if drop:
         yield Delete((path,))
-    return _local(entry, clock)
+    return clock.local(entry)
 
 
 def revalidate(layout: Layout, key: str, version: str | None, clock: ServerTime, tally: Tally
@@ -137,7 +129,7 @@ def revalidate(layout: Layout, key: str, version: str | None, clock: ServerTime,
     entry, drop = _checked(layout, path, found, key, clock.now(), tally)
     if drop:
         yield Delete((path,))
-    return _local(entry, clock)
+    return clock.local(entry)
 
 
 def info(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[Entry | None]:
@@ -147,7 +139,7 @@ def info(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[Entr
     entry, drop = _checked(layout, path, found, key, clock.now(), tally)
     if drop:
         yield Delete((path,))
-    return without_value(_local(entry, clock))
+    return without_value(clock.local(entry))
 
 
 def set_(layout: Layout, key: str, entry: Entry, clock: ServerTime) -> Plan[bool]:
@@ -231,7 +223,7 @@ def get_many(layout: Layout, keys: list[str], clock: ServerTime, tally: Tally
     now = clock.now()
     for key, path, found in zip(keys, paths, founds, strict=True):
         entry, drop = _checked(layout, path, found, key, now, tally)
-        entries.append(_local(entry, clock))
+        entries.append(clock.local(entry))
         if drop:
             dropped.append(path)
     if dropped:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from dataclasses import replace
 from time import monotonic
 from typing import Any, TypeVar
 
@@ -109,20 +108,10 @@ class Operations:
         self.time.measured(sent, received, server, server + 1e-6)
 
     def remote(self, entry: Entry) -> Entry:
-        """`entry` with its expiry on the server's clock (as written). `created_at` stays the
-        writer's: it only informs, while expiry decides what every reader sees."""
-        offset = self.time.offset
-        if not offset or entry.expires_at is None:
-            return entry
-        return replace(entry, expires_at=entry.expires_at + offset)
+        return self.time.remote(entry)
 
     def local(self, entry: Entry | None) -> Entry | None:
-        """A record's `entry` with its expiry on the caller's clock (as returned): a faster
-        tier it is copied into keeps it for the time the server gives it still."""
-        offset = self.time.offset
-        if not offset or entry is None or entry.expires_at is None:
-            return entry
-        return replace(entry, expires_at=entry.expires_at - offset)
+        return self.time.local(entry)
 
     # -- the eviction policy --------------------------------------------------------------
 

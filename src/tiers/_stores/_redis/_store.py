@@ -253,7 +253,7 @@ class RedisStore:
         if data is None:
             return None
         try:
-            return self._ops.local(read(data, self._time.now()))
+            return self._time.local(read(data, self._time.now()))
         except _wire.DamagedRecord:
             self._ops.damaged()
             return False
@@ -287,7 +287,7 @@ class RedisStore:
         expires = entry.expires_at
         if expires is not None and expires <= self._time.now():
             return None
-        return entry if not self._time.offset else self._ops.local(entry)
+        return self._time.local(entry)
 
     async def get_async(self, key: str) -> Entry | None:
         redis_key = self._entries + key.encode("utf-8", "surrogatepass")
@@ -320,7 +320,7 @@ class RedisStore:
         expires = entry.expires_at
         if expires is not None and expires <= self._time.now():
             return None
-        return entry if not self._time.offset else self._ops.local(entry)
+        return self._time.local(entry)
 
     async def _fetch_async(self, client: Any, redis_key: bytes) -> Entry | None:
         found = self._read(await client.get(redis_key))
