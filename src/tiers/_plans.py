@@ -4,6 +4,10 @@ each step's result (or have its exception thrown in, to handle or let through).
 `run` performs the steps blocking, `run_async` awaits them; the caller says how one step is
 performed. RedisStore, ObjectStore and CachingReadableStore write their operations this way
 (see docs/decisions/0008-read-through.md).
+
+The two loops differ only by the ``await``, and are written twice on purpose: sharing the
+resumption of the plan costs a call per step (+30 to 50% for the driver of a 3-step plan),
+and `run` stepping `run_async` by hand three to four times as much.
 """
 
 from __future__ import annotations

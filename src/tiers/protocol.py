@@ -1,39 +1,52 @@
 """The store protocol, for writing a store of your own (check it with `tiers.testing`).
 
-A store implements `Store` (the core, sync and ``_async``); optional capabilities are separate
-protocols the cache detects at run time: `SupportsInfo`, `SupportsTouch`, `SupportsExpire`,
-`SupportsTags`, `SupportsKeys`, `SupportsPop`, `SupportsMany`, `SupportsLocks`,
-`SupportsEpoch`.
+A store implements `Store` (the core, sync and ``_async``). Optional capabilities are separate
+protocols, each found when a cache opens (a store has one when it has all its methods):
+`SupportsInfo`, `SupportsTouch`, `SupportsExpire`, `SupportsTags`, `SupportsKeys`,
+`SupportsPop`, `SupportsMany`, `SupportsLocks`, `SupportsFencedWrites`, `SupportsRevalidate`
+(which answers `UNCHANGED`), `SupportsEpoch`. Each says what the cache does without it.
 """
 
 from ._clock import Clock
+from ._public import publish
 from ._stores._protocol import (
+    UNCHANGED,
     Entry,
     Store,
     StoreCounters,
     SupportsEpoch,
     SupportsExpire,
+    SupportsFencedWrites,
     SupportsInfo,
     SupportsKeys,
     SupportsLocks,
     SupportsMany,
     SupportsPop,
+    SupportsRevalidate,
     SupportsTags,
     SupportsTouch,
+    Unchanged,
 )
 
 __all__ = [
+    "UNCHANGED",
     "Clock",
     "Entry",
     "Store",
     "StoreCounters",
     "SupportsEpoch",
     "SupportsExpire",
+    "SupportsFencedWrites",
     "SupportsInfo",
     "SupportsKeys",
     "SupportsLocks",
     "SupportsMany",
     "SupportsPop",
+    "SupportsRevalidate",
     "SupportsTags",
     "SupportsTouch",
+    "Unchanged",
 ]
+
+publish(__name__, globals(), __all__)
+del publish

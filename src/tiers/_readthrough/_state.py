@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -162,7 +162,3 @@ class ReadState:
     def level_tag(self, path: str) -> str:
         digest = hashlib.sha256(f"{self.identity}|{path}".encode()).hexdigest()[:32]
         return f"{_PREFIX}:{digest}"
-
-
-def flight_key(kind: str, path: str, index: int | None = None) -> Hashable:
-    return (kind, path, index)

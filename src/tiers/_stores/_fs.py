@@ -1,5 +1,7 @@
 """Filesystem helpers shared by the stores that live in a directory (DiskStore, FolderStore).
 
+- errors: what the OS says, as the store errors of `tiers.errors`, in one shape for every
+  call site (`os_errors`, `store_error`);
 - store roots: created 0700, owned by us, never a symlink; a non-empty directory that is not
   a store of ours is refused; a format marker written once, atomically;
 - descriptor-walked access: `open_dir` opens ``root/a/b`` one component at a time with
@@ -19,7 +21,7 @@ import os
 import secrets
 import stat
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,23 +40,56 @@ Buffer = bytes | bytearray | memoryview
 # -- errors ----------------------------------------------------------------------------------
 
 
-def is_full(exc: BaseException) -> bool:
+def _is_full(exc: BaseException) -> bool:
+    """Whether `exc` says the device (or the user's quota, or a file's size limit) is full."""
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def translate(exc: OSError, message: str) -> Exception:
-    """`StoreFullError` / `StorePermissionError` for what they mean, else `exc` itself."""
-    if is_full(exc):
-        return StoreFullError(exc.errno, f"{message}: no space left")
+def store_error(exc: OSError, where: object, action: str) -> StoreError:
+    """The store error for `exc`, met by `where` (a store, or a path) doing `action`, in one
+    shape, ``<where>: cannot <action>: <why>``: `StoreFullError` (with the errno) for no space,
+    `StorePermissionError` for a refused path or a read-only file system, `StoreError` for the
+    rest (EIO...). A store error passes as it is."""
+    if isinstance(exc, StoreError):
+        return exc
+    message = f"{where}: cannot {action}"
+    if _is_full(exc):
+        return StoreFullError(exc.errno, f"{message}: no space left on the device")
     if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
-        why = "read-only file system" if exc.errno == errno.EROFS else "permission denied"
+        why = os.strerror(exc.errno).lower() if exc.errno else "permission denied"
         return StorePermissionError(
             f"{message}: {why}; give this process write access or choose another path"
         )
-    return exc
+    return StoreError(f"{message}: {exc}")
+
+
+class os_errors:
+    """Raise what the OS says inside the block as `store_error` would name it, from the
+    original (``__cause__``); errors of tiers pass through. A class, not a generator: it is
+    entered on every store call."""
+
+    __slots__ = ("action", "where")
+
+    def __init__(self, where: object, action: str) -> None:
+        self.where = where
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, OSError) and not isinstance(exc, StoreError):
+            raise store_error(exc, self.where, self.action) from exc
 
 
 # -- store roots -----------------------------------------------------------------------------
+
+
+def store_path(path: object, kind: str) -> Path:
+    """`path` (a str or a path) as a Path; `TypeError` naming the store `kind` if not one."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{kind} path must be a str or a path, not {type(path).__qualname__!r}")
+    return Path(path)
 
 
 def open_root(path: str | os.PathLike[str], marker: str) -> Path:
@@ -67,7 +102,7 @@ def open_root(path: str | os.PathLike[str], marker: str) -> Path:
     except NotADirectoryError as exc:
         raise StoreError(_under_a_file(root)) from exc
     except OSError as exc:
-        raise translate(exc, f"cannot create the store directory {root}") from exc
+        raise store_error(exc, root, "create the store directory") from exc
     check_dir(root, fix_mode=False)
     marker_path = root / marker
     if not created and not marker_path.exists():
@@ -215,27 +250,29 @@ def _forget_temporaries(dir_fd: int, name: str, file: os.stat_result) -> None:
 
 
 def write_new(dir_fd: int, name: str, data: bytes) -> None:
-    """Create `name` holding `data` unless it exists (one writer wins): written and fsynced
-    under a fresh temporary name, then linked into place, so it appears whole or not at all."""
-    tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=dir_fd)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    """Create `name` holding `data` unless it exists (one writer wins), so that it appears
+    whole or not at all (`_put_whole`)."""
+
+    def link(tmp: str) -> None:
         with contextlib.suppress(FileExistsError):
             os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=dir_fd)
+
+    _put_whole(dir_fd, name, data, link)
 
 
 def replace_file(dir_fd: int, name: str, data: bytes) -> None:
     """Put a new file holding `data` at `name`, atomically (whatever had the name, a link
     included, is replaced: never written through)."""
+
+    def rename(tmp: str) -> None:
+        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+    _put_whole(dir_fd, name, data, rename)
+
+
+def _put_whole(dir_fd: int, name: str, data: bytes, put: Callable[[str], None]) -> None:
+    """Write `data` to a fresh temporary name beside `name` (``.<name>.<pid>.<random>.tmp``,
+    0600, fsynced), `put` it in place by that name, then remove the temporary name."""
     tmp = f".{name}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600, dir_fd=dir_fd)
     try:
@@ -245,7 +282,7 @@ def replace_file(dir_fd: int, name: str, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        put(tmp)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
@@ -277,7 +314,7 @@ def make_dir(directory: Path) -> None:
     except FileExistsError:
         pass
     except OSError as exc:
-        raise translate(exc, f"cannot create {directory}") from exc
+        raise store_error(exc, directory, "create the directory") from exc
     else:
         sync_dir(directory.parent)
         check_dir(directory, fix_mode=True)  # (a new one: 0700 whatever the umask)
@@ -317,18 +354,27 @@ def open_dir(root: Path, *parts: str) -> int:
     """A descriptor of ``root/parts...``, refusing a symlink or non-directory at every step."""
     fd = os.open(root, DIR_FLAGS)
     try:
-        for part in parts:
-            inner = os.open(part, DIR_FLAGS, dir_fd=fd)
+        for at, part in enumerate(parts):
+            inner = open_subdir(fd, part, root.joinpath(*parts[: at + 1]))
             os.close(fd)
             fd = inner
-    except OSError as exc:
+    except BaseException:
         os.close(fd)
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise StorePermissionError(
-                f"{root}/{'/'.join(parts)} is a symlink or not a directory; refusing it"
-            ) from exc
         raise
     return fd
+
+
+def open_subdir(dir_fd: int, name: str, shown: object) -> int:
+    """A descriptor of the directory `name` in `dir_fd`, never following a symlink:
+    `StorePermissionError` naming it as `shown` if a symlink or a file has its name."""
+    try:
+        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StorePermissionError(
+                f"{shown} is a symlink or a file, not a directory; refusing it"
+            ) from exc
+        raise
 
 
 def flock(fd: int, *, exclusive: bool) -> None:
@@ -336,6 +382,41 @@ def flock(fd: int, *, exclusive: bool) -> None:
     if sys.platform == "win32":
         raise StoreError("this store needs POSIX file locks (flock), which Windows lacks")
     fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+
+
+@contextlib.contextmanager
+def flocked(
+    dir_fd: int, name: str, open_it: Callable[[], int | None], *, exclusive: bool
+) -> Iterator[int | None]:
+    """`name` in `dir_fd`, opened by `open_it` (None: absent) and flock-ed. Once the flock is
+    had, `name` must still lead to what was opened: whoever deleted or replaced it meanwhile
+    (holding the flock) makes this open the new one."""
+    while True:
+        fd = open_it()
+        if fd is None:
+            yield None
+            return
+        try:
+            flock(fd, exclusive=exclusive)
+            if _still_named(dir_fd, name, fd):
+                break
+        except BaseException:
+            unlock_and_close(fd)
+            raise
+        unlock_and_close(fd)  # removed (or replaced) while we waited: look again
+    try:
+        yield fd
+    finally:
+        unlock_and_close(fd)
+
+
+def _still_named(dir_fd: int, name: str, fd: int) -> bool:
+    try:
+        at_name = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (at_name.st_dev, at_name.st_ino) == (held.st_dev, held.st_ino)
 
 
 def unlock_and_close(fd: int) -> None:

@@ -8,10 +8,12 @@ from collections.abc import Hashable, Iterator
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from .. import _rules
 from .._clock import SYSTEM_CLOCK, Clock
 from .._units import parse_count, parse_size
 from ._generations import Generations
 from ._protocol import Entry, StoreCounters
+from ._twins import inline, inline_iter
 
 _STRIPES = 256
 
@@ -44,14 +46,14 @@ class Slot:
 
     def live(self, now: float) -> bool:
         """Not expired, and not changed in the store its guard watches."""
-        if self.expiry is not None and self.expiry <= now:
+        if not _rules.live(self.expiry, now):
             return False
         return self.gens is None or self.gens.view[self.gslot] == self.gstamp
 
     def unexpired(self, now: float) -> bool:
         """Not expired (removals count these: a slower tier's removal of the same key may
         already have made the guard say "changed")."""
-        return self.expiry is None or self.expiry > now
+        return _rules.live(self.expiry, now)
 
     def guard(self) -> Guard | None:
         return None if self.gens is None else (self.gens, self.gslot, self.gstamp)
@@ -104,7 +106,7 @@ class MemoryStore:
                 return None
             deadline = slot.deadline
             if deadline is not None and deadline <= (now := self.clock.monotonic()):
-                if deadline != slot.expiry and (slot.expiry is None or slot.expiry > now):
+                if deadline != slot.expiry and slot.unexpired(now):
                     return None  # due for revalidation: kept for `due_copy`
                 self._drop(key, slot)
                 self._expirations += 1
@@ -277,48 +279,30 @@ class MemoryStore:
     def count(self, prefix: str = "") -> int:
         return sum(1 for _ in self.keys(prefix))
 
-    # -- async twins: nothing here blocks, so they call the sync methods directly -------------
+    # -- async twins: nothing here blocks, so they run inline (`_twins`) ---------------------
 
-    async def get_async(self, key: str) -> Entry | None:
-        return self.get(key)
+    get_async = inline(get)
+    delete_async = inline(delete)
+    clear_async = inline(clear)
+    stats_async = inline(stats)
+    close_async = inline(close)
+    info_async = inline(info)
+    pop_async = inline(pop)
+    touch_async = inline(touch)
+    expire_async = inline(expire)
+    evict_async = inline(evict)
+    keys_async = inline_iter(keys)
+    count_async = inline(count)
 
     async def set_async(
         self, key: str, entry: Entry, epoch: int | None = None, guard: Guard | None = None,
         due: float | None = None,
     ) -> bool:  # fmt: skip
-        if guard is None and due is None:  # (what a subclass overriding `set` may take)
+        """Written out: a subclass overriding `set` may take only (key, entry, epoch), which
+        is what it is given when there is no guard and no due time."""
+        if guard is None and due is None:
             return self.set(key, entry, epoch)
         return self.set(key, entry, epoch, guard, due)
-
-    async def delete_async(self, key: str) -> bool:
-        return self.delete(key)
-
-    async def clear_async(self, prefix: str = "") -> int:
-        return self.clear(prefix)
-
-    async def stats_async(self) -> StoreCounters:
-        return self.stats()
-
-    async def close_async(self) -> None:
-        self.close()
-
-    async def info_async(self, key: str) -> Entry | None:
-        return self.info(key)
-
-    async def pop_async(self, key: str) -> Entry | None:
-        return self.pop(key)
-
-    async def touch_async(self, key: str, expires_at: float | None) -> bool:
-        return self.touch(key, expires_at)
-
-    async def expire_async(self) -> int:
-        return self.expire()
-
-    async def evict_async(self, tag: str, prefix: str = "") -> int:
-        return self.evict(tag, prefix)
-
-    async def count_async(self, prefix: str = "") -> int:
-        return self.count(prefix)
 
     # -- internals (lock held) ---------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from .._clock import SYSTEM_CLOCK, Clock
 from ._protocol import Entry, StoreCounters
+from ._twins import inline
 
 
 class NullStore:
@@ -40,20 +41,9 @@ class NullStore:
     def close(self) -> None:
         """Nothing to release."""
 
-    async def get_async(self, key: str) -> Entry | None:
-        return None
-
-    async def set_async(self, key: str, entry: Entry) -> bool:
-        return True
-
-    async def delete_async(self, key: str) -> bool:
-        return False
-
-    async def clear_async(self, prefix: str = "") -> int:
-        return 0
-
-    async def stats_async(self) -> StoreCounters:
-        return StoreCounters()
-
-    async def close_async(self) -> None:
-        """Nothing to release."""
+    get_async = inline(get)
+    set_async = inline(set)
+    delete_async = inline(delete)
+    clear_async = inline(clear)
+    stats_async = inline(stats)
+    close_async = inline(close)

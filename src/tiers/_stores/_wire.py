@@ -29,13 +29,13 @@ import json
 import math
 import struct
 
+from .. import _rules
 from .._codec._documents import check_object, load_object
 from ._protocol import Entry
 
 MAGIC = b"T1"
 FIXED = struct.Struct("<2sBxddHIII")
 EXPIRES_OFFSET = 12
-TAGS_OFFSET = FIXED.size  # after the header: FIXED.size + H
 _NEVER = 0.0
 _EXPIRED = math.ulp(0.0)  # the smallest positive double: long expired, and not "never"
 
@@ -55,9 +55,8 @@ def pack(entry: Entry, full_key: str | None = None) -> bytes:
         check_object(entry.meta)
         meta = json.dumps(entry.meta, separators=(",", ":")).encode()
     key = b"" if full_key is None else full_key.encode("utf-8", "surrogatepass")
+    _rules.finite_times(entry.created_at, entry.expires_at)
     expires = _NEVER if entry.expires_at is None else float(entry.expires_at)
-    if not (math.isfinite(entry.created_at) and math.isfinite(expires)):
-        raise ValueError("created_at and expires_at must be finite epoch seconds")
     if entry.expires_at is not None:
         expires = expires or _EXPIRED  # expired at the epoch: 0.0 reads back as "never"
     fixed = FIXED.pack(

@@ -194,21 +194,16 @@ def sweep_orphans(
     removed = 0
     now = time.time()
     gone: dict[int | None, bool] = dict.fromkeys(dead_pids, True)
-    try:
-        subdirs = sorted(n for n in os.listdir(layout.data) if re.fullmatch("[0-9a-f]{2}", n))
-    except FileNotFoundError:
-        return 0
-    for sub in subdirs:
-        for fd, name, info in _files_in(layout, ("data", sub)):
-            pid = writer_pid(name)
-            if pid not in gone:
-                gone[pid] = pid is not None and not pid_alive(pid)
-            if not gone[pid] and (not every or now - info.st_mtime < _STALE_SECONDS):
-                continue
-            if not is_referenced(name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=fd)
-                    removed += 1
+    for fd, name, info in _value_files(layout):
+        pid = writer_pid(name)
+        if pid not in gone:
+            gone[pid] = pid is not None and not pid_alive(pid)
+        if not gone[pid] and (not every or now - info.st_mtime < _STALE_SECONDS):
+            continue
+        if not is_referenced(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=fd)
+                removed += 1
     return removed
 
 
@@ -217,17 +212,22 @@ def sweep_shard(layout: Layout, shard: int, is_referenced: Callable[[str], bool]
     shard was salvaged, its lost entries' files would otherwise stay forever)."""
     removed = 0
     prefix = f"{shard:02x}"
+    for fd, name, _info in _value_files(layout):
+        if name.startswith(prefix) and not is_referenced(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=fd)
+                removed += 1
+    return removed
+
+
+def _value_files(layout: Layout) -> Iterator[tuple[int, str, os.stat_result]]:
+    """(directory fd, name, stat) of every value file in ``data/<2 hex digits>/``."""
     try:
         subdirs = sorted(n for n in os.listdir(layout.data) if re.fullmatch("[0-9a-f]{2}", n))
     except FileNotFoundError:
-        return 0
+        return
     for sub in subdirs:
-        for fd, name, _info in _files_in(layout, ("data", sub)):
-            if name.startswith(prefix) and not is_referenced(name):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name, dir_fd=fd)
-                    removed += 1
-    return removed
+        yield from _files_in(layout, ("data", sub))
 
 
 def _files_in(layout: Layout, parts: tuple[str, ...]) -> Iterator[tuple[int, str, os.stat_result]]:

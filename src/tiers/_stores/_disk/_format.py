@@ -78,7 +78,6 @@ PROBE = 32  # a key sits at most PROBE - 1 slots past its home; the table has ca
 SLOT = struct.Struct("<QIIIHHQdQQ")  # 56 bytes, then the check
 _CHECK = struct.Struct("<Q")
 _KHASH = struct.Struct("<Q")
-EMPTY_SLOT = bytes(SLOT_SIZE)
 
 LIVE = 1  # an entry
 TOMB = 2  # a deleted entry (keeps probe chains intact until the next rebuild)
@@ -202,10 +201,6 @@ class Header:
     def garbage(self) -> int:
         """Bytes of log records no slot references any more."""
         return sum(s.end - s.live for s in self.segments)
-
-    @property
-    def table_bytes(self) -> int:
-        return HEADER_SIZE + (self.capacity + PROBE) * SLOT_SIZE
 
     @property
     def usage(self) -> int:

@@ -2,8 +2,8 @@
 
 Every change happens under the shard lock, so a lock is read, decided on and rewritten as
 one step. A lock file holds its token and lease end with a checksum; one that does not verify
-(torn by a crash, or damaged) is a free lock. Rules: a free or expired lock, or one the token
-already holds, can be taken; only the holder's token renews or releases.
+(torn by a crash, or damaged) is a free lock. Who may take a lock is `_rules.may_take`; only
+the holder's token renews or releases.
 """
 
 from __future__ import annotations

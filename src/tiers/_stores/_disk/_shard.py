@@ -20,13 +20,14 @@ import os
 import struct
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import xxhash
 
+from ... import _rules
 from ...errors import StoreError, StoreFullError
 from .. import _fs
 from .._generations import Generations
@@ -113,6 +114,7 @@ class Shard:
         self.generations = generations  # bumped under the lock for each key changed
         self._files = files
         self.path = path
+        self.where = f"DiskStore({str(path.parent.parent)!r})"  # (for messages)
         self.segment_max = segment_max
         _fs.make_dir(path)
         self._dir = Fd(_fs.open_dir(path))
@@ -377,12 +379,10 @@ class Shard:
             seg = self._head(header, len(data))
             table, position, old, kind = self._place(header, lkey, khash)
             slot.seg, slot.off, slot.rlen = seg.number, seg.end, len(data)
-            try:
+            with _fs.os_errors(self.where, "write an entry"):
                 self.log.append(seg.number, seg.end, data)
                 if durable:
                     self.log.sync(seg.number)
-            except OSError as exc:
-                raise translate(exc, self.path, "cannot write an entry") from exc
             undo = (table.read(position, 1), pack_header(header)) if durable else None
             seg.end += len(data)
             seg.live += len(data)
@@ -406,7 +406,7 @@ class Shard:
                 except OSError as exc:  # never trusted, never retried: undo, and say so
                     with contextlib.suppress(OSError):
                         table.restore(position, *undo)
-                    raise translate(exc, self.path, "cannot make an entry durable") from exc
+                    raise _fs.store_error(exc, self.where, "make an entry durable") from exc
             self.generations.bump(generation, stamp)
             self._maintain(header, written=True)
             return removed
@@ -669,7 +669,7 @@ class Shard:
             if exc.table is not None:  # in place, but not known to be durable
                 self.table = exc.table
                 table.retire()
-            raise translate(exc, self.path, "cannot make a clear durable") from exc
+            raise _fs.store_error(exc, self.where, "make a clear durable") from exc
         except OSError:
             fresh.capacity = table.capacity  # no room for a new file: empty this one
             table.write_header(fresh)
@@ -681,38 +681,37 @@ class Shard:
 
     def acquire_lock(self, lkey: bytes, token: bytes, until: float, now: float) -> bool:
         with self.locked():
-            held = locks.read(self._locks_dir, lkey)
-            if held is not None and held[0] != token and held[1] > now:
+            if not _rules.may_take(*self._lock_state(lkey), token, now):
                 return False
             self._write_lock(lkey, token, until)
             return True
 
     def renew_lock(self, lkey: bytes, token: bytes, until: float) -> bool:
-        with self.locked():
-            held = locks.read(self._locks_dir, lkey)
-            if held is None or held[0] != token:
-                return False
-            self._write_lock(lkey, token, until)
-            return True
+        return self._if_holder(lkey, token, lambda: self._write_lock(lkey, token, until))
 
     def holds_lock(self, lkey: bytes, token: bytes, now: float) -> bool:
         with self.locked():
-            held = locks.read(self._locks_dir, lkey)
-            return held is not None and held[0] == token and held[1] > now
+            return _rules.holds(*self._lock_state(lkey), token, now)
 
     def release_lock(self, lkey: bytes, token: bytes) -> bool:
+        return self._if_holder(lkey, token, lambda: locks.remove(self._locks_dir, lkey))
+
+    def _if_holder(self, lkey: bytes, token: bytes, change: Callable[[], None]) -> bool:
+        """`change` the lock, under the shard lock, if `token` holds it (only the holder's
+        token renews or releases, its lease running or not); whether it did."""
         with self.locked():
-            held = locks.read(self._locks_dir, lkey)
-            if held is None or held[0] != token:
+            if self._lock_state(lkey)[0] != token:
                 return False
-            locks.remove(self._locks_dir, lkey)
+            change()
             return True
 
+    def _lock_state(self, lkey: bytes) -> tuple[bytes | None, float]:
+        """(holder's token, lease end) of a lock; (None, 0) if free."""
+        return locks.read(self._locks_dir, lkey) or (None, 0.0)
+
     def _write_lock(self, lkey: bytes, token: bytes, until: float) -> None:
-        try:
+        with _fs.os_errors(self.where, "write a lock"):
             locks.write(self._locks_dir, lkey, token, until)
-        except OSError as exc:
-            raise translate(exc, self.path, "cannot write a lock") from exc
 
     # -- upkeep -------------------------------------------------------------------------------
 
@@ -762,12 +761,10 @@ class Shard:
         data = self.log.read_segment(victim.number, victim.end)
         if data is None or not self._move_walking(table, header, victim, data, moved_to):
             self._move_scanning(table, header, victim, moved_to)
-        try:
+        with _fs.os_errors(self.where, "sync a compaction"):
             for number in moved_to:
                 self.log.sync(number)
             table.sync()
-        except OSError as exc:
-            raise translate(exc, self.path, "cannot sync a compaction") from exc
         header.segments.remove(victim)
         self.log.remove(victim.number)
 
@@ -816,10 +813,8 @@ class Shard:
             seg = Segment(header.next_segment, 0, 0)
             header.next_segment += 1
             header.segments.append(seg)
-        try:
+        with _fs.os_errors(self.where, "compact"):
             self.log.append(seg.number, seg.end, raw)
-        except OSError as exc:
-            raise translate(exc, self.path, "cannot compact") from exc
         old_seg = header.segment(slot.seg)
         if old_seg is not None:
             old_seg.live = max(0, old_seg.live - slot.rlen)
@@ -852,9 +847,9 @@ class Shard:
                 if exc.table is not None:
                     old, self.table = self.table, exc.table
                     old.retire()
-                raise translate(exc, self.path, "cannot make the index table durable") from exc
+                raise _fs.store_error(exc, self.where, "make the index table durable") from exc
             except OSError as exc:
-                raise translate(exc, self.path, "cannot rebuild the index table") from exc
+                raise _fs.store_error(exc, self.where, "rebuild the index table") from exc
 
     def _salvage(self) -> Table:
         """(Under the lock.) Build a new table from whatever still verifies in the damaged one
@@ -959,9 +954,3 @@ _EMPTY, _TOMB, _OWN = 0, 1, 2
 def is_io_error(exc: OSError) -> bool:
     """An error of the device or the space on it (as opposed to damage in our files)."""
     return exc.errno in (errno.EIO, errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
-
-
-def translate(exc: OSError, path: Path, what: str) -> StoreError:
-    if _fs.is_full(exc):
-        return StoreFullError(exc.errno, f"DiskStore {path.parent.parent}: no space left ({what})")
-    return StoreError(f"DiskStore {path.parent.parent}: {what}: {exc}")

@@ -26,9 +26,10 @@ import xxhash
 from ..._clock import SYSTEM_CLOCK, Clock
 from ..._units import parse_size
 from ...errors import StoreError
-from .._fs import forget_registrations, translate, unregister_all
+from .._fs import forget_registrations, os_errors, store_error, store_path, unregister_all
 from .._generations import Generations
 from .._protocol import Entry, StoreCounters
+from .._twins import in_thread, inline, iter_in_thread
 from . import _files as files
 from ._budget import Budget
 from ._format import (
@@ -81,12 +82,9 @@ class DiskStore:
         max_size: int | str | None = None,
         durable: bool = False,
     ) -> None:
-        if not isinstance(path, (str, os.PathLike)):
-            kind = type(path).__qualname__
-            raise TypeError(f"DiskStore path must be a str or a path, not {kind!r}")
+        self.path = store_path(path, "DiskStore")
         if not isinstance(durable, bool):
             raise TypeError(f"durable must be True or False, not {durable!r}")
-        self.path = Path(path)
         self.max_size = parse_size(max_size, "max_size")
         self.durable = durable
         self.clock: Clock = SYSTEM_CLOCK
@@ -113,14 +111,10 @@ class DiskStore:
     # -- opening ------------------------------------------------------------------------
 
     def _open(self) -> None:
-        try:
+        with os_errors(self, "open the store"):
             layout = open_layout(self.path)
             index = ShardSet(layout, self.max_size)
             recover_leftovers(layout, index)
-        except StoreError:
-            raise  # (already says what happened: not its own cause)
-        except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot open the store") from exc
         old: Layout | None = getattr(self, "_layout", None)
         self._layout: Layout = layout
         if old is not None:  # reopened: copies guarded by the old table are not trusted
@@ -163,17 +157,6 @@ class DiskStore:
     def _owns_file(self, name: str) -> bool:
         return self._ready().owns_file(name)
 
-    @contextlib.contextmanager
-    def _io(self, what: str) -> Iterator[None]:
-        """Translate what the OS says at the boundary: StoreFullError for no space,
-        StorePermissionError for a refused path, StoreError for the rest (EIO...)."""
-        try:
-            yield
-        except StoreError:
-            raise
-        except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot {what}") from exc
-
     # -- core -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
@@ -209,8 +192,8 @@ class DiskStore:
         shard = index.shards[khash % len(index.shards)]
         try:
             found = shard.find(lkey, khash)
-        except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot read") from exc
+        except OSError as exc:  # (no `with os_errors`: this is the hot path)
+            raise store_error(exc, self, "read") from exc
         if found is None:
             return None
         position, slot, raw = found
@@ -247,7 +230,7 @@ class DiskStore:
             shard.discard(position, version, "rejected")
             return None
         except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot read a value file") from exc
+            raise store_error(exc, self, "read a value file") from exc
         if body_hash(body) != rec.body_hash:
             shard.discard(position, version, "rejected")
             return None
@@ -284,24 +267,21 @@ class DiskStore:
             tag_bits(rec.tags), version, expires, cost, version,
         )  # fmt: skip
         if file_name is not None:
-            try:
+            with os_errors(self, "write a value file"):
                 files.write(self._layout, file_name, body, durable=self.durable)
-            except OSError as exc:
-                raise _translated(exc, f"{self!r}: cannot write a value file") from exc
         try:
-            removed = shard.put(lkey, khash, data, slot, self.durable, epoch, stamp)
-        except BaseException as exc:
+            with os_errors(self, "write"):
+                removed = shard.put(lkey, khash, data, slot, self.durable, epoch, stamp)
+        except BaseException:
             if file_name is not None:
                 files.unlink(self._layout, [file_name])
-            if isinstance(exc, OSError) and not isinstance(exc, StoreError):
-                raise _translated(exc, f"{self!r}: cannot write") from exc
             raise
         if removed is None:  # changed meanwhile: the copy stays out
             if file_name is not None:
                 files.unlink(self._layout, [file_name])
             return False
         index.unlink(removed.files)
-        with self._io("enforce max_size"):
+        with os_errors(self, "enforce max_size"):
             self._budget.wrote(cost - removed.freed)
         return True
 
@@ -312,10 +292,8 @@ class DiskStore:
         return any(s.expires > now for s in removed)
 
     def _delete(self, shard: Shard, lkey: bytes, khash: int) -> list[Slot]:
-        try:
+        with os_errors(self, "delete"):
             removed = shard.delete(lkey, khash)
-        except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot delete") from exc
         shard.unlink_files(removed.files)
         return removed.slots
 
@@ -334,17 +312,15 @@ class DiskStore:
             if prefix:
                 count += self._remove_matching(shard, prefix, None, now)
                 continue
-            try:
+            with os_errors(self, "clear"):
                 _items, removed = shard.clear()
-            except OSError as exc:
-                raise _translated(exc, f"{self!r}: cannot clear") from exc
             index.unlink(removed.files)
             count += sum(1 for s in removed.slots if s.expires > now)
         self._budget.forget_total()
         return count
 
     def stats(self) -> StoreCounters:
-        with self._io("read the counters"):
+        with os_errors(self, "read the counters"):
             items, nbytes, evictions, expirations, rejected = self._ready().totals()
         return StoreCounters(
             evictions=evictions, expirations=expirations, rejected=rejected, items=items,
@@ -389,10 +365,8 @@ class DiskStore:
 
     def pop(self, key: str) -> Entry | None:
         _index, shard, lkey, khash = self._route(key)
-        try:
+        with os_errors(self, "pop"):
             popped = shard.pop(lkey, khash)
-        except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot pop") from exc
         if popped is None:
             return None
         slot, rec, removed = popped
@@ -417,20 +391,16 @@ class DiskStore:
     def touch(self, key: str, expires_at: float | None) -> bool:
         _index, shard, lkey, khash = self._route(key)
         expires = math.inf if expires_at is None else expires_at
-        try:
+        with os_errors(self, "touch"):
             return shard.set_expiry(lkey, khash, expires, self.clock.time())
-        except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot touch") from exc
 
     def expire(self) -> int:
         index = self._ready()
         now = self.clock.time()
         count = 0
         for shard in index.shards:
-            try:
+            with os_errors(self, "expire"):
                 removed = shard.expire(now)
-            except OSError as exc:
-                raise _translated(exc, f"{self!r}: cannot expire") from exc
             index.unlink(removed.files)
             count += len(removed.slots)
         return count
@@ -439,12 +409,12 @@ class DiskStore:
         index = self._ready()
         now = self.clock.time()
         self._layout.generations.bump_all()  # (as in clear: nothing lands after the scan)
-        with self._io("evict"):
+        with os_errors(self, "evict"):
             return sum(self._remove_matching(shard, prefix, tag, now) for shard in index.shards)
 
     def keys(self, prefix: str = "", tag: str | None = None) -> Iterator[str]:
         for shard in self._ready().shards:
-            with self._io("list keys"):
+            with os_errors(self, "list keys"):
                 found = list(self._matching(shard, prefix, tag, self.clock.time()))
             for key, _slot, _position in found:
                 yield key
@@ -455,7 +425,7 @@ class DiskStore:
         index = self._ready()
         now = self.clock.time()
         total = 0
-        with self._io("count"):
+        with os_errors(self, "count"):
             for shard in index.shards:
                 header = shard.header()
                 if header is not None and header.min_expires > now:
@@ -482,7 +452,7 @@ class DiskStore:
     def set_if_held(
         self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
     ) -> bool:
-        """Store the entry only while `token` holds lock `name` (see `SupportsLocks`): the
+        """Store the entry only while `token` holds lock `name` (`SupportsFencedWrites`): the
         key's generation is read before the lock is checked and the write is conditional on
         it, so a successor who took the lock and wrote since is never overwritten."""
         epoch = self.epoch(key)
@@ -492,12 +462,8 @@ class DiskStore:
         return self.set(key, entry, epoch, stamp)
 
     def _locked_call(self, fn: Any, *args: Any) -> bool:
-        try:
+        with os_errors(self, "use a lock"):
             return bool(fn(*args))
-        except OSError as exc:
-            if isinstance(exc, StoreError):
-                raise
-            raise _translated(exc, f"{self!r}: cannot use a lock") from exc
 
     # -- scans ------------------------------------------------------------------------------
 
@@ -524,14 +490,29 @@ class DiskStore:
         doomed = [(position, slot) for _k, slot, position in matching]
         if not doomed:
             return 0
-        try:
+        with os_errors(self, "remove entries"):
             removed = shard.evict([(p, s.version) for p, s in doomed], None)
-        except OSError as exc:
-            raise _translated(exc, f"{self!r}: cannot remove entries") from exc
         shard.unlink_files(removed.files)
         return sum(1 for s in removed.slots if s.expires > now)
 
-    # -- async twins: index work is a few small reads; file I/O and bulk work go to a thread --
+    # -- async twins (`_twins`): small index reads inline; file I/O and bulk work in a thread --
+
+    delete_async = inline(delete)
+    stats_async = inline(stats)
+    close_async = inline(close)
+    info_async = inline(info)
+    touch_async = inline(touch)
+    acquire_lock_async = inline(acquire_lock)
+    renew_lock_async = inline(renew_lock)
+    release_lock_async = inline(release_lock)
+    clear_async = in_thread(clear)
+    pop_async = in_thread(pop)
+    expire_async = in_thread(expire)
+    evict_async = in_thread(evict)
+    count_async = in_thread(count)
+    keys_async = iter_in_thread(keys)
+
+    # written out: these go to a thread only when there is a value file to read or write
 
     async def get_async(self, key: str) -> Entry | None:
         found = self._lookup(key)
@@ -548,59 +529,12 @@ class DiskStore:
             return await asyncio.to_thread(self.set, key, entry, epoch, stamp)
         return self.set(key, entry, epoch, stamp)
 
-    async def delete_async(self, key: str) -> bool:
-        return self.delete(key)
-
-    async def clear_async(self, prefix: str = "") -> int:
-        return await asyncio.to_thread(self.clear, prefix)
-
-    async def stats_async(self) -> StoreCounters:
-        return self.stats()
-
-    async def close_async(self) -> None:
-        self.close()
-
-    async def info_async(self, key: str) -> Entry | None:
-        return self.info(key)
-
-    async def pop_async(self, key: str) -> Entry | None:
-        return await asyncio.to_thread(self.pop, key)
-
-    async def touch_async(self, key: str, expires_at: float | None) -> bool:
-        return self.touch(key, expires_at)
-
-    async def expire_async(self) -> int:
-        return await asyncio.to_thread(self.expire)
-
-    async def evict_async(self, tag: str, prefix: str = "") -> int:
-        return await asyncio.to_thread(self.evict, tag, prefix)
-
-    async def count_async(self, prefix: str = "") -> int:
-        return await asyncio.to_thread(self.count, prefix)
-
-    async def acquire_lock_async(self, name: str, token: str, lease: float) -> bool:
-        return self.acquire_lock(name, token, lease)
-
-    async def renew_lock_async(self, name: str, token: str, lease: float) -> bool:
-        return self.renew_lock(name, token, lease)
-
-    async def release_lock_async(self, name: str, token: str) -> bool:
-        return self.release_lock(name, token)
-
     async def set_if_held_async(
         self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
     ) -> bool:
         if memoryview(entry.value).nbytes > INLINE_MAX:
             return await asyncio.to_thread(self.set_if_held, key, entry, name, token, stamp)
         return self.set_if_held(key, entry, name, token, stamp)
-
-
-def _translated(exc: OSError, message: str) -> Exception:
-    """A TiersError for an OS error met by the store (full disk, permissions, I/O)."""
-    if isinstance(exc, StoreError):
-        return exc
-    out = translate(exc, message)
-    return out if out is not exc else StoreError(f"{message}: {exc}")
 
 
 def _rebuild(path: str, max_size: int | None, durable: bool) -> DiskStore:

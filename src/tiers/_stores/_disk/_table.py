@@ -16,7 +16,6 @@ import os
 from collections.abc import Iterable
 
 from ._format import (
-    EMPTY_SLOT,
     HEADER_SIZE,
     PROBE,
     SLOT_SIZE,
@@ -59,9 +58,6 @@ class Table:
 
     def write(self, position: int, slot: Slot) -> None:
         pwrite_all(self.fd, pack_slot(slot, position), HEADER_SIZE + position * SLOT_SIZE)
-
-    def clear_slot(self, position: int) -> None:
-        pwrite_all(self.fd, EMPTY_SLOT, HEADER_SIZE + position * SLOT_SIZE)
 
     def erase_slots(self) -> None:
         """Empty every slot in place (needs no new disk blocks: for a full disk)."""

@@ -24,17 +24,16 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
 
 from ...errors import StorePermissionError
 from .._fs import (
     DIR_FLAGS,
     NOFOLLOW,
     Buffer,
-    flock,
+    flocked,
+    open_subdir,
     read_exact,
     remove_tree,
-    unlock_and_close,
     write_all,
 )
 from ._naming import METADATA, temp_name
@@ -49,54 +48,19 @@ class DataFileDamaged(ValueError):
     """The data file is missing or its size is not the one metadata.json records."""
 
 
-@contextlib.contextmanager
-def locked(root_fd: int, name: str, *, exclusive: bool) -> Iterator[int | None]:
+def locked(
+    root_fd: int, name: str, *, exclusive: bool
+) -> contextlib.AbstractContextManager[int | None]:
     """The entry folder `name`, opened and flock-ed (None if there is none)."""
-    while True:
-        fd = open_entry(root_fd, name)
-        if fd is None:
-            yield None
-            return
-        try:
-            flock(fd, exclusive=exclusive)
-            if _still_named(root_fd, name, fd):
-                break
-        except BaseException:
-            unlock_and_close(fd)
-            raise
-        unlock_and_close(fd)  # removed (or replaced) while we waited: look again
-    try:
-        yield fd
-    finally:
-        unlock_and_close(fd)
+    return flocked(root_fd, name, lambda: open_entry(root_fd, name), exclusive=exclusive)
 
 
 def open_entry(root_fd: int, name: str) -> int | None:
     """The folder `name` (None if absent); `StorePermissionError` for a symlink or a file."""
     try:
-        return open_subdir(root_fd, name)
+        return open_subdir(root_fd, name, f"{name} in the store")
     except FileNotFoundError:
         return None
-
-
-def open_subdir(dir_fd: int, name: str) -> int:
-    try:
-        return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise StorePermissionError(
-                f"{name} in the store is a symlink or a file, not a directory; refusing it"
-            ) from exc
-        raise
-
-
-def _still_named(root_fd: int, name: str, fd: int) -> bool:
-    try:
-        at_name = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (at_name.st_dev, at_name.st_ino) == (held.st_dev, held.st_ino)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -178,7 +142,7 @@ def folder_sizes(root_fd: int, name: str) -> tuple[bool, int]:
 def write(root_fd: int, name: str, data: str, body: Buffer, metadata: bytes) -> None:
     """Store the entry folder `name` holding `body` as `data` and `metadata`, atomically:
     readers see the previous entry or this one. OSError (ENOSPC...) leaves nothing behind."""
-    tmp_fd = open_subdir(root_fd, TMP)
+    tmp_fd = open_subdir(root_fd, TMP, f"{TMP} in the store")
     tname = temp_name()
     try:
         os.mkdir(tname, 0o700, dir_fd=tmp_fd)
@@ -221,7 +185,7 @@ def _commit(root_fd: int, tmp_fd: int, tname: str, tfd: int, name: str, data: st
 
 def replace_metadata(root_fd: int, fd: int, metadata: bytes) -> None:
     """Replace the metadata.json of the folder `fd` (whose exclusive lock the caller holds)."""
-    tmp_fd = open_subdir(root_fd, TMP)
+    tmp_fd = open_subdir(root_fd, TMP, f"{TMP} in the store")
     tname = temp_name()
     try:
         create_file(tmp_fd, tname, metadata)

@@ -3,10 +3,9 @@
 A lock is a file in ``<root>/.locks/`` named by a hash of the lock's name, holding
 ``{"token": ..., "expires": ...}``; it is read, decided on and rewritten under an exclusive
 `flock` of that file. Releasing deletes the file (still under its flock); whoever then gets
-the flock of the deleted file sees that the name leads elsewhere and opens it again. Same
-rules as DiskStore: a free or expired lock, or one the token already holds, can be taken;
-only the holder's token renews or releases. A link planted at a lock's name is replaced, never
-written through (`_owned`).
+the flock of the deleted file sees that the name leads elsewhere and opens it again. Who may
+take a lock is `_rules.may_take`; only the holder's token renews or releases. A link planted
+at a lock's name is replaced, never written through (`_owned`).
 """
 
 from __future__ import annotations
@@ -19,8 +18,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ... import _rules
 from ..._codec._documents import load_object
-from .._fs import flock, open_dir, unlock_and_close
+from .._fs import flocked, open_dir
 from ._naming import lock_file
 from ._owned import open_owned
 
@@ -34,8 +34,7 @@ class Locks:
 
     def acquire(self, name: str, token: str, expires: float, now: float) -> bool:
         with self._held(name, create=True) as (fd, _dir_fd):
-            owner, until = _state(fd)
-            if owner is not None and owner != token and until > now:
+            if not _rules.may_take(*_state(fd), token, now):
                 return False
             _write(fd, token, expires)
             return True
@@ -50,10 +49,7 @@ class Locks:
     def holds(self, name: str, token: str, now: float) -> bool:
         """Whether `token` holds the lock with a lease that has not ended."""
         with self._held(name, create=False) as (fd, _dir_fd):
-            if fd < 0:
-                return False
-            owner, until = _state(fd)
-            return owner == token and until > now
+            return fd >= 0 and _rules.holds(*_state(fd), token, now)
 
     def release(self, name: str, token: str) -> bool:
         with self._held(name, create=False) as (fd, dir_fd):
@@ -69,34 +65,13 @@ class Locks:
         file = lock_file(name)
         dir_fd = open_dir(self.root, LOCKS)
         try:
-            while True:
-                fd = open_owned(dir_fd, file, create=create)
-                if fd is None:
-                    yield -1, dir_fd
-                    return
-                try:
-                    flock(fd, exclusive=True)
-                    if _same_file(dir_fd, file, fd):
-                        break
-                except BaseException:
-                    unlock_and_close(fd)
-                    raise
-                unlock_and_close(fd)  # released (deleted) while we waited: open the new one
-            try:
-                yield fd, dir_fd
-            finally:
-                unlock_and_close(fd)
+            opened = flocked(
+                dir_fd, file, lambda: open_owned(dir_fd, file, create=create), exclusive=True
+            )
+            with opened as fd:
+                yield (-1 if fd is None else fd), dir_fd
         finally:
             os.close(dir_fd)
-
-
-def _same_file(dir_fd: int, file: str, fd: int) -> bool:
-    try:
-        at_name = os.stat(file, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(fd)
-    return (at_name.st_dev, at_name.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _state(fd: int) -> tuple[str | None, float]:
@@ -132,27 +107,29 @@ class LocalLocks:
 
     def acquire(self, name: str, token: str, expires: float, now: float) -> bool:
         with self._mutex:
-            owner, until = self._held.get(name, (None, 0.0))
-            if owner is not None and owner != token and until > now:
+            if not _rules.may_take(*self._state(name), token, now):
                 return False
             self._held[name] = (token, expires)
             return True
 
     def renew(self, name: str, token: str, expires: float) -> bool:
         with self._mutex:
-            if self._held.get(name, (None, 0.0))[0] != token:
+            if self._state(name)[0] != token:
                 return False
             self._held[name] = (token, expires)
             return True
 
     def holds(self, name: str, token: str, now: float) -> bool:
         with self._mutex:
-            owner, until = self._held.get(name, (None, 0.0))
-            return owner == token and until > now
+            return _rules.holds(*self._state(name), token, now)
 
     def release(self, name: str, token: str) -> bool:
         with self._mutex:
-            if self._held.get(name, (None, 0.0))[0] != token:
+            if self._state(name)[0] != token:
                 return False
             del self._held[name]
             return True
+
+    def _state(self, name: str) -> tuple[str | None, float]:
+        """(token, lease end) of the lock; (None, 0) if free."""
+        return self._held.get(name, (None, 0.0))

@@ -21,6 +21,7 @@ from typing import Any
 
 import xxhash
 
+from ... import _rules
 from ..._codec._documents import check_object, load_object
 from ._naming import DATA_FILE, describe
 
@@ -48,7 +49,7 @@ class Metadata:
     checksum: str
 
     def live(self, now: float) -> bool:
-        return self.expires_at is None or self.expires_at > now
+        return _rules.live(self.expires_at, now)
 
 
 def checksum(body: bytes | bytearray | memoryview) -> str:

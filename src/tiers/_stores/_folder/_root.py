@@ -21,7 +21,6 @@ the root.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 import time
@@ -96,14 +95,7 @@ def _make_dir(root_fd: int, name: str, root: Path) -> None:
         os.mkdir(name, 0o700, dir_fd=root_fd)
     except FileExistsError:
         created = False
-    try:
-        fd = os.open(name, _fs.DIR_FLAGS, dir_fd=root_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise StorePermissionError(
-                f"{root / name} must be a directory, not a symlink or a file"
-            ) from exc
-        raise
+    fd = _fs.open_subdir(root_fd, name, root / name)
     try:
         info = os.fstat(fd)
         if hasattr(os, "geteuid") and info.st_uid != os.geteuid():

@@ -9,20 +9,20 @@ carries one of its own: damage is a miss, the folder removed and counted. See do
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ... import _rules
 from ..._clock import SYSTEM_CLOCK, Clock
-from ...errors import StoreError, StoreFullError, StorePermissionError, TiersError
-from .._fs import is_full, open_dir, translate
+from ...errors import StoreError, StorePermissionError, TiersError
+from .._fs import open_dir, os_errors, store_path
 from .._generations import Generations
 from .._protocol import Entry, StoreCounters
+from .._twins import in_thread, inline, iter_in_thread
 from . import _entry_dir as dirs
 from ._changes import Changes, slot_of
 from ._counters import Counters
@@ -44,13 +44,10 @@ class FolderStore:
     holds_objects: ClassVar[bool] = False
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        if not isinstance(path, (str, os.PathLike)):
-            kind = type(path).__qualname__
-            raise TypeError(f"FolderStore path must be a str or a path, not {kind!r}")
-        self.path = Path(path)
+        self.path = store_path(path, "FolderStore")
         self.clock: Clock = SYSTEM_CLOCK
         self._closed = False
-        with self._translated("open the store"):
+        with os_errors(self, "open the store"):
             self._root, self._read_only = open_folder_root(self.path)
             read_only = self._read_only is not None
             self._counters = Counters(self._root, read_only=read_only)
@@ -93,27 +90,11 @@ class FolderStore:
     # -- plumbing -------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        """OS errors as store errors: `StoreFullError` for no space, `StorePermissionError`
-        for a refused or read-only path, else `StoreError`."""
-        try:
-            yield
-        except TiersError:
-            raise
-        except OSError as exc:
-            if is_full(exc):
-                raise StoreFullError(exc.errno, f"{self!r}: no space left on the device") from exc
-            translated = translate(exc, f"{self!r}: cannot {action}")
-            if translated is not exc:
-                raise translated from exc
-            raise StoreError(f"{self!r}: cannot {action}: {exc}") from exc
-
-    @contextlib.contextmanager
     def _at_root(self, action: str, *, writing: bool = False) -> Iterator[int]:
         """A descriptor of the root (checked: a real directory, not a symlink)."""
         if self._closed:
             raise StoreError(f"{self!r} is closed")
-        with self._translated(action):
+        with os_errors(self, action):
             if writing:
                 register(self._root)  # (again after a fork) before leaving anything behind
             root_fd = open_dir(self._root)
@@ -194,8 +175,7 @@ class FolderStore:
         body = entry.value
         header = bytes(entry.header)
         expires = entry.expires_at
-        if not math.isfinite(entry.created_at) or not (expires is None or math.isfinite(expires)):
-            raise ValueError("created_at and expires_at must be finite epoch seconds")
+        _rules.finite_times(entry.created_at, expires)
         data = data_file(header)
         m = Metadata(
             key, header, entry.created_at, expires, tuple(entry.tags),
@@ -230,16 +210,9 @@ class FolderStore:
 
     def clear(self, prefix: str = "") -> int:
         self._writable("clear entries")
-        now = self.clock.time()
-        count = 0
-        self._changes.change_all()  # no copy in flight lands after the scan
-        with self._at_root("clear the store") as root_fd:
-            for name, raw, m in self._scan(root_fd):
-                if prefix and (m is None or not m.key.startswith(prefix)):
-                    continue
-                if self._remove_if(root_fd, name, raw, None) and m is not None and m.live(now):
-                    count += 1
-        return count
+        return self._remove_all(
+            "clear the store", lambda m: not prefix or (m is not None and m.key.startswith(prefix))
+        )
 
     def stats(self) -> StoreCounters:
         items = size = 0
@@ -302,8 +275,7 @@ class FolderStore:
         return found
 
     def touch(self, key: str, expires_at: float | None) -> bool:
-        if expires_at is not None and not math.isfinite(expires_at):
-            raise ValueError("expires_at must be finite epoch seconds or None")
+        _rules.finite_times(None, expires_at)
         self._writable("change an entry's expiry")
         name = entry_dir(key)
         with self._at_root("touch an entry", writing=True) as root_fd, self._changes.changing(name):
@@ -332,14 +304,20 @@ class FolderStore:
 
     def evict(self, tag: str, prefix: str = "") -> int:
         self._writable("evict entries")
+        return self._remove_all(
+            "evict entries", lambda m: m is not None and tag in m.tags and m.key.startswith(prefix)
+        )
+
+    def _remove_all(self, action: str, doomed: Callable[[Metadata | None], bool]) -> int:
+        """Remove the entry folders whose metadata (None: damaged) is `doomed`; how many of
+        them were live. Every generation changes first: no copy in flight lands after the scan."""
         now = self.clock.time()
         count = 0
-        self._changes.change_all()  # no copy in flight lands after the scan
-        with self._at_root("evict entries") as root_fd:
+        self._changes.change_all()
+        with self._at_root(action) as root_fd:
             for name, raw, m in self._scan(root_fd):
-                if m is None or tag not in m.tags or not m.key.startswith(prefix):
-                    continue
-                if self._remove_if(root_fd, name, raw, None) and m.live(now):
+                removed = doomed(m) and self._remove_if(root_fd, name, raw, None)
+                if removed and m is not None and m.live(now):
                     count += 1
         return count
 
@@ -377,7 +355,7 @@ class FolderStore:
     def set_if_held(
         self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
     ) -> bool:
-        """Store the entry only while `token` holds lock `name` (see `SupportsLocks`): the
+        """Store the entry only while `token` holds lock `name` (`SupportsFencedWrites`): the
         key's generation is read before the lock is checked and the write is conditional on
         it, so a successor who took the lock and wrote since is never overwritten."""
         self._writable("store an entry")
@@ -427,59 +405,25 @@ class FolderStore:
             if m is not None:
                 dirs.remove_others(fd, m.data)
 
-    # -- async twins: the blocking file work runs in a thread ------------------------------
+    # -- async twins (`_twins`): the blocking file work runs in a worker thread -------------
 
-    async def get_async(self, key: str) -> Entry | None:
-        return await asyncio.to_thread(self.get, key)
-
-    async def set_async(
-        self, key: str, entry: Entry, epoch: int | None = None, stamp: int | None = None
-    ) -> bool:
-        return await asyncio.to_thread(self.set, key, entry, epoch, stamp)
-
-    async def delete_async(self, key: str) -> bool:
-        return await asyncio.to_thread(self.delete, key)
-
-    async def clear_async(self, prefix: str = "") -> int:
-        return await asyncio.to_thread(self.clear, prefix)
-
-    async def stats_async(self) -> StoreCounters:
-        return await asyncio.to_thread(self.stats)
-
-    async def close_async(self) -> None:
-        self.close()
-
-    async def info_async(self, key: str) -> Entry | None:
-        return await asyncio.to_thread(self.info, key)
-
-    async def pop_async(self, key: str) -> Entry | None:
-        return await asyncio.to_thread(self.pop, key)
-
-    async def touch_async(self, key: str, expires_at: float | None) -> bool:
-        return await asyncio.to_thread(self.touch, key, expires_at)
-
-    async def expire_async(self) -> int:
-        return await asyncio.to_thread(self.expire)
-
-    async def evict_async(self, tag: str, prefix: str = "") -> int:
-        return await asyncio.to_thread(self.evict, tag, prefix)
-
-    async def count_async(self, prefix: str = "") -> int:
-        return await asyncio.to_thread(self.count, prefix)
-
-    async def acquire_lock_async(self, name: str, token: str, lease: float) -> bool:
-        return await asyncio.to_thread(self.acquire_lock, name, token, lease)
-
-    async def renew_lock_async(self, name: str, token: str, lease: float) -> bool:
-        return await asyncio.to_thread(self.renew_lock, name, token, lease)
-
-    async def release_lock_async(self, name: str, token: str) -> bool:
-        return await asyncio.to_thread(self.release_lock, name, token)
-
-    async def set_if_held_async(
-        self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
-    ) -> bool:
-        return await asyncio.to_thread(self.set_if_held, key, entry, name, token, stamp)
+    get_async = in_thread(get)
+    set_async = in_thread(set)
+    delete_async = in_thread(delete)
+    clear_async = in_thread(clear)
+    stats_async = in_thread(stats)
+    close_async = inline(close)
+    info_async = in_thread(info)
+    pop_async = in_thread(pop)
+    touch_async = in_thread(touch)
+    expire_async = in_thread(expire)
+    evict_async = in_thread(evict)
+    keys_async = iter_in_thread(keys)
+    count_async = in_thread(count)
+    acquire_lock_async = in_thread(acquire_lock)
+    renew_lock_async = in_thread(renew_lock)
+    release_lock_async = in_thread(release_lock)
+    set_if_held_async = in_thread(set_if_held)
 
 
 def _entry_names(root_fd: int) -> list[str]:

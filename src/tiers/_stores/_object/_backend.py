@@ -10,11 +10,13 @@ A store is called through its methods (obspec's protocols, which obstore's store
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from ..._plans import run, run_async
 from ...errors import ConfigError, MissingDependencyError, StoreError
 from .._protocol import UNCHANGED, Unchanged
 from ._requests import CHANGED, Changed, Delete, Found, Get, List, Put
@@ -279,8 +281,45 @@ def is_ordered(store: object) -> bool:
     return isinstance(store, kinds)
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A call of `method` on the store, or on a result it returned (``<method>_async``,
+    awaited, when the request runs async; a listing is iterated, not awaited)."""
+
+    target: Any
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Next:
+    """The next chunk of a listing (None at its end)."""
+
+    listing: Any
+
+
+_Step = _Call | _Next
+
+
+def _perform(step: _Step) -> Any:
+    if isinstance(step, _Next):
+        return next(step.listing, None)
+    called = getattr(step.target, step.method)(*step.args, **step.kwargs)
+    return iter(called) if step.method == "list" else called
+
+
+async def _perform_async(step: _Step) -> Any:
+    if isinstance(step, _Next):
+        return await anext(step.listing, None)
+    called = getattr(step.target, step.method + "_async")(*step.args, **step.kwargs)
+    return aiter(called) if step.method == "list" else await called
+
+
 class Backend:
-    """Runs one request at a time against `store`, translating errors (`where` names it)."""
+    """Runs one request at a time against `store`, translating errors (`where` names it).
+    Each kind of request is a plan (`tiers._plans`) of calls on the store, run blocking by
+    `call` and awaited by `call_async`."""
 
     __slots__ = ("ordered", "store", "where")
 
@@ -291,64 +330,61 @@ class Backend:
 
     def call(self, request: Get | Put | Delete | List) -> Any:
         try:
-            return self._call(request)
+            return run(self._plan(request), _perform)
         except Exception as exc:
             raise translated(exc, self.where, _action(request)) from exc
 
     async def call_async(self, request: Get | Put | Delete | List) -> Any:
         try:
-            return await self._call_async(request)
+            return await run_async(self._plan(request), _perform_async)
         except Exception as exc:
             raise translated(exc, self.where, _action(request)) from exc
 
-    def _call(self, request: Get | Put | Delete | List) -> Any:
+    def _plan(self, request: Get | Put | Delete | List) -> Generator[_Step, Any, Any]:
         if isinstance(request, Get):
             if request.head or request.if_match is not None:
-                return self._get_checked(request)
-            return self._get(request.path, request.length, request.unless)
+                return (yield from self._get_checked(request))
+            return (yield from self._get(request.path, request.length, request.unless))
         if isinstance(request, Put):
-            return self._put(request)
+            return (yield from self._put(request))
         if isinstance(request, Delete):
-            return self._delete(request.paths)
-        found: list[tuple[str, int]] = []
-        for chunk in self.store.list(request.folder, offset=request.offset, chunk_size=1000):
-            if not _keep(request, chunk, found, self.ordered):
-                break
-        return found
+            return (yield from self._delete(request.paths))
+        return (yield from self._list(request))
 
     def _get(
         self, path: str, length: int | None = None, unless: str | None = None
-    ) -> Found | Unchanged | None:
+    ) -> Generator[_Step, Any, Found | Unchanged | None]:
         try:
             if unless is not None and not is_e_tag(unless):
-                head = self.store.get(path, options={"head": True})
+                head = yield _Call(self.store, "get", (path,), {"options": {"head": True}})
                 if version_of(head.meta) == unless:
                     return UNCHANGED
-            result = self.store.get(path, options=_get_options(length, unless))
+            options = _get_options(length, unless)
+            result = yield _Call(self.store, "get", (path,), {"options": options})
             meta = result.meta
             if unless is not None and version_of(meta) == unless:
                 return UNCHANGED  # a store that ignores If-None-Match: the body stays unread
-            data = bytes(result.buffer())
+            data = bytes((yield _Call(result, "buffer")))
         except Exception as exc:
             if unless is not None and _not_modified(exc):
                 return UNCHANGED
             if not_found(exc):
                 return None
             if length is not None and _bad_range(exc):  # an empty object: read it whole
-                return self._get(path, None, unless)
+                return (yield from self._get(path, None, unless))
             raise
         return _found(data, meta)
 
-    def _get_checked(self, request: Get) -> Found | Changed | None:
+    def _get_checked(self, request: Get) -> Generator[_Step, Any, Found | Changed | None]:
         """A HEAD, or a read conditional on `if_match` (`CHANGED` if the object has another
         e_tag, also from a store that ignores If-Match)."""
         options = _get_options(request.length, None, request.if_match, request.head)
         try:
-            result = self.store.get(request.path, options=options)
+            result = yield _Call(self.store, "get", (request.path,), {"options": options})
             meta = result.meta
             if _other(request, meta):
                 return CHANGED
-            data = b"" if request.head else bytes(result.buffer())
+            data = b"" if request.head else bytes((yield _Call(result, "buffer")))
         except Exception as exc:
             if request.if_match is not None and _precondition_failed(exc):
                 return CHANGED
@@ -357,101 +393,35 @@ class Backend:
             raise
         return _found(data, meta)
 
-    async def _get_checked_async(self, request: Get) -> Found | Changed | None:
-        options = _get_options(request.length, None, request.if_match, request.head)
+    def _put(self, request: Put) -> Generator[_Step, Any, str | bool]:
         try:
-            result = await self.store.get_async(request.path, options=options)
-            meta = result.meta
-            if _other(request, meta):
-                return CHANGED
-            data = b"" if request.head else bytes(await result.buffer_async())
-        except Exception as exc:
-            if request.if_match is not None and _precondition_failed(exc):
-                return CHANGED
-            if not_found(exc):
-                return None
-            raise
-        return _found(data, meta)
-
-    def _put(self, request: Put) -> str | bool:
-        try:
-            result = self.store.put(request.path, request.data, **_put_options(request))
+            result = yield _Call(
+                self.store, "put", (request.path, request.data), _put_options(request)
+            )
         except Exception as exc:
             if request.mode is not None and conflict(exc):
                 return False
             raise
         return _written_version(result)
 
-    def _delete(self, paths: tuple[str, ...]) -> None:
+    def _delete(self, paths: tuple[str, ...]) -> Generator[_Step, Any, None]:
         try:
-            self.store.delete(list(paths))
+            yield _Call(self.store, "delete", (list(paths),))
         except Exception as exc:  # some stores fail a batch on a missing path: one by one
             if not not_found(exc):
                 raise
             for path in paths:
                 try:
-                    self.store.delete(path)
+                    yield _Call(self.store, "delete", (path,))
                 except Exception as one:
                     if not not_found(one):
                         raise
 
-    async def _call_async(self, request: Get | Put | Delete | List) -> Any:
-        if isinstance(request, Get):
-            if request.head or request.if_match is not None:
-                return await self._get_checked_async(request)
-            return await self._get_async(request.path, request.length, request.unless)
-        if isinstance(request, Put):
-            return await self._put_async(request)
-        if isinstance(request, Delete):
-            return await self._delete_async(request.paths)
+    def _list(self, request: List) -> Generator[_Step, Any, list[tuple[str, int]]]:
         found: list[tuple[str, int]] = []
-        listing = self.store.list_async(request.folder, offset=request.offset, chunk_size=1000)
-        async for chunk in listing:
+        options = {"offset": request.offset, "chunk_size": 1000}
+        listing = yield _Call(self.store, "list", (request.folder,), options)
+        while (chunk := (yield _Next(listing))) is not None:
             if not _keep(request, chunk, found, self.ordered):
                 break
         return found
-
-    async def _get_async(
-        self, path: str, length: int | None = None, unless: str | None = None
-    ) -> Found | Unchanged | None:
-        try:
-            if unless is not None and not is_e_tag(unless):
-                head = await self.store.get_async(path, options={"head": True})
-                if version_of(head.meta) == unless:
-                    return UNCHANGED
-            result = await self.store.get_async(path, options=_get_options(length, unless))
-            meta = result.meta
-            if unless is not None and version_of(meta) == unless:
-                return UNCHANGED  # a store that ignores If-None-Match: the body stays unread
-            data = bytes(await result.buffer_async())
-        except Exception as exc:
-            if unless is not None and _not_modified(exc):
-                return UNCHANGED
-            if not_found(exc):
-                return None
-            if length is not None and _bad_range(exc):  # an empty object: read it whole
-                return await self._get_async(path, None, unless)
-            raise
-        return _found(data, meta)
-
-    async def _put_async(self, request: Put) -> str | bool:
-        try:
-            result = await self.store.put_async(request.path, request.data, **_put_options(request))
-        except Exception as exc:
-            if request.mode is not None and conflict(exc):
-                return False
-            raise
-        return _written_version(result)
-
-    async def _delete_async(self, paths: tuple[str, ...]) -> None:
-        try:
-            await self.store.delete_async(list(paths))
-        except Exception as exc:
-            if not not_found(exc):
-                raise
-            for path in paths:
-                try:
-                    await self.store.delete_async(path)
-                except Exception as one:
-                    if not not_found(one):
-                        raise

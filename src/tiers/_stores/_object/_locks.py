@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+from ... import _rules
 from ._paths import Layout
 from ._requests import Delete, Found, Get, List, Many, Plan, Put
 
@@ -48,10 +49,7 @@ def _state(found: Found) -> tuple[str | None, float]:
 
 def holds(found: Found | None, token: str, now: float) -> bool:
     """Whether the lock read as `found` is `token`'s with a lease running at `now`."""
-    if found is None:
-        return False
-    holder, until = _state(found)
-    return holder == token and until > now
+    return found is not None and _rules.holds(*_state(found), token, now)
 
 
 def acquire(layout: Layout, name: str, token: str, lease: float, now: float) -> Plan[bool]:
@@ -64,8 +62,7 @@ def acquire(layout: Layout, name: str, token: str, lease: float, now: float) -> 
         found = yield Get(path)
         if found is None:
             continue  # removed by hand between the two requests: create again
-        holder, until = _state(found)
-        if holder is not None and holder != token and until > now:
+        if not _rules.may_take(*_state(found), token, now):
             return False
         return (yield from _swap(path, found, body))
     return False

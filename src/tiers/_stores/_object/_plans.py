@@ -27,11 +27,11 @@ bytes of one object, never from halves of two.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from ... import _rules
 from .. import _wire
 from .._protocol import Entry, StoreCounters, Unchanged
 from .._server_time import ServerTime
@@ -59,14 +59,8 @@ class Tally:
             self.rejected += rejected
 
 
-def live(entry: Entry, now: float) -> bool:
-    return entry.expires_at is None or entry.expires_at > now
-
-
 def _record(key: str, entry: Entry, clock: ServerTime) -> bytes:
-    expires = entry.expires_at
-    if not math.isfinite(entry.created_at) or not (expires is None or math.isfinite(expires)):
-        raise ValueError("created_at and expires_at must be finite epoch seconds")
+    _rules.finite_times(entry.created_at, entry.expires_at)  # (not the meta's TypeError below)
     try:
         return _wire.pack(clock.remote(entry), key)
     except (TypeError, ValueError) as exc:
@@ -100,7 +94,7 @@ def _checked(
     entry, full_key = decoded
     if full_key != key:
         return None, False  # two keys with one digest name: never served as the other
-    if not live(entry, now):
+    if not _rules.live(entry.expires_at, now):
         tally.add(expirations=1)
         return None, True
     return entry, False
@@ -192,8 +186,7 @@ def touch(layout: Layout, key: str, expires_at: float | None, clock: ServerTime,
           conditional: bool) -> Plan[bool]:  # fmt: skip
     """Rewrite the record's expiry: on its e_tag where the store can (an entry rewritten
     meanwhile is read again), else an unconditional put of what was read."""
-    if expires_at is not None and not math.isfinite(expires_at):
-        raise ValueError("expires_at must be finite epoch seconds or None")
+    _rules.finite_times(None, expires_at)
     path = layout.entry(key)
     for _attempt in range(5):
         found = yield Get(path)
@@ -334,7 +327,7 @@ def scan(layout: Layout, prefix: str, clock: ServerTime, tally: Tally) -> Plan[S
             damaged.append(path)
         elif decoded[1].startswith(prefix):
             entry, key = decoded
-            found.append((path, key, entry if live(entry, now) else None))
+            found.append((path, key, entry if _rules.live(entry.expires_at, now) else None))
     if damaged:
         tally.add(rejected=len(damaged))
         yield Delete(tuple(damaged))
@@ -405,7 +398,7 @@ def _entries(layout: Layout, folder: str, markers: list[str], prefix: str) -> Pl
 
 
 def _has(entry: Entry, tag: str, now: float) -> bool:
-    return tag in entry.tags and live(entry, now)
+    return tag in entry.tags and _rules.live(entry.expires_at, now)
 
 
 def evict(layout: Layout, tag: str, prefix: str, clock: ServerTime) -> Plan[int]:
@@ -423,7 +416,7 @@ def evict(layout: Layout, tag: str, prefix: str, clock: ServerTime) -> Plan[int]
     doomed = [(p, e) for p, _k, e in tagged if e is not None and tag in e.tags]
     yield from _remove(path for path, _entry in doomed)
     now = clock.now()
-    return sum(1 for _path, entry in doomed if live(entry, now))
+    return sum(1 for _path, entry in doomed if _rules.live(entry.expires_at, now))
 
 
 def stats(layout: Layout, tally: Tally) -> Plan[StoreCounters]:

@@ -20,11 +20,10 @@ as it is (offset 0), so fake-clock tests keep exact expiry times.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import pickle
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
@@ -35,7 +34,8 @@ from urllib.parse import unquote, urlsplit
 from ..._clock import SYSTEM_CLOCK, Clock
 from ..._plans import run as drive
 from ..._plans import run_async as drive_async
-from ...errors import ConfigError, StoreError
+from ..._rules import positive_seconds
+from ...errors import StoreError
 from .._protocol import Entry, StoreCounters, Unchanged
 from .._server_time import ServerTime
 from . import _locks, _plans, _probe
@@ -102,6 +102,8 @@ class ObjectStore:
         self._pool_lock = threading.Lock()
         self._closed = False
         self._time = ServerTime(repr(self), SYSTEM_CLOCK)
+        if self._conditional:
+            self._offer_locks()
 
     @property
     def clock(self) -> Clock:
@@ -321,6 +323,10 @@ class ObjectStore:
         """Live keys (a listing, then one read per entry: O(n) requests)."""
         return iter(self._run(self._keys(prefix, tag), paged=True))
 
+    async def keys_async(self, prefix: str = "", tag: str | None = None) -> AsyncIterator[str]:
+        for key in await self._run_async(self._keys(prefix, tag), paged=True):
+            yield key
+
     def _keys(self, prefix: str, tag: str | None) -> Plan[list[str]]:
         return self._timed(lambda t: _plans.keys(self._layout, prefix, tag, t, self._tally))
 
@@ -363,44 +369,25 @@ class ObjectStore:
 
     # -- locks: only where the store has conditional puts (not obstore's LocalStore) ---------
 
-    def _locking(self, method: Callable[..., T]) -> Callable[..., T]:
-        if not self._conditional:
-            raise AttributeError(f"{self!r} has no locks: its store has no conditional puts")
-        return method
+    # Set on the object (`_offer_locks`) only where there are locks, so that a store without
+    # them has no such attribute: ``hasattr`` and ``isinstance(store, SupportsLocks)`` say so
+    # (a property raising AttributeError would still make `isinstance` say yes).
+    acquire_lock: Callable[[str, str, float], bool]
+    renew_lock: Callable[[str, str, float], bool]
+    release_lock: Callable[[str, str], bool]
+    acquire_lock_async: Callable[[str, str, float], Coroutine[Any, Any, bool]]
+    renew_lock_async: Callable[[str, str, float], Coroutine[Any, Any, bool]]
+    release_lock_async: Callable[[str, str], Coroutine[Any, Any, bool]]
+    set_if_held: Callable[[str, Entry, str, str], bool]
+    """Store an entry only while a token holds a lock with a running lease (fenced: see
+    `SupportsFencedWrites` and `_plans.set_if_held`)."""
+    set_if_held_async: Callable[[str, Entry, str, str], Coroutine[Any, Any, bool]]
 
-    @property
-    def acquire_lock(self) -> Callable[[str, str, float], bool]:
-        return self._locking(self._acquire_lock)
-
-    @property
-    def renew_lock(self) -> Callable[[str, str, float], bool]:
-        return self._locking(self._renew_lock)
-
-    @property
-    def release_lock(self) -> Callable[[str, str], bool]:
-        return self._locking(self._release_lock)
-
-    @property
-    def acquire_lock_async(self) -> Callable[..., Any]:
-        return self._locking(self._acquire_lock_async)
-
-    @property
-    def renew_lock_async(self) -> Callable[..., Any]:
-        return self._locking(self._renew_lock_async)
-
-    @property
-    def release_lock_async(self) -> Callable[..., Any]:
-        return self._locking(self._release_lock_async)
-
-    @property
-    def set_if_held(self) -> Callable[[str, Entry, str, str], bool]:
-        """Store an entry only while a token holds a lock with a running lease (fenced: see
-        `SupportsLocks.set_if_held` and `_plans.set_if_held`)."""
-        return self._locking(self._set_if_held)
-
-    @property
-    def set_if_held_async(self) -> Callable[..., Any]:
-        return self._locking(self._set_if_held_async)
+    def _offer_locks(self) -> None:
+        self.acquire_lock, self.acquire_lock_async = self._acquire_lock, self._acquire_lock_async
+        self.renew_lock, self.renew_lock_async = self._renew_lock, self._renew_lock_async
+        self.release_lock, self.release_lock_async = self._release_lock, self._release_lock_async
+        self.set_if_held, self.set_if_held_async = self._set_if_held, self._set_if_held_async
 
     def _acquire(self, name: str, token: str, lease: float) -> Plan[bool]:
         return self._timed(lambda t: _locks.acquire(self._layout, name, token, lease, t.now()))
@@ -446,15 +433,7 @@ def _left(deadline: float) -> float:
 
 def _seconds(value: object) -> float:
     """A positive timeout in seconds (a number, or a numeric string from a URL)."""
-    seconds = -1.0
-    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-        with contextlib.suppress(ValueError):
-            seconds = float(value)
-    if not 0 < seconds < float("inf"):
-        raise ConfigError(
-            f"ObjectStore timeout must be a positive number of seconds, not {value!r}"
-        )
-    return seconds
+    return positive_seconds("ObjectStore timeout", value, text=True)
 
 
 def _reopen(

@@ -7,11 +7,11 @@ client. Clients are built from it lazily, with per-call deadlines and no retries
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from ..._rules import positive_seconds
 from ...errors import ConfigError, MissingDependencyError
 from ._deadline import connection_classes
 
@@ -69,16 +69,9 @@ class Target:
 
 
 def check_timeout(timeout: object) -> float:
-    """`timeout` as a positive, finite number of seconds, or `ConfigError`."""
-    seconds: object = timeout
-    if isinstance(timeout, str):
-        with contextlib.suppress(ValueError):
-            seconds = float(timeout)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
-        raise ConfigError(f"Redis timeout must be a number of seconds, not {timeout!r}")
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(f"Redis timeout must be a positive number of seconds, not {timeout!r}")
-    return float(seconds)
+    """`timeout` (a number, or a numeric string from a URL) as a positive, finite number of
+    seconds, or `ConfigError`."""
+    return positive_seconds("Redis timeout", timeout, text=True)
 
 
 def redacted(url: str) -> str:

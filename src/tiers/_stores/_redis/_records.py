@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 
+from ... import _rules
 from .. import _wire
 from .._protocol import Entry
 
@@ -33,7 +34,7 @@ def live_expiry(raw: bytes, now: float) -> bool:
     if len(raw) != 8:
         return False
     expires: float = _EXPIRES.unpack(raw)[0]
-    return expires == 0.0 or expires > now
+    return _rules.live(expires or None, now)  # (0.0: never)
 
 
 def is_expired(raw: bytes, now: float) -> bool:
@@ -44,22 +45,18 @@ def is_expired(raw: bytes, now: float) -> bool:
 def read(data: bytes, now: float) -> Entry | None:
     """The live entry in `data`; None if expired. `_wire.DamagedRecord` if not a record."""
     entry, _key = _wire.unpack(data)
-    if entry.expires_at is not None and entry.expires_at <= now:
-        return None
-    return entry
+    return None if expired(entry, now) else entry
 
 
 def read_head(head: bytes, size: int, now: float) -> Entry | None:
     """The live entry, without its value, from a record's first bytes (all but the body, or
     more) and its size; None if expired. `_wire.DamagedRecord` if not a record."""
     entry, _key = _wire.unpack_head(head, size)
-    if entry.expires_at is not None and entry.expires_at <= now:
-        return None
-    return entry
+    return None if expired(entry, now) else entry
 
 
 def expired(entry: Entry, now: float) -> bool:
-    return entry.expires_at is not None and entry.expires_at <= now
+    return not _rules.live(entry.expires_at, now)
 
 
 def clock_arg(now: float) -> bytes:

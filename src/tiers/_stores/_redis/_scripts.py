@@ -7,7 +7,9 @@ header length a uint16 at 20, the tag block length a uint32 at 22, the tags righ
 knows it: `.._server_time`), except in `SET`, `PUBLISH`, `DIGEST` and `SET_IF_DIGEST`. The
 ``*_PUBLISHING`` variants end with the PUBLISH of the channel and message that follow their
 arguments (`_invalidation`): the message goes out after the write, in the same command, so
-announcing a write costs no round trip.
+announcing a write costs no round trip. The rules the other stores share in Python are
+restated here in Lua: ``live`` is `tiers._rules.live`, `ACQUIRE` `tiers._rules.may_take` and
+``holds`` `tiers._rules.holds`.
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from time import monotonic
 from typing import Any, ClassVar, Literal, TypeVar
 
 from ..._clock import SYSTEM_CLOCK, Clock
+from ..._plans import run, run_async
 from ...errors import StoreError
 from .. import _wire
 from .._protocol import Entry, StoreCounters
@@ -31,7 +32,8 @@ from ._errors import scrub
 from ._invalidation import Invalidation, Watch, channel
 from ._keys import KeySpace
 from ._ops import Operations
-from ._plans import Plan, run, run_async
+from ._perform import perform, perform_async
+from ._plans import Plan
 from ._records import read
 
 T = TypeVar("T")
@@ -189,14 +191,22 @@ class RedisStore:
         deadline (extended per further page of work if `paged`)."""
         token = DEADLINE.set(monotonic() + self.timeout)
         try:
-            client, cluster = self._client(), self._target.cluster
+            client = self._client()
             if self._time.due():
-                run(self._ops.measure(), client, cluster)
-            return run(plan(self._time.now()), client, cluster, self._extend if paged else None)
+                self._measure(client)
+            steps = perform(client, self._target.cluster, self._extend if paged else None)
+            return run(plan(self._time.now()), steps)
         except self._errors as exc:
             raise self._failure(action, exc) from exc
         finally:
             DEADLINE.reset(token)
+
+    def _measure(self, client: Any) -> None:
+        """Read the server's clock (when `ServerTime` says it is due)."""
+        run(self._ops.measure(), perform(client, self._target.cluster))
+
+    async def _measure_async(self, client: Any) -> None:
+        await run_async(self._ops.measure(), perform_async(client, self._target.cluster))
 
     def _extend(self) -> None:
         DEADLINE.set((DEADLINE.get() or monotonic()) + self.timeout)
@@ -227,10 +237,10 @@ class RedisStore:
         try:
             client, cluster = self._async_client(), self._target.cluster
             if not self._timed(client):
-                extend = self._extend if paged else None
                 if self._time.due():
-                    await run_async(self._ops.measure(), client, cluster)
-                return await run_async(plan(self._time.now()), client, cluster, extend)
+                    await self._measure_async(client)
+                steps = perform_async(client, cluster, self._extend if paged else None)
+                return await run_async(plan(self._time.now()), steps)
             async with budget(self.timeout) as timer:
 
                 def both() -> None:
@@ -238,9 +248,9 @@ class RedisStore:
                     timer.reschedule(DEADLINE.get())
 
                 if self._time.due():
-                    await run_async(self._ops.measure(), client, cluster)
-                made = plan(self._time.now())
-                return await run_async(made, client, cluster, both if paged else None)
+                    await self._measure_async(client)
+                steps = perform_async(client, cluster, both if paged else None)
+                return await run_async(plan(self._time.now()), steps)
         except _LATE as exc:
             raise self._late(action) from exc
         except self._errors as exc:
@@ -263,13 +273,14 @@ class RedisStore:
     def get(self, key: str) -> Entry | None:
         """One GET, by the deadline; a damaged record reads as a miss and is removed (if
         the server lets us: a read-only replica does not). `_read`, written out: this is
-        the path every cache miss above takes."""
+        the path every cache miss above takes, so it is not a plan, which would double the
+        time spent in Python (about 2.4 → 5 µs a call here, 3 → 5.5 µs for `get_async`)."""
         redis_key = self._entries + key.encode("utf-8", "surrogatepass")
         token = _start(monotonic() + self.timeout)
         try:
             client = self._sync or self._client()
             if self._time.due():
-                run(self._ops.measure(), client, self._target.cluster)
+                self._measure(client)
             data = client.get(redis_key)
             if data is None:
                 return None
@@ -297,10 +308,10 @@ class RedisStore:
             if self._timed(client):
                 async with budget(self.timeout):
                     if self._time.due():
-                        await run_async(self._ops.measure(), client, self._target.cluster)
+                        await self._measure_async(client)
                     return await self._fetch_async(client, redis_key)
             if self._time.due():
-                await run_async(self._ops.measure(), client, self._target.cluster)
+                await self._measure_async(client)
             data = await client.get(redis_key)  # _fetch_async, written out
             if data is None:
                 return None
@@ -445,6 +456,12 @@ class RedisStore:
         return iter(
             self._run(lambda now: self._ops.keys_of(prefix, tag, now), "list keys", paged=True)
         )
+
+    async def keys_async(self, prefix: str = "", tag: str | None = None) -> AsyncIterator[str]:
+        for key in await self._run_async(
+            lambda now: self._ops.keys_of(prefix, tag, now), "list keys", paged=True
+        ):
+            yield key
 
     def count(self, prefix: str = "") -> int:
         return self._run(lambda now: self._ops.count(prefix, now), "count", paged=True)
