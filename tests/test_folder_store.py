@@ -17,16 +17,17 @@ from hypothesis import strategies as st
 
 import tiers
 from tests._disk_workers import check_value, entry, make_value
+from tests._store_media import FolderMedium
 from tiers import FolderStore
 from tiers._stores import Store
 from tiers._stores._folder._naming import ENTRY_DIR, SLUG_MAX, entry_dir, slug
-from tiers._stores._url import plan_tier
+from tiers._stores._url import tier_opener
 from tiers.errors import ConfigError
 from tiers.testing import StoreTests
 from tiers.testing._base import HOSTILE_KEYS
 
 
-class TestFolderStore(StoreTests):
+class TestFolderStore(FolderMedium, StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
         return FolderStore(tmp_path / "store")
 
@@ -249,7 +250,7 @@ def test_pickled_store_points_at_the_same_folder(tmp_path: Path) -> None:
 
 def test_folder_url_opens_a_folder_store(tmp_path: Path) -> None:
     root = tmp_path / "from url"
-    store, owned = plan_tier(f"folder://{root.as_posix().replace(' ', '%20')}")()
+    store, owned = tier_opener(f"folder://{root.as_posix().replace(' ', '%20')}")()
     assert isinstance(store, FolderStore) and owned
     assert store.directory == root.resolve()
     store.close()
@@ -259,7 +260,7 @@ def test_folder_url_opens_a_folder_store(tmp_path: Path) -> None:
     assert tiers.Cache(FolderStore(root)).get("k") == [1, 2]
     for bad in ("folder://", f"folder://{root}?max_size=1GB"):
         with pytest.raises(ConfigError):
-            plan_tier(bad)
+            tier_opener(bad)
 
 
 def test_data_survives_reopen_with_expiry_tags_and_meta(tmp_path: Path) -> None:

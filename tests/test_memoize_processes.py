@@ -1,6 +1,6 @@
-"""Cross-process single-flight of `get_or_set` and `memoize` over a shared store (DESIGN.md
-§1.1, §1.2, §2.7): one computation among processes times threads on a cold key, and a lock
-holder killed with SIGKILL loses its lease to a caller in another process.
+"""Cross-process single-flight of `get_or_set` and `memoize` over a shared store
+(docs/architecture.md#6-invariants-per-layer): one computation among processes times threads on
+a cold key, and a lock holder killed with SIGKILL loses its lease to a caller in another process.
 
 The child processes run tests/_memo_workers.py, started with ``spawn`` (threads and ``fork``
 do not mix). Every child has a timeout and none outlives its test.
@@ -32,8 +32,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(params=workers.STORE_KINDS)
 def kind(request: pytest.FixtureRequest) -> str:
-    if request.param == "folder" and getattr(tiers, "FolderStore", None) is None:
-        pytest.skip("tiers.FolderStore is not exported yet; these tests run once it is")
     return str(request.param)
 
 

@@ -30,6 +30,7 @@ from tiers.testing import FakeClock, StoreTests
 from . import _object_workers as workers
 from ._origin import TracingStore
 from ._servers import CREDENTIALS, REGION, free_port
+from ._store_media import ObjectMedium
 from .test_store_state_machines import StoreMachine
 
 MiB = 1024 * 1024
@@ -42,39 +43,44 @@ SETTINGS_S3 = settings(
 )
 
 
-class TestMemoryObjectStore(StoreTests):
+class TestMemoryObjectStore(ObjectMedium, StoreTests):
     persistent = False  # memory:// is private to each store object
 
     def make_store(self, tmp_path: Path) -> Store:
-        return ObjectStore("memory://")
+        store = ObjectStore("memory://")
+        self.objects = store._store  # obstore's MemoryStore: the only way in
+        return store
 
 
-class TestLocalObjectStore(StoreTests):
+class TestLocalObjectStore(ObjectMedium, StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
+        self.objects = obstore.store.LocalStore(tmp_path / "objects", mkdir=True)
         return ObjectStore(f"file://{tmp_path}/objects", prefix="cache")
 
 
-class TestMotoObjectStore(StoreTests):
+class TestMotoObjectStore(ObjectMedium, StoreTests):
     @pytest.fixture(autouse=True)
     def _server(self, moto_s3: Any) -> None:
         self.server = moto_s3
 
     def make_store(self, tmp_path: Path) -> Store:
-        bucket = self.server.new_bucket()
-        return ObjectStore(f"s3://{bucket}/cache", **self.server.store_options())
+        url = f"s3://{self.server.new_bucket()}/cache"
+        self.objects = obstore.store.from_url(url, **self.server.store_options())
+        return ObjectStore(url, **self.server.store_options())
 
 
-class TestSeaweedObjectStore(StoreTests):
+class TestSeaweedObjectStore(ObjectMedium, StoreTests):
     @pytest.fixture(autouse=True)
     def _server(self, seaweed_s3: Any) -> None:
         self.server = seaweed_s3
 
     def make_store(self, tmp_path: Path) -> Store:
         bucket = self.server.new_bucket()
+        self.objects = obstore.store.from_url(f"s3://{bucket}", **self.server.store_options())
         return ObjectStore(f"s3://{bucket}", prefix="p/q", **self.server.store_options())
 
 
-class TestInjectedObjectStore(StoreTests):
+class TestInjectedObjectStore(ObjectMedium, StoreTests):
     """An obstore store object made by the caller (an S3Store pickles: persistent)."""
 
     @pytest.fixture(autouse=True)
@@ -83,9 +89,9 @@ class TestInjectedObjectStore(StoreTests):
 
     def make_store(self, tmp_path: Path) -> Store:
         options = self.server.store_options()
-        s3 = obstore.store.from_url(
-            f"s3://{self.server.new_bucket()}", **options, retry_config={"max_retries": 0}
-        )
+        bucket = self.server.new_bucket()
+        self.objects = obstore.store.from_url(f"s3://{bucket}", **options)
+        s3 = obstore.store.from_url(f"s3://{bucket}", **options, retry_config={"max_retries": 0})
         return ObjectStore(s3, prefix="injected")
 
 

@@ -21,6 +21,7 @@ from obspec_utils.wrappers import CachingReadableStore as TheirStore
 from obstore.store import MemoryStore, S3Store
 
 import tiers
+from tests._flights import count_waiters
 from tests._origin import TracingStore
 from tiers import CachingReadableStore
 
@@ -28,9 +29,45 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOB = bytes(range(256)) * 64  # 16 KiB
 
 
-def origin(objects: dict[str, bytes] | None = None, *, latency: float = 0.0) -> TracingStore:
-    """A MemoryStore holding `objects` behind a TracingStore with fresh counters."""
-    traced = TracingStore(MemoryStore(), latency=latency)
+class HeldOrigin(TracingStore):
+    """A TracingStore that can hold a request at its door: after `hold_next()`, the next
+    request sets `arrived` and waits for `release()`, so that a test acts while that fetch is
+    in flight (rather than after a sleep long enough for it to have started)."""
+
+    def __init__(self, store: Any, *, latency: float = 0.0) -> None:
+        super().__init__(store, latency=latency)
+        self.arrived = threading.Event()
+        self._released = threading.Event()
+        self._armed = False
+
+    def hold_next(self) -> None:
+        self._armed = True
+
+    def release(self) -> None:
+        self._released.set()
+
+    def _held(self) -> bool:
+        with self._lock:
+            held, self._armed = self._armed, False
+        if held:
+            self.arrived.set()
+        return held
+
+    def _before(self, method: str, path: str) -> None:
+        if self._held():
+            assert self._released.wait(10), "the held request was never released"
+        super()._before(method, path)
+
+    async def _before_async(self, method: str, path: str) -> None:
+        if self._held():
+            released = await asyncio.to_thread(self._released.wait, 10)
+            assert released, "the held request was never released"
+        await super()._before_async(method, path)
+
+
+def origin(objects: dict[str, bytes] | None = None, *, latency: float = 0.0) -> HeldOrigin:
+    """A MemoryStore holding `objects` behind a HeldOrigin (a TracingStore), fresh counters."""
+    traced = HeldOrigin(MemoryStore(), latency=latency)
     for path, data in (objects or {"a": BLOB}).items():
         obstore.put(traced.store, path, data)
     return traced
@@ -158,12 +195,14 @@ def test_distinct_misses_run_in_parallel_and_hits_do_not_wait() -> None:
     assert traced.requests["get"] == 8
 
     traced.store.put("slow", b"s" * 10)
+    traced.hold_next()
     miss = threading.Thread(target=store.get, args=("slow",))
     miss.start()
-    time.sleep(0.02)
+    assert traced.arrived.wait(10)
     began = time.perf_counter()
     assert bytes(store.get_range("p3", start=0, end=2)) == b"\x03\x03"
     assert time.perf_counter() - began < 0.1  # a hit, while a miss is in flight
+    traced.release()
     miss.join()
 
 
@@ -193,12 +232,21 @@ def test_concurrent_misses_of_one_path_make_one_request_coroutines() -> None:
 
 
 def test_threads_and_coroutines_share_one_flight() -> None:
-    traced = origin(latency=0.2)
+    traced = origin()
     store = CachingReadableStore(traced)
+    waiters = count_waiters(store)
+    traced.hold_next()
     thread = threading.Thread(target=store.get, args=("a",))
     thread.start()
-    time.sleep(0.05)
-    data = asyncio.run(store.get_range_async("a", start=0, end=3))
+    assert traced.arrived.wait(10)  # the thread leads the flight, its request at the origin
+
+    async def join() -> Any:
+        read = asyncio.create_task(store.get_range_async("a", start=0, end=3))
+        await waiters.wait_for_async(1)  # the coroutine waits for the thread's request
+        traced.release()
+        return await read
+
+    data = asyncio.run(join())
     thread.join()
     assert bytes(data) == BLOB[:3] and traced.requests["get"] == 1
 
@@ -207,12 +255,15 @@ def test_threads_and_coroutines_share_one_flight() -> None:
 def test_a_blocking_read_never_deadlocks_behind_a_coroutine_of_its_thread(
     block_size: int | None,
 ) -> None:
-    store = CachingReadableStore(origin(latency=0.2), block_size=block_size)
+    traced = origin()
+    store = CachingReadableStore(traced, block_size=block_size)
 
     async def main() -> bytes:
+        traced.hold_next()
         leader = asyncio.create_task(store.get_range_async("a", start=0, end=3))
-        await asyncio.sleep(0.05)  # the leader awaits the origin on this very loop
+        assert await asyncio.to_thread(traced.arrived.wait, 10)  # awaiting the origin, here
         data = bytes(store.get_range("a", start=0, end=3))  # blocking, same thread
+        traced.release()
         return data + bytes(await leader)
 
     assert asyncio.run(main()) == BLOB[:3] * 2

@@ -24,6 +24,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from tests import _redis_workers as workers
 from tests._servers import free_port
+from tests._store_media import RedisMedium
 from tests.test_store_state_machines import StoreMachine
 from tiers import Cache, MemoryStore
 from tiers._stores import Entry, Store, _wire
@@ -33,10 +34,13 @@ from tiers.testing import FakeClock, StoreTests
 from tiers.testing._base import HOSTILE_KEYS
 
 
-class TestRedisStore(StoreTests):
+class TestRedisStore(RedisMedium, StoreTests):
     @pytest.fixture(autouse=True)
-    def _server(self, redis_url: str) -> None:
+    def _server(self, redis_url: str) -> Iterator[None]:
         self.url = redis_url
+        self.redis = redis.Redis.from_url(redis_url)
+        yield
+        self.redis.close()
 
     def make_store(self, tmp_path: Path) -> Store:
         return RedisStore(self.url, prefix=f"t{uuid.uuid4().hex[:8]}:")
@@ -48,10 +52,13 @@ class TestRedisStore(StoreTests):
 CLUSTER_TIMEOUT = 5.0
 
 
-class TestRedisClusterStore(StoreTests):
+class TestRedisClusterStore(RedisMedium, StoreTests):
     @pytest.fixture(autouse=True)
-    def _server(self, redis_cluster: Any) -> None:
+    def _server(self, redis_cluster: Any) -> Iterator[None]:
         self.url = redis_cluster.url.replace("redis://", "redis+cluster://")
+        self.redis = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+        yield
+        self.redis.close()
 
     def make_store(self, tmp_path: Path) -> Store:
         return RedisStore(self.url, prefix=f"t{uuid.uuid4().hex[:8]}:", timeout=CLUSTER_TIMEOUT)
@@ -60,12 +67,12 @@ class TestRedisClusterStore(StoreTests):
 # -- injected clients ------------------------------------------------------------------------
 
 
-class TestInjectedSyncClient(StoreTests):
+class TestInjectedSyncClient(RedisMedium, StoreTests):
     """A redis.Redis the caller made: used as is, the asyncio twin built from its settings."""
 
     @pytest.fixture(autouse=True)
     def _client(self, redis_url: str) -> Iterator[None]:
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=2)
+        self.client = self.redis = redis.Redis.from_url(redis_url, socket_timeout=2)
         yield
         self.client.close()
         self.client.connection_pool.disconnect()
@@ -74,10 +81,10 @@ class TestInjectedSyncClient(StoreTests):
         return RedisStore(self.client, prefix="injected:")
 
 
-class TestInjectedClusterClient(StoreTests):
+class TestInjectedClusterClient(RedisMedium, StoreTests):
     @pytest.fixture(autouse=True)
     def _client(self, redis_cluster: Any) -> Iterator[None]:
-        self.client = redis.cluster.RedisCluster.from_url(redis_cluster.url)
+        self.client = self.redis = redis.cluster.RedisCluster.from_url(redis_cluster.url)
         yield
         self.client.close()
 

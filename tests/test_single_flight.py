@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests._flights import count_waiters
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 
 SPAWN = multiprocessing.get_context("spawn")  # fork + threads is unsafe; spawn is portable
@@ -74,10 +75,11 @@ def run_threads(n: int, target: Callable[[], Any]) -> list[Any]:
 
 def test_threads_on_a_cold_key_compute_once(cache: Cache) -> None:
     counter = Counter()
+    waiters = count_waiters(cache)
 
     def factory() -> dict[str, int]:
         counter.bump()
-        time.sleep(0.2)
+        waiters.wait_for(15)  # every other thread waits for this computation
         return {"answer": 42}
 
     results = run_threads(16, lambda: cache.get_or_set("cold", factory, ttl=60))
@@ -88,10 +90,11 @@ def test_threads_on_a_cold_key_compute_once(cache: Cache) -> None:
 
 def test_coroutines_on_a_cold_key_compute_once(cache: Cache) -> None:
     counter = Counter()
+    waiters = count_waiters(cache)
 
     async def factory() -> str:
         counter.bump()
-        await asyncio.sleep(0.2)
+        await waiters.wait_for_async(15)
         return "value"
 
     async def main() -> list[Any]:
@@ -107,15 +110,16 @@ def test_two_event_loops_and_plain_threads_compute_once(cache: Cache) -> None:
     barrier = threading.Barrier(2 + 4)
     results: list[Any] = []
     results_lock = threading.Lock()
+    waiters = count_waiters(cache)
 
     def sync_factory() -> str:
         counter.bump()
-        time.sleep(0.2)
+        waiters.wait_for(2 * 4 + 4 - 1)  # every caller but this one
         return "shared"
 
     async def async_factory() -> str:
         counter.bump()
-        await asyncio.sleep(0.2)
+        await waiters.wait_for_async(2 * 4 + 4 - 1)
         return "shared"
 
     def record(values: list[Any]) -> None:
@@ -156,9 +160,11 @@ def test_a_factory_exception_reaches_every_waiter_and_nothing_is_cached(cache: C
     class Boom(Exception):
         pass
 
+    waiters = count_waiters(cache)
+
     def factory() -> int:
         counter.bump()
-        time.sleep(0.2)
+        waiters.wait_for(7)
         raise Boom("factory failed")
 
     results = run_threads(8, lambda: cache.get_or_set("cold", factory))
@@ -172,10 +178,11 @@ def test_a_factory_exception_reaches_every_waiter_and_nothing_is_cached(cache: C
 
 def test_an_async_factory_exception_reaches_every_coroutine(cache: Cache) -> None:
     counter = Counter()
+    waiters = count_waiters(cache)
 
     async def factory() -> int:
         counter.bump()
-        await asyncio.sleep(0.1)
+        await waiters.wait_for_async(7)
         raise ValueError("async failure")
 
     async def main() -> list[Any]:
@@ -191,17 +198,22 @@ def test_an_async_factory_exception_reaches_every_coroutine(cache: Cache) -> Non
 
 def test_cancelling_the_leader_does_not_cancel_the_waiters(cache: Cache) -> None:
     counter = Counter()
-
-    async def factory() -> str:
-        counter.bump()
-        await asyncio.sleep(0.2)
-        return "value"
+    waiting = count_waiters(cache)
 
     async def main() -> tuple[list[Any], asyncio.Task[Any]]:
+        computing = asyncio.Event()
+
+        async def factory() -> str:
+            counter.bump()
+            if counter.n == 1:  # the leader: computes until cancelled
+                computing.set()
+                await asyncio.Event().wait()
+            return "value"
+
         leader = asyncio.create_task(cache.get_or_set_async("cold", factory))
-        await asyncio.sleep(0.05)  # the leader is computing
+        await computing.wait()
         waiters = [asyncio.create_task(cache.get_or_set_async("cold", factory)) for _ in range(4)]
-        await asyncio.sleep(0.05)  # the waiters are waiting
+        await waiting.wait_for_async(4)
         leader.cancel()
         return await asyncio.gather(*waiters, return_exceptions=True), leader
 
@@ -218,11 +230,12 @@ def test_an_interrupted_leader_thread_hands_over_to_a_waiter(cache: Cache) -> No
 
     started = threading.Event()
     counter = Counter()
+    waiters = count_waiters(cache)
 
     def interrupted() -> str:
         counter.bump()
         started.set()
-        time.sleep(0.2)
+        waiters.wait_for(4)
         raise Interrupt
 
     def fine() -> str:
@@ -273,15 +286,19 @@ def test_a_blocking_get_or_set_behind_a_coroutine_of_its_thread_raises_not_hangs
     """Blocking on a flight led by a coroutine of this thread's loop would wait for ever (the
     loop cannot run while blocked): a clear error instead, and the coroutine still finishes."""
 
-    async def slow() -> int:
-        await asyncio.sleep(0.1)
-        return 7
-
     async def main() -> int:
+        computing, release = asyncio.Event(), asyncio.Event()
+
+        async def slow() -> int:
+            computing.set()
+            await release.wait()
+            return 7
+
         leader = asyncio.create_task(cache.get_or_set_async("k", slow))
-        await asyncio.sleep(0.02)  # the leader awaits its factory on this very loop
+        await computing.wait()  # the leader awaits its factory on this very loop
         with pytest.raises(RuntimeError, match="get_or_set_async"):
             cache.get_or_set("k", lambda: 0)
+        release.set()
         return await leader
 
     assert asyncio.run(main()) == 7
@@ -297,8 +314,10 @@ def test_a_factory_may_ask_for_other_keys(cache: Cache) -> None:
 
 
 def test_distinct_keys_compute_in_parallel(cache: Cache) -> None:
+    together = threading.Barrier(8)  # passed only if all eight computations run at once
+
     def factory() -> float:
-        time.sleep(0.3)
+        together.wait(timeout=10)
         return time.monotonic()
 
     start = time.monotonic()
@@ -311,17 +330,18 @@ def test_distinct_keys_compute_in_parallel(cache: Cache) -> None:
         return cache.get_or_set(f"key{i}", factory)
 
     run_threads(8, call)
-    assert time.monotonic() - start < 0.3 * 4  # not one after another
+    assert time.monotonic() - start < 0.3 * 4  # not one after another (the barrier: 10 s)
 
 
 def test_two_caches_over_one_disk_store_compute_once(store_dir: Path) -> None:
     """Two Cache objects do not share in-process flights; the DiskStore lock joins them."""
     caches = [Cache(MemoryStore(), DiskStore(store_dir)) for _ in range(2)]
     counter = Counter()
+    waiters = count_waiters(*caches)
 
     def factory() -> str:
         counter.bump()
-        time.sleep(0.3)
+        waiters.wait_for(16 - 2)  # all but the two leaders; the other one waits for the lock
         return "once"
 
     pick = iter(range(16))
@@ -354,6 +374,8 @@ def _process_worker(
 
     def factory() -> dict[str, Any]:
         _append_line(counter, f"{os.getpid()} {threading.get_ident()}")
+        # other processes wait on the store's lock, which cannot be counted from here: a
+        # computation this long lets most of them arrive (a late one finds the value stored)
         time.sleep(0.3)
         return {"value": 42, "by": os.getpid()}
 

@@ -13,30 +13,32 @@ from tiers import DiskStore, MemoryStore, NullStore
 from tiers._stores import Entry, Store
 from tiers.testing import FakeClock, StoreTests
 
+from ._store_media import DiskMedium, MemoryMedium
+
 MiB = 1024 * 1024
 
 
-class TestMemoryStore(StoreTests):
+class TestMemoryStore(MemoryMedium, StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore()
 
 
-class TestBoundedMemoryStore(StoreTests):
+class TestBoundedMemoryStore(MemoryMedium, StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
         return MemoryStore(max_items=1000, max_size=16 * MiB)
 
 
-class TestDiskStore(StoreTests):
+class TestDiskStore(DiskMedium, StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
         return DiskStore(tmp_path / "store")
 
 
-class TestBoundedDiskStore(StoreTests):
+class TestBoundedDiskStore(DiskMedium, StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
         return DiskStore(tmp_path / "store", max_size=8 * MiB)
 
 
-class TestDurableDiskStore(StoreTests):
+class TestDurableDiskStore(DiskMedium, StoreTests):
     def make_store(self, tmp_path: Path) -> Store:
         return DiskStore(tmp_path / "store", durable=True)
 

@@ -15,8 +15,10 @@ import pytest
 
 import tiers
 from tests._servers import CREDENTIALS, REGION
+from tests._tiers import install_clock
 from tiers import Cache, ObjectStore
 from tiers._cache import _breaker
+from tiers.testing import FakeClock
 
 
 @pytest.fixture(params=["moto", "seaweed"])
@@ -77,7 +79,9 @@ def test_failures_are_warned_once_per_operation_then_rate_limited(
     """The first failure of each operation is a WARNING; later ones are counted and told in
     the next WARNING; opening the breaker is a WARNING and its closing an INFO."""
     monkeypatch.setattr(_breaker, "THRESHOLD", 1000)  # (not opening: the rate limit alone)
+    clock = FakeClock()
     with Cache("memory://", redis_process.url) as cache:
+        install_clock(cache, clock, stores=False)
         redis_process.kill()
         with caplog.at_level(logging.DEBUG, logger="tiers"):
             for i in range(5):
@@ -89,7 +93,7 @@ def test_failures_are_warned_once_per_operation_then_rate_limited(
         assert deleted.endswith("; 4 other failures since the last warning")
         cache.set("a", 1), cache.set("b", 2)  # (unsaid)
         caplog.clear()
-        monkeypatch.setattr(_breaker, "QUIET", 0.0)  # a minute later
+        clock.advance(_breaker.QUIET)  # a minute later
         with caplog.at_level(logging.WARNING, logger="tiers"):
             cache.set("late", 1)
         assert "failed to set" in caplog.text
@@ -97,10 +101,11 @@ def test_failures_are_warned_once_per_operation_then_rate_limited(
 
 
 def test_the_breaker_says_when_it_opens_and_closes(
-    redis_process: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    redis_process: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(_breaker, "COOLDOWN", 0.0)
+    clock = FakeClock()
     with Cache("memory://", redis_process.url) as cache:
+        install_clock(cache, clock, stores=False)
         redis_process.freeze()
         try:
             with caplog.at_level(logging.INFO, logger="tiers"):
@@ -108,6 +113,7 @@ def test_the_breaker_says_when_it_opens_and_closes(
                     cache.set(f"k{i}", i)
         finally:
             redis_process.thaw()
+        clock.advance(_breaker.COOLDOWN)
         with caplog.at_level(logging.INFO, logger="tiers"):
             cache.set("after", 1)
     opened = [r for r in caplog.records if "skipping it" in r.getMessage()]

@@ -5,12 +5,16 @@ Visibility: the first failure of each kind of operation on a tier is a WARNING (
 that cannot take a write is seen at once); later ones at most one WARNING per tier per
 `QUIET` seconds, counting those left unsaid. Opening the breaker is a WARNING, closing it
 an INFO. Messages go to the ``tiers`` logger without a prefix of their own.
+
+Cool-down and quiet time are read on the breaker's `clock` (a `FakeClock` in tests, so that
+they pass without waiting).
 """
 
 from __future__ import annotations
 
 import logging
-import time
+
+from .._clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger("tiers")
 
@@ -22,10 +26,11 @@ QUIET = 60.0
 class Breaker:
     """Counts consecutive failures of one tier; opens (skips the tier) after `THRESHOLD`."""
 
-    __slots__ = ("_name", "_said", "_told", "_unsaid", "failures", "open_until")
+    __slots__ = ("_name", "_said", "_told", "_unsaid", "clock", "failures", "open_until")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self._name = name
+        self.clock = clock  # its monotonic time; replaceable, like a store's
         self.failures = 0
         self.open_until = 0.0
         self._told: set[str] = set()  # operations whose failure was a WARNING already
@@ -34,7 +39,7 @@ class Breaker:
 
     def allow(self) -> bool:
         """False while open; after the cool-down one call is let through to probe the tier."""
-        return not self.open_until or time.monotonic() >= self.open_until
+        return not self.open_until or self.clock.monotonic() >= self.open_until
 
     def success(self) -> None:
         if self.failures:
@@ -46,7 +51,7 @@ class Breaker:
     def failure(self, exc: BaseException, action: str) -> None:
         """`action` (set, get, delete, …) failed with `exc`."""
         self.failures += 1
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self.failures >= THRESHOLD:
             opening = not self.open_until
             self.open_until = now + COOLDOWN

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .._stores._protocol import Entry, Store
+from .._stores._protocol import Entry, Store, SupportsKeys
 from ._clock import FakeClock
 
 MiB = 1024 * 1024
@@ -55,6 +55,10 @@ class StoreTestBase(abc.ABC):
     persistent: ClassVar[bool | None] = None
     """An unpickled copy sees the same data; None: true for byte stores, false for objects."""
 
+    bypass: ClassVar[bool] = False
+    """`stored` and `plant` reach the store's medium without the store object's own methods.
+    False for the defaults here, which fall back to ``store.get`` and ``store.set``."""
+
     @abc.abstractmethod
     def make_store(self, tmp_path: Path) -> Store:
         """A new, empty store; one rooted in a directory keeps inside `tmp_path`."""
@@ -80,13 +84,25 @@ class StoreTestBase(abc.ABC):
                 return Path(where)
         return None
 
+    # -- the medium, without the store ----------------------------------------------------
+
+    def stored(self, store: Store, key: str) -> Entry | None:
+        """The entry the store's medium holds under `key` (expired or not), read without the
+        store's own methods; None if it holds none. Override it, and `plant`, with `bypass`."""
+        return store.get(key)
+
+    def plant(self, store: Store, key: str, entry: Entry) -> None:
+        """Put `entry` under `key` in the store's medium, indexed as the store would (tags),
+        without the store's own methods. `key` is one the store does not hold."""
+        assert store.set(key, entry) is True
+
     # -- helpers --------------------------------------------------------------------------
 
-    def need(self, store: Store, *methods: str) -> Any:
-        """The store, if it has the optional capability `methods`; else skip the test."""
-        missing = [name for name in methods if not hasattr(store, name)]
+    def need(self, store: Store, *capabilities: type) -> Any:
+        """The store, if it implements the protocols `capabilities`; else skip the test."""
+        missing = [kind.__name__ for kind in capabilities if not isinstance(store, kind)]
         if missing:
-            pytest.skip(f"{type(store).__name__} has no {', '.join(missing)}")
+            pytest.skip(f"{type(store).__name__} is not {', '.join(missing)}")
         return store
 
     def need_storage(self) -> None:
@@ -134,6 +150,19 @@ class StoreTestBase(abc.ABC):
         got = store.get(key)
         assert got is None, f"{key[:40]!r} should be absent, holds {got!r:.80}"
 
+    def assert_stored(self, store: Store, key: str, body: bytes) -> Entry:
+        """Like `assert_holds`, but read from the medium by `stored`."""
+        got = self.stored(store, key)
+        assert got is not None, f"{key[:40]!r} is not in the medium"
+        assert self.body_of(store, got) == body, f"{key[:40]!r} has another value in the medium"
+        if not store.holds_objects:
+            assert bytes(got.header) == b"\x00hdr\xff" + body[:3]
+        return got
+
+    def assert_not_stored(self, store: Store, key: str) -> None:
+        got = self.stored(store, key)
+        assert got is None, f"{key[:40]!r} should be gone from the medium, holds {got!r:.80}"
+
     def live_keys(self, store: Store, prefix: str = "", tag: str | None = None) -> list[str]:
         """Sorted keys, if the store lists them (else skip)."""
-        return sorted(self.need(store, "keys").keys(prefix, tag))
+        return sorted(self.need(store, SupportsKeys).keys(prefix, tag))

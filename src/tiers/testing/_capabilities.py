@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from .._stores._protocol import Store
+import asyncio
+
+from .._stores._protocol import (
+    Store,
+    SupportsExpire,
+    SupportsFencedWrites,
+    SupportsInfo,
+    SupportsKeys,
+    SupportsLocks,
+    SupportsPop,
+    SupportsTags,
+    SupportsTouch,
+)
 from ._base import StoreTestBase
 from ._clock import FakeClock
 
@@ -11,13 +23,13 @@ class CapabilityTests(StoreTestBase):
     # -- keys and count -------------------------------------------------------------------
 
     def test_keys_lists_live_keys_by_prefix_and_tag(self, store: Store, clock: FakeClock) -> None:
-        """keys() yields live keys only, filtered by prefix and/or tag."""
-        scan = self.need(store, "keys")
+        """keys() yields the live keys the medium holds, filtered by prefix and/or tag."""
+        scan = self.need(store, SupportsKeys)
         self.need_storage()
-        store.set("a/1", self.entry(store, tags=("t",)))
-        store.set("a/2", self.entry(store))
-        store.set("b/1", self.entry(store, tags=("t", "u")))
-        store.set("a/3", self.entry(store, tags=("t",), expires_at=clock.time() + 1))
+        self.plant(store, "a/1", self.entry(store, tags=("t",)))
+        self.plant(store, "a/2", self.entry(store))
+        self.plant(store, "b/1", self.entry(store, tags=("t", "u")))
+        self.plant(store, "a/3", self.entry(store, tags=("t",), expires_at=clock.time() + 1))
         clock.advance(2)
         assert sorted(scan.keys()) == ["a/1", "a/2", "b/1"]
         assert sorted(scan.keys("a/")) == ["a/1", "a/2"]
@@ -27,9 +39,25 @@ class CapabilityTests(StoreTestBase):
         assert list(scan.keys("zzz")) == []
         assert list(scan.keys(tag="none")) == []
 
+    def test_keys_async_lists_what_keys_lists(self, store: Store, clock: FakeClock) -> None:
+        """keys_async() yields the same keys as keys(), for every prefix and tag."""
+        scan = self.need(store, SupportsKeys)
+        self.need_storage()
+        store.set("a/1", self.entry(store, tags=("t",)))
+        store.set("a/2", self.entry(store))
+        store.set("b/1", self.entry(store, tags=("t",)))
+        store.set("a/3", self.entry(store, tags=("t",), expires_at=clock.time() + 1))
+        clock.advance(2)
+
+        async def listed(prefix: str, tag: str | None) -> list[str]:
+            return sorted([key async for key in scan.keys_async(prefix, tag)])
+
+        for prefix, tag in (("", None), ("a/", None), ("", "t"), ("a/", "t"), ("zzz", None)):
+            assert asyncio.run(listed(prefix, tag)) == self.live_keys(store, prefix, tag)
+
     def test_count_counts_live_keys_by_prefix(self, store: Store, clock: FakeClock) -> None:
         """count() agrees with keys(): live entries, optionally under a prefix."""
-        counter = self.need(store, "count")
+        counter = self.need(store, SupportsKeys)
         assert counter.count() == 0
         self.need_storage()
         for key in ("a/1", "a/2", "b/1"):
@@ -42,7 +70,7 @@ class CapabilityTests(StoreTestBase):
 
     def test_tags_of_any_content_work(self, store: Store) -> None:
         """Long (256-byte), non-ASCII and surrogate tags round-trip, list and evict exactly."""
-        scan = self.need(store, "keys", "evict")
+        scan = self.need(store, SupportsKeys, SupportsTags)
         self.need_storage()
         long_a, long_b = "t" * 255 + "a", "t" * 255 + "b"  # differ only at the end
         odd = ("\u00e9", "e\u0301", "\ud800", "\U0001f642", " ")
@@ -63,7 +91,7 @@ class CapabilityTests(StoreTestBase):
 
     def test_info_returns_metadata_without_the_value(self, store: Store, clock: FakeClock) -> None:
         """info carries created_at, expires_at, tags, meta and size, but no value."""
-        reader = self.need(store, "info")
+        reader = self.need(store, SupportsInfo)
         assert reader.info("missing") is None
         self.need_storage()
         written = self.entry(
@@ -83,11 +111,12 @@ class CapabilityTests(StoreTestBase):
 
     def test_touch_extends_and_shortens_expiry(self, store: Store, clock: FakeClock) -> None:
         """touch sets a new expiry (later, earlier or none) on a live entry."""
-        toucher = self.need(store, "touch")
+        toucher = self.need(store, SupportsTouch)
         self.need_storage()
         start = clock.time()
         store.set("k", self.entry(store, expires_at=start + 10))
         assert toucher.touch("k", start + 100) is True
+        assert self.assert_stored(store, "k", b"value").expires_at == start + 100
         clock.advance(50)
         assert self.assert_holds(store, "k", b"value").expires_at == start + 100
         assert toucher.touch("k", clock.time() + 1) is True
@@ -95,6 +124,7 @@ class CapabilityTests(StoreTestBase):
         self.assert_absent(store, "k")
         store.set("n", self.entry(store, expires_at=clock.time() + 1))
         assert toucher.touch("n", None) is True
+        assert self.assert_stored(store, "n", b"value").expires_at is None
         clock.advance(10 * 365 * 86400)
         assert self.assert_holds(store, "n", b"value").expires_at is None
 
@@ -102,7 +132,7 @@ class CapabilityTests(StoreTestBase):
         self, store: Store, clock: FakeClock
     ) -> None:
         """touch changes the stored expiry, not Entry objects written or read before it."""
-        toucher = self.need(store, "touch")
+        toucher = self.need(store, SupportsTouch)
         self.need_storage()
         expires = clock.time() + 10
         written = self.entry(store, expires_at=expires)
@@ -116,7 +146,7 @@ class CapabilityTests(StoreTestBase):
         self, store: Store, clock: FakeClock
     ) -> None:
         """touch cannot bring back an expired entry, nor create one."""
-        toucher = self.need(store, "touch")
+        toucher = self.need(store, SupportsTouch)
         assert toucher.touch("missing", clock.time() + 10) is False
         self.need_storage()
         store.set("k", self.entry(store, expires_at=clock.time() + 1))
@@ -130,7 +160,7 @@ class CapabilityTests(StoreTestBase):
         self, store: Store, clock: FakeClock
     ) -> None:
         """expire() removes exactly the expired entries and returns how many."""
-        expirer = self.need(store, "expire")
+        expirer = self.need(store, SupportsExpire)
         assert expirer.expire() == 0
         self.need_storage()
         for i in range(3):
@@ -144,12 +174,14 @@ class CapabilityTests(StoreTestBase):
         stats = store.stats()
         assert stats.expirations == expirations + 3
         assert stats.items == 2
+        for i in range(3):
+            self.assert_not_stored(store, f"short{i}")
         self.assert_holds(store, "long", b"value")
         self.assert_holds(store, "never", b"value")
 
     def test_evict_removes_only_tagged_entries(self, store: Store, clock: FakeClock) -> None:
         """evict(tag) removes the live entries carrying the tag and returns how many."""
-        evicter = self.need(store, "evict")
+        evicter = self.need(store, SupportsTags)
         assert evicter.evict("t1") == 0
         self.need_storage()
         store.set("a", self.entry(store, b"a", tags=("t1",)))
@@ -159,10 +191,12 @@ class CapabilityTests(StoreTestBase):
         store.set("e", self.entry(store, b"e", tags=("t1",), expires_at=clock.time() + 1))
         clock.advance(2)
         assert evicter.evict("t1") == 2
-        self.assert_absent(store, "a")
-        self.assert_absent(store, "b")
-        self.assert_holds(store, "c", b"c")
-        self.assert_holds(store, "d", b"d")
+        for key in ("a", "b"):
+            self.assert_not_stored(store, key)
+            self.assert_absent(store, key)
+        for key in ("c", "d"):
+            self.assert_stored(store, key, key.encode())
+            self.assert_holds(store, key, key.encode())
         assert evicter.evict("t1") == 0
         assert evicter.evict("nope") == 0
         assert evicter.evict("t2") == 1
@@ -170,19 +204,38 @@ class CapabilityTests(StoreTestBase):
 
     def test_evict_removes_expired_tagged_entries_too(self, store: Store, clock: FakeClock) -> None:
         """evict(tag) counts live entries only, but leaves no expired tagged one behind."""
-        evicter = self.need(store, "evict")
+        evicter = self.need(store, SupportsTags)
         self.need_storage()
         store.set("old", self.entry(store, tags=("t",), expires_at=clock.time() + 1))
         store.set("other", self.entry(store, tags=("u",), expires_at=clock.time() + 1))
         clock.advance(2)
         assert evicter.evict("t") == 0
         assert store.stats().items == 1  # "other": expired, not tagged "t"
-        if hasattr(store, "expire"):
-            assert self.need(store, "expire").expire() == 1
+        self.assert_not_stored(store, "old")
+        if isinstance(store, SupportsExpire):
+            assert store.expire() == 1
+
+    def test_evict_removes_tagged_entries_the_medium_holds(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """evict(tag) finds planted entries through the tag index, and removes them."""
+        evicter = self.need(store, SupportsTags)
+        self.need_storage()
+        self.plant(store, "a", self.entry(store, b"a", tags=("t1",)))
+        self.plant(store, "b", self.entry(store, b"b", tags=("t1", "t2")))
+        self.plant(store, "c", self.entry(store, b"c", tags=("t2",)))
+        self.plant(store, "e", self.entry(store, b"e", tags=("t1",), expires_at=clock.time() + 1))
+        clock.advance(2)
+        assert evicter.evict("t1") == 2
+        for key in ("a", "b", "e"):
+            self.assert_not_stored(store, key)
+            self.assert_absent(store, key)
+        self.assert_stored(store, "c", b"c")
+        self.assert_holds(store, "c", b"c")
 
     def test_evict_within_a_prefix(self, store: Store) -> None:
         """evict(tag, prefix) leaves tagged entries outside the prefix."""
-        evicter = self.need(store, "evict")
+        evicter = self.need(store, SupportsTags)
         self.need_storage()
         for key in ("p/a", "p/b", "q/a", "p"):
             store.set(key, self.entry(store, key.encode(), tags=("t",)))
@@ -194,7 +247,7 @@ class CapabilityTests(StoreTestBase):
 
     def test_pop_returns_and_removes(self, store: Store, clock: FakeClock) -> None:
         """pop returns the live entry and removes it; None when missing or expired."""
-        popper = self.need(store, "pop")
+        popper = self.need(store, SupportsPop)
         assert popper.pop("missing") is None
         self.need_storage()
         store.set("k", self.entry(store, b"popped", tags=("t",), meta={"a": 1}))
@@ -202,6 +255,7 @@ class CapabilityTests(StoreTestBase):
         assert got is not None
         assert self.body_of(store, got) == b"popped"
         assert (tuple(got.tags), got.meta) == (("t",), {"a": 1})
+        self.assert_not_stored(store, "k")
         self.assert_absent(store, "k")
         assert popper.pop("k") is None
         store.set("e", self.entry(store, expires_at=clock.time() + 1))
@@ -212,7 +266,7 @@ class CapabilityTests(StoreTestBase):
 
     def test_lock_is_exclusive_until_released_by_its_owner(self, store: Store) -> None:
         """Another token cannot take, renew or release a held lock; the owner can."""
-        locks = self.need(store, "acquire_lock", "renew_lock", "release_lock")
+        locks = self.need(store, SupportsLocks)
         assert locks.acquire_lock("L", "alice", 30) is True
         assert locks.acquire_lock("L", "bob", 30) is False
         assert locks.renew_lock("L", "bob", 30) is False
@@ -227,7 +281,7 @@ class CapabilityTests(StoreTestBase):
 
     def test_lock_whose_lease_ran_out_can_be_taken(self, store: Store, clock: FakeClock) -> None:
         """A lease that expired (a dead holder) lets another token in; the old owner is out."""
-        locks = self.need(store, "acquire_lock", "renew_lock", "release_lock")
+        locks = self.need(store, SupportsLocks)
         assert locks.acquire_lock("L", "alice", 5) is True
         clock.advance(3)
         assert locks.acquire_lock("L", "bob", 5) is False
@@ -245,7 +299,7 @@ class CapabilityTests(StoreTestBase):
     ) -> None:
         """set_if_held writes while the token holds the lock, and never for a token that
         does not hold it or whose lease ran out (a successor's value stays)."""
-        locks = self.need(store, "acquire_lock", "set_if_held")
+        locks = self.need(store, SupportsLocks, SupportsFencedWrites)
         assert locks.set_if_held("k", self.entry(store, b"nobody"), "L", "alice") is False
         self.assert_absent(store, "k")
         assert locks.acquire_lock("L", "alice", 5) is True
@@ -263,7 +317,7 @@ class CapabilityTests(StoreTestBase):
 
     def test_set_if_held_after_release_writes_nothing(self, store: Store) -> None:
         """A released lock fences its former holder out."""
-        locks = self.need(store, "acquire_lock", "release_lock", "set_if_held")
+        locks = self.need(store, SupportsLocks, SupportsFencedWrites)
         assert locks.acquire_lock("L", "alice", 30) is True
         assert locks.release_lock("L", "alice") is True
         assert locks.set_if_held("k", self.entry(store, b"late"), "L", "alice") is False
@@ -271,7 +325,7 @@ class CapabilityTests(StoreTestBase):
 
     def test_locks_and_entries_do_not_interfere(self, store: Store) -> None:
         """Lock names are a namespace of their own, hostile names included."""
-        locks = self.need(store, "acquire_lock", "renew_lock", "release_lock")
+        locks = self.need(store, SupportsLocks)
         for name in ("", "k", "\0", "x" * 10_000, "\ud800"):
             assert locks.acquire_lock(name, "alice", 30) is True, repr(name[:20])
             assert locks.acquire_lock(name, "bob", 30) is False, repr(name[:20])

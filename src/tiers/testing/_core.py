@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from .._stores._protocol import Store
+from .._stores._protocol import (
+    Store,
+    SupportsExpire,
+    SupportsInfo,
+    SupportsKeys,
+    SupportsPop,
+    SupportsTags,
+    SupportsTouch,
+)
 from ._base import StoreTestBase
 from ._clock import FakeClock
 
@@ -21,12 +31,59 @@ class CoreTests(StoreTestBase):
         meta = {"by": "test", "n": 3, "nested": {"list": [1, 2.5, None, "é"]}}
         written = self.entry(store, b"payload", expires_at=expires, tags=("t1", "t2"), meta=meta)
         assert store.set("k", written) is True
+        kept = self.assert_stored(store, "k", b"payload")
         got = self.assert_holds(store, "k", b"payload")
-        assert got.created_at == written.created_at
-        assert got.expires_at == expires
-        assert tuple(got.tags) == ("t1", "t2")
-        assert got.meta == meta
+        for entry in (kept, got):
+            assert entry.created_at == written.created_at
+            assert entry.expires_at == expires
+            assert tuple(entry.tags) == ("t1", "t2")
+            assert entry.meta == meta
         assert got.size >= len(b"payload")
+
+    def test_get_reads_the_entry_the_medium_holds(self, store: Store, clock: FakeClock) -> None:
+        """An entry put in the medium (`plant`) reads back whole: the store reads what is kept,
+        not what it remembers writing."""
+        self.need_storage()
+        expires = clock.time() + 60
+        meta = {"by": "plant", "nested": {"list": [1, None, "é"]}}
+        planted = self.entry(store, b"planted", expires_at=expires, tags=("t1", "t2"), meta=meta)
+        self.plant(store, "k", planted)
+        got = self.assert_holds(store, "k", b"planted")
+        assert (got.created_at, got.expires_at) == (planted.created_at, expires)
+        assert (tuple(got.tags), got.meta) == (("t1", "t2"), meta)
+        self.assert_absent(store, "other")
+
+    def test_set_replaces_an_entry_the_medium_holds(self, store: Store) -> None:
+        """set over a planted entry replaces it, tags included, in the medium too."""
+        self.need_storage()
+        self.plant(store, "k", self.entry(store, b"old", tags=("old",), meta={"v": 1}))
+        assert store.set("k", self.entry(store, b"new", tags=("new",))) is True
+        kept = self.assert_stored(store, "k", b"new")
+        assert (tuple(kept.tags), kept.meta) == (("new",), None)
+        self.assert_holds(store, "k", b"new")
+        if isinstance(store, SupportsKeys):
+            assert self.live_keys(store, tag="old") == []
+            assert self.live_keys(store, tag="new") == ["k"]
+
+    def test_stored_and_plant_bypass_the_store(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The hooks reach the medium without any public method of the store (`bypass`)."""
+        if not self.bypass:
+            pytest.skip("stored and plant fall back to the store's get and set (bypass = False)")
+        self.need_storage()
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("a hook called a method of the store")
+
+        for name in dir(type(store)):
+            if not name.startswith("_") and callable(getattr(type(store), name)):
+                monkeypatch.setattr(store, name, refuse)
+        self.plant(store, "k", self.entry(store, b"planted", tags=("t",)))
+        assert tuple(self.assert_stored(store, "k", b"planted").tags) == ("t",)
+        assert self.stored(store, "missing") is None
+        monkeypatch.undo()
+        self.assert_holds(store, "k", b"planted")
 
     def test_overwrite_replaces_value_tags_meta_and_expiry(
         self, store: Store, clock: FakeClock
@@ -36,18 +93,21 @@ class CoreTests(StoreTestBase):
         first = self.entry(store, b"one", expires_at=clock.time() + 5, tags=("old",), meta={"v": 1})
         store.set("k", first)
         store.set("k", self.entry(store, b"two", tags=("new",), meta={"v": 2}))
+        kept = self.assert_stored(store, "k", b"two")
         got = self.assert_holds(store, "k", b"two")
-        assert (tuple(got.tags), got.meta, got.expires_at) == (("new",), {"v": 2}, None)
+        for entry in (kept, got):
+            assert (tuple(entry.tags), entry.meta, entry.expires_at) == (("new",), {"v": 2}, None)
         clock.advance(10)  # past the first entry's expiry
         self.assert_holds(store, "k", b"two")
-        if hasattr(store, "expire"):
-            assert self.need(store, "expire").expire() == 0
-        if hasattr(store, "keys"):
+        if isinstance(store, SupportsExpire):
+            assert store.expire() == 0
+        if isinstance(store, SupportsKeys):
             assert self.live_keys(store, tag="old") == []
             assert self.live_keys(store, tag="new") == ["k"]
-        if hasattr(store, "evict"):
-            assert self.need(store, "evict").evict("old") == 0
+        if isinstance(store, SupportsTags):
+            assert store.evict("old") == 0
         self.assert_holds(store, "k", b"two")
+        self.assert_stored(store, "k", b"two")
         assert store.stats().items == 1
 
     def test_delete_reports_whether_the_key_was_there(self, store: Store) -> None:
@@ -57,9 +117,20 @@ class CoreTests(StoreTestBase):
         store.set("k", self.entry(store))
         store.set("other", self.entry(store))
         assert store.delete("k") is True
+        self.assert_not_stored(store, "k")
         self.assert_absent(store, "k")
         assert store.delete("k") is False
+        self.assert_stored(store, "other", b"value")
         self.assert_holds(store, "other", b"value")
+
+    def test_delete_removes_an_entry_the_medium_holds(self, store: Store) -> None:
+        """delete removes a planted entry from the medium, and says it was there."""
+        self.need_storage()
+        self.plant(store, "k", self.entry(store, tags=("t",)))
+        assert store.delete("k") is True
+        self.assert_not_stored(store, "k")
+        self.assert_absent(store, "k")
+        assert store.delete("k") is False
 
     def test_clear_removes_everything_and_counts_live_entries(
         self, store: Store, clock: FakeClock
@@ -72,6 +143,7 @@ class CoreTests(StoreTestBase):
         clock.advance(2)
         assert store.clear() == 3
         for key in ("a", "b/1", "c" * 1000, "gone"):
+            self.assert_not_stored(store, key)
             self.assert_absent(store, key)
         stats = store.stats()
         assert (stats.items, stats.bytes) == (0, 0)
@@ -83,9 +155,11 @@ class CoreTests(StoreTestBase):
         for key in ("a/1", "a/2", "a", "b/1", "ba/1"):
             store.set(key, self.entry(store, key.encode()))
         assert store.clear("a/") == 2
-        self.assert_absent(store, "a/1")
-        self.assert_absent(store, "a/2")
+        for key in ("a/1", "a/2"):
+            self.assert_not_stored(store, key)
+            self.assert_absent(store, key)
         for key in ("a", "b/1", "ba/1"):
+            self.assert_stored(store, key, key.encode())
             self.assert_holds(store, key, key.encode())
         assert store.clear("zzz") == 0
 
@@ -101,18 +175,33 @@ class CoreTests(StoreTestBase):
         assert store.clear("a/") == 1
         assert store.clear("b/") == 0
         assert store.stats().items == 0
-        if hasattr(store, "expire"):
-            assert self.need(store, "expire").expire() == 0
+        if isinstance(store, SupportsExpire):
+            assert store.expire() == 0
 
     def test_entry_is_live_until_it_expires(self, store: Store, clock: FakeClock) -> None:
         """An entry reads back before its expiry time and never after."""
         self.need_storage()
-        store.set("k", self.entry(store, expires_at=clock.time() + 10))
+        expires = clock.time() + 10
+        store.set("k", self.entry(store, expires_at=expires))
+        assert self.assert_stored(store, "k", b"value").expires_at == expires
         clock.advance(9)
         self.assert_holds(store, "k", b"value")
         clock.advance(2)
         self.assert_absent(store, "k")
         self.assert_absent(store, "k")  # and stays gone
+
+    def test_expiry_the_medium_holds_is_honoured(self, store: Store, clock: FakeClock) -> None:
+        """A planted entry reads back before the expiry it carries and never after."""
+        self.need_storage()
+        self.plant(store, "k", self.entry(store, expires_at=clock.time() + 10))
+        self.plant(store, "never", self.entry(store))
+        clock.advance(9)
+        self.assert_holds(store, "k", b"value")
+        clock.advance(2)
+        self.assert_absent(store, "k")
+        assert store.delete("k") is False
+        clock.advance(10 * 365 * 86400)
+        assert self.assert_holds(store, "never", b"value").expires_at is None
 
     def test_delete_of_an_expired_key_is_false(self, store: Store, clock: FakeClock) -> None:
         """An expired entry counts as absent for delete."""
@@ -125,6 +214,7 @@ class CoreTests(StoreTestBase):
         """expires_at=None lives for ever (ten years on the fake clock)."""
         self.need_storage()
         store.set("k", self.entry(store))
+        assert self.assert_stored(store, "k", b"value").expires_at is None
         clock.advance(10 * 365 * 86400)
         self.assert_holds(store, "k", b"value")
 
@@ -133,6 +223,7 @@ class CoreTests(StoreTestBase):
         self.need_storage()
         far = clock.time() + 1e15
         store.set("k", self.entry(store, expires_at=far))
+        assert self.assert_stored(store, "k", b"value").expires_at == far
         assert self.assert_holds(store, "k", b"value").expires_at == far
 
     def test_entry_written_already_expired_is_never_returned(
@@ -143,16 +234,41 @@ class CoreTests(StoreTestBase):
         store.set("k", self.entry(store, expires_at=clock.time() - 1, tags=("t",)))
         self.assert_absent(store, "k")
         assert store.delete("k") is False
-        for name in ("info", "pop"):
-            if hasattr(store, name):
-                assert getattr(store, name)("k") is None, name
-        if hasattr(store, "keys"):
+        if isinstance(store, SupportsInfo):
+            assert store.info("k") is None
+        if isinstance(store, SupportsPop):
+            assert store.pop("k") is None
+        if isinstance(store, SupportsKeys):
             assert self.live_keys(store) == []
             assert self.live_keys(store, tag="t") == []
-            assert self.need(store, "count").count() == 0
-        if hasattr(store, "touch"):
-            assert self.need(store, "touch").touch("k", clock.time() + 100) is False
+            assert store.count() == 0
+        if isinstance(store, SupportsTouch):
+            assert store.touch("k", clock.time() + 100) is False
         self.assert_absent(store, "k")
+
+    def test_expired_entry_the_medium_holds_is_never_returned(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """An expired entry still in the medium is a miss for every read (one key per read:
+        a read may remove what it finds expired)."""
+        self.need_storage()
+        reads = ("get", "delete", "info", "pop", "touch")
+        for key in reads:
+            self.plant(store, key, self.entry(store, expires_at=clock.time() - 1, tags=("t",)))
+        if isinstance(store, SupportsKeys):
+            assert self.live_keys(store) == []
+            assert self.live_keys(store, tag="t") == []
+            assert store.count() == 0
+        assert store.get("get") is None
+        assert store.delete("delete") is False
+        if isinstance(store, SupportsInfo):
+            assert store.info("info") is None
+        if isinstance(store, SupportsPop):
+            assert store.pop("pop") is None
+        if isinstance(store, SupportsTouch):
+            assert store.touch("touch", clock.time() + 100) is False
+        for key in reads:
+            self.assert_absent(store, key)
 
     def test_stats_track_items_and_bytes(self, store: Store) -> None:
         """items and bytes follow what the store holds."""

@@ -12,7 +12,16 @@ from typing import Any
 
 import pytest
 
-from .._stores._protocol import Store
+from .._stores._protocol import (
+    Store,
+    SupportsExpire,
+    SupportsInfo,
+    SupportsKeys,
+    SupportsLocks,
+    SupportsPop,
+    SupportsTags,
+    SupportsTouch,
+)
 from ._base import HOSTILE_KEYS, MiB, StoreTestBase
 from ._clock import FakeClock
 
@@ -40,15 +49,17 @@ class RobustnessTests(StoreTestBase):
         for i, key in enumerate(HOSTILE_KEYS):
             assert store.set(key, self.entry(store, b"#%d" % i)) is True, repr(key[:20])
         for i, key in enumerate(HOSTILE_KEYS):
+            self.assert_stored(store, key, b"#%d" % i)
             self.assert_holds(store, key, b"#%d" % i)
-        if hasattr(store, "keys"):
+        if isinstance(store, SupportsKeys):
             assert self.live_keys(store) == sorted(HOSTILE_KEYS)
             assert self.live_keys(store, "x" * 10_000) == ["x" * 10_000, "x" * 10_000 + "y"]
             assert self.live_keys(store, "\u00e9") == ["\u00e9"]
-            assert self.need(store, "count").count() == len(HOSTILE_KEYS)
+            assert store.count() == len(HOSTILE_KEYS)
         for key in HOSTILE_KEYS:
             assert store.delete(key) is True, repr(key[:20])
         for key in HOSTILE_KEYS:
+            self.assert_not_stored(store, key)
             self.assert_absent(store, key)
         assert store.stats().items == 0
 
@@ -66,8 +77,8 @@ class RobustnessTests(StoreTestBase):
             body = b"%d|" % i * (20_000 if i % 3 else 2_000)  # inline and in files
             store.set(key, self.entry(store, body, tags=("t",)))
             store.get(key)
-        if hasattr(store, "evict"):
-            self.need(store, "evict").evict("t")
+        if isinstance(store, SupportsTags):
+            store.evict("t")
         for key in HOSTILE_KEYS:
             store.delete(key)
         assert _listing(tmp, root) == before
@@ -82,11 +93,16 @@ class RobustnessTests(StoreTestBase):
         self.need_storage()
         body = random.Random(size).randbytes(size)
         assert store.set("k", self.entry(store, body)) is True
+        self.assert_stored(store, "k", body)
         self.assert_holds(store, "k", body)
         store.set("k", self.entry(store, body[::-1]))
+        self.assert_stored(store, "k", body[::-1])
         self.assert_holds(store, "k", body[::-1])
         assert store.delete("k") is True
+        self.assert_not_stored(store, "k")
         self.assert_absent(store, "k")
+        self.plant(store, "p", self.entry(store, body))
+        self.assert_holds(store, "p", body)
 
     def test_byte_store_takes_any_bytes_like_body(self, store: Store) -> None:
         """A byte store accepts bytearray and memoryview bodies and returns their bytes."""
@@ -136,28 +152,28 @@ class RobustnessTests(StoreTestBase):
 
         asyncio.run(scenario())
 
-    async def _async_capabilities(self, store: Any, clock: FakeClock, kept: bool) -> None:
+    async def _async_capabilities(self, store: Store, clock: FakeClock, kept: bool) -> None:
         await store.set_async("c", self.entry(store, b"C", tags=("t",)))
-        if hasattr(store, "info_async"):
+        if isinstance(store, SupportsInfo):
             info = await store.info_async("c")
             assert (info is not None and info.value is None) is kept
-        if hasattr(store, "touch_async"):
+        if isinstance(store, SupportsTouch):
             assert await store.touch_async("c", clock.time() + 5) is kept
-        if hasattr(store, "count_async"):
+        if isinstance(store, SupportsKeys):
             assert await store.count_async() == (2 if kept else 0)
-        if hasattr(store, "evict_async"):
+        if isinstance(store, SupportsTags):
             assert await store.evict_async("t") == (1 if kept else 0)
         await store.set_async("d", self.entry(store, b"D", expires_at=clock.time() + 1))
         clock.advance(2)
-        if hasattr(store, "expire_async"):
+        if isinstance(store, SupportsExpire):
             assert await store.expire_async() == (1 if kept else 0)
         await store.set_async("e", self.entry(store, b"E"))
-        if hasattr(store, "pop_async"):
+        if isinstance(store, SupportsPop):
             popped = await store.pop_async("e")
             assert (popped is not None and self.body_of(store, popped) == b"E") is kept
         else:
             await store.delete_async("e")
-        if hasattr(store, "acquire_lock_async"):
+        if isinstance(store, SupportsLocks):
             assert await store.acquire_lock_async("L", "a", 10) is True
             assert await store.acquire_lock_async("L", "b", 10) is False
             assert await store.renew_lock_async("L", "a", 10) is True
@@ -250,13 +266,16 @@ class RobustnessTests(StoreTestBase):
         assert store.clear() == 0
         stats = store.stats()
         assert (stats.items, stats.bytes, stats.rejected) == (0, 0, 0)
-        calls = {
-            "info": ("k",), "pop": ("k",), "touch": ("k", None), "count": (), "expire": (),
-            "evict": ("t",),
-        }  # fmt: skip
-        empty: dict[str, Any] = {"info": None, "pop": None, "touch": False}
-        for name, args in calls.items():
-            if hasattr(store, name):
-                assert getattr(store, name)(*args) == empty.get(name, 0), name
-        if hasattr(store, "keys"):
+        if isinstance(store, SupportsInfo):
+            assert store.info("k") is None
+        if isinstance(store, SupportsPop):
+            assert store.pop("k") is None
+        if isinstance(store, SupportsTouch):
+            assert store.touch("k", None) is False
+        if isinstance(store, SupportsExpire):
+            assert store.expire() == 0
+        if isinstance(store, SupportsTags):
+            assert store.evict("t") == 0
+        if isinstance(store, SupportsKeys):
+            assert store.count() == 0
             assert self.live_keys(store) == []

@@ -15,8 +15,20 @@ class StoreTests(CoreTests, CapabilityTests, RobustnessTests):
                 return MyStore(tmp_path / "store")
 
     The `store` fixture installs a `FakeClock` (the `clock` fixture) on ``store.clock`` and
-    closes the store afterwards. Tests of an optional capability (keys, count, info, touch,
-    expire, evict, pop, locks) skip when the store lacks it. Flags: `null` (the store keeps
-    nothing), `supports_large_values`, `persistent` (documented where defined). A store with a
-    ``max_size`` attribute is also checked to reject, and count, entries larger than it.
+    closes the store afterwards. Tests of an optional capability skip unless the store is an
+    instance of its protocol (`SupportsKeys`, `SupportsInfo`, `SupportsTouch`, `SupportsExpire`,
+    `SupportsTags`, `SupportsPop`, `SupportsLocks`, `SupportsFencedWrites`). Flags: `null`
+    (the store keeps nothing), `supports_large_values`, `persistent` (documented where
+    defined). A store with a ``max_size`` attribute is also checked to reject, and count,
+    entries larger than it.
+
+    So that a store is not only checked against itself, override two hooks that reach its
+    medium (the files, the server, the bucket) without the store, and set ``bypass = True``:
+
+    - ``stored(store, key) -> Entry | None``: the entry the medium holds under `key`;
+      writes through the store are checked with it;
+    - ``plant(store, key, entry)``: put an entry in the medium, tag index included; reads
+      through the store are checked against it.
+
+    Without them both fall back to the store's own ``get`` and ``set``.
     """
