@@ -1,9 +1,11 @@
-"""Generate src/tiers/_cache/_sync_ops.py from _async_ops.py (the orchestration is written once).
+"""Generate src/tiers/_cache/_sync/*.py from _async/*.py (the orchestration is written once).
 
-Rules, applied to code tokens only (strings and comments are kept as they are):
-``async def/with/for`` lose ``async``; ``await`` is dropped; a name ending in ``_async`` loses the
-suffix; and a few names are swapped (see RENAMES). Run ``python scripts/unasync.py`` after
-editing _async_ops.py; ``--check`` exits non-zero when the generated file is out of date.
+Each module of ``_async/`` but ``prims.py`` (hand-written in both packages) and ``__init__.py``
+gets a blocking twin in ``_sync/``. Rules, applied to code tokens only (strings and comments
+are kept as they are): ``async def/with/for`` lose ``async``; ``await`` is dropped; a name
+ending in ``_async`` loses the suffix; and a few names are swapped (see RENAMES). Run
+``python scripts/unasync.py`` after editing ``_async/``; ``--check`` exits non-zero when a
+generated file is out of date.
 """
 
 from __future__ import annotations
@@ -14,23 +16,25 @@ import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "src/tiers/_cache/_async_ops.py"
-TARGET = ROOT / "src/tiers/_cache/_sync_ops.py"
+SOURCE = ROOT / "src/tiers/_cache/_async"
+TARGET = ROOT / "src/tiers/_cache/_sync"
+HAND_WRITTEN = ("__init__.py", "prims.py")
 RENAMES = {
     "AsyncOps": "SyncOps",
-    "_async_prims": "_sync_prims",
+    "AsyncSingleFlight": "SyncSingleFlight",
+    "AsyncTiering": "SyncTiering",
     "asynccontextmanager": "contextmanager",
     "AsyncIterator": "Iterator",
     "__aenter__": "__enter__",
     "__aexit__": "__exit__",
 }
 HEADER = (
-    "# Generated from _async_ops.py by scripts/unasync.py: do not edit by hand.\n"
-    '"""Cache operations, blocking versions (generated; see _async_ops.py)."""\n'
+    "# Generated from _async/{name} by scripts/unasync.py: do not edit by hand.\n"
+    '"""Blocking twin of ``_async/{name}`` (generated; the docstring is there)."""\n'
 )
 
 
-def unasync(source: str) -> str:
+def unasync(source: str, name: str = "operations.py") -> str:
     tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     lines = source.splitlines(keepends=True)
     edits: list[tuple[int, int, int, str]] = []  # (row, start col, end col, replacement)
@@ -53,17 +57,28 @@ def unasync(source: str) -> str:
         lines[row - 1] = line[:start] + text + line[stop:]
     body = "".join(lines)
     docstring_end = body.index('"""', body.index('"""') + 3) + 3  # replace the module docstring
-    return HEADER + body[docstring_end:].lstrip("\n").join(("\n", ""))
+    return HEADER.format(name=name) + body[docstring_end:].lstrip("\n").join(("\n", ""))
+
+
+def generated() -> dict[Path, str]:
+    """{target path: generated text} for every module of ``_async/`` but the hand-written."""
+    return {
+        TARGET / source.name: unasync(source.read_text("utf-8"), source.name)
+        for source in sorted(SOURCE.glob("*.py"))
+        if source.name not in HAND_WRITTEN
+    }
 
 
 def main() -> int:
-    generated = unasync(SOURCE.read_text("utf-8"))
+    files = generated()
     if "--check" in sys.argv:
-        if TARGET.read_text("utf-8") != generated:
-            print(f"{TARGET} is out of date: run python scripts/unasync.py", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(generated, "utf-8")
+        stale = [path for path, text in files.items()
+                 if not path.exists() or path.read_text("utf-8") != text]  # fmt: skip
+        for path in stale:
+            print(f"{path} is out of date: run python scripts/unasync.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in files.items():
+        path.write_text(text, "utf-8")
     return 0
 
 

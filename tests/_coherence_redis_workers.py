@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Any
 
+from tests._tiers import store_of, tier_of, tiers_of
 from tiers import Cache, MemoryStore
 
 from ._coherence_workers import churn_value, is_removal
@@ -50,7 +51,7 @@ def close_cache(cache: Cache) -> None:
 
 def in_memory(cache: Cache, key: str) -> bool:
     """Whether the memory tier of `cache` holds a copy of `key` (servable or not)."""
-    return cache._key(key) in cache._tiers[0].store._data
+    return cache._key(key) in store_of(cache)._data
 
 
 def record_channel(cache: Cache, events: list[tuple[float, str]]) -> None:
@@ -230,7 +231,7 @@ def latency_reader(spec: dict[str, Any], me: int, board: Any, failures: Any) -> 
 def _hold(cache: Cache, i: int) -> None:
     """Read the key of change `i` until a memory hit answers ``("old", i)``."""
     key, _op = latency_change(i)
-    memory = cache._tiers[0]
+    memory = tier_of(cache)
     deadline = perf() + 10
     while True:
         hits = memory.hits
@@ -361,7 +362,7 @@ class _Churner:
         self.me, self.board = me, board
         self.rng = random.Random(me * 7919 + int(board.seed))
         self.cache = open_cache(spec)
-        self.memory = self.cache._tiers[0]
+        self.memory = tier_of(self.cache)
         self.names = [f"k{p}.{j}" for p in range(processes) for j in range(keys_each)]
         self.mine = [i for i, name in enumerate(self.names) if name.startswith(f"k{me}.")]
         self.seqs = dict.fromkeys(self.mine, 0)
@@ -583,7 +584,7 @@ def race_reader(
     views: dict[str, Any] = {}
     reads = 0
     try:
-        wait_until(lambda: not any(t.suspect for t in cache._tiers), 10)  # listening
+        wait_until(lambda: not any(t.suspect for t in tiers_of(cache)), 10)  # listening
         board.ready[me] = 1
         wait_until(lambda: board.phase.value >= 0 or board.phase.value == STOP, 30)
         while board.phase.value != STOP:
@@ -594,7 +595,7 @@ def race_reader(
         for i in range(keys):
             key = race_key(i)[0]
             got = cache.get(key)
-            holders = [t.name.split("(")[0] for t in cache._tiers[:-1]
+            holders = [t.name.split("(")[0] for t in tiers_of(cache)[:-1]
                        if t.store.get(cache._key(key)) is not None]  # fmt: skip
             views[key] = (None if got is None else got[0], holders)
     except BaseException:

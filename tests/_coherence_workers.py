@@ -18,6 +18,7 @@ import time
 import traceback
 from typing import Any
 
+from tests._tiers import install_clock, store_of, stores_of, tier_of
 from tiers import Cache, DiskStore, FolderStore, MemoryStore, ObjectStore
 from tiers.testing import FakeClock
 
@@ -48,16 +49,14 @@ def open_cache(spec: dict[str, Any]) -> Cache:
     start = spec.get("fake_clock")
     if start is not None:
         clock = FakeClock(start)
-        cache._clock = clock
-        for tier in cache._tiers:
-            tier.store.clock = clock
+        install_clock(cache, clock)
     return cache
 
 
 def close_cache(cache: Cache) -> None:
     cache.close()
-    for tier in cache._tiers:  # stores passed in stay open on close(): close them too
-        tier.store.close()
+    for store in stores_of(cache):  # stores passed in stay open on close(): close them too
+        store.close()
 
 
 def memoized(cache: Cache, record: list[str]) -> tuple[Any, Any, Any]:
@@ -117,7 +116,7 @@ class _Server:
             return getattr(cache, name)(*positional, **keywords)
         if op == "store":  # the shared store itself, as a script using it would
             name, positional = args
-            return getattr(cache._tiers[-1].store, name)(*positional)
+            return getattr(store_of(cache, -1), name)(*positional)
         if op == "memo":
             return self.functions[args[0]](*args[1])
         if op == "invalidate":
@@ -296,7 +295,7 @@ def table_stamp(spec: dict[str, Any], me: int, barrier: Any, out: Any) -> None:
 
 def dask_read(cache: Cache, key: str) -> dict[str, Any]:
     """The worker's view of `key`: its value, and whether the worker's memory tier answered."""
-    memory = cache._tiers[0]
+    memory = tier_of(cache)
     hits = memory.hits
     value = cache.get(key)
     return {"pid": os.getpid(), "cache": id(cache), "value": value,

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests._tiers import store_of, stores_of, tiers_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers.errors import ConfigError, SerializationError, TiersError
 
@@ -186,12 +187,12 @@ def invoke(cache: Cache, call: Call, mode: str, out: Path) -> Any:
 
 
 def assert_nothing_written(cache: Cache, out: Path) -> None:
-    for tier in cache._tiers:
+    for tier in tiers_of(cache):
         assert tier.store.get(":k") is None, f"{tier.name} holds the key"
         entry = tier.store.get(":prev")
         assert entry is not None, f"{tier.name} lost the previous value"
     assert cache.get("prev") == "old"
-    assert cache._tiers[0].store.get(":prev").value == "old"
+    assert store_of(cache).get(":prev").value == "old"
     assert sorted(cache.keys()) == ["bytes", "int", "list", "prev"]
     assert list(out.iterdir()) == [], "getfile left a file behind"
     assert NOT_CALLED == [], "the factory ran despite bad arguments"
@@ -236,8 +237,8 @@ def test_an_unserialisable_value_is_refused_before_any_tier_is_written(
         cache.set("k", value)
     check_message(caught.value, fragment)
     assert isinstance(caught.value, TypeError) and isinstance(caught.value, TiersError)
-    assert [t.store.get(":k") is not None for t in cache._tiers] == [True, True]
-    assert cache._tiers[0].store.get(":k").value == previous  # memory was not written either
+    assert [store.get(":k") is not None for store in stores_of(cache)] == [True, True]
+    assert store_of(cache).get(":k").value == previous  # memory was not written either
     assert cache.get("k") == previous
     with pytest.raises(SerializationError):
         cache.get_or_set("j", lambda: value)

@@ -1,4 +1,5 @@
-"""The `Cache` API of DESIGN.md §1.1, sync and async, over memory, disk and memory-over-disk.
+"""The `Cache` API (README.md, docs/architecture.md), sync and async, over memory, disk and
+memory-over-disk.
 
 Every test that takes `api` runs twice: once through the blocking methods and once through
 their ``_async`` twins (each call in its own ``asyncio.run``), so both generated halves of the
@@ -21,18 +22,13 @@ from typing import Any
 import pytest
 
 import tiers
+from tests._tiers import install_clock, store_of, stores_of, tiers_of
 from tiers import MISSING, Cache, DiskStore, EntryInfo, MemoryStore, NullStore, hash_key
 from tiers._cache import _breaker
 from tiers.errors import ConfigError, StoreFullError, TierUnavailableError
 from tiers.testing import FakeClock
 
 START = 1_700_000_000.0  # integer steps from here keep every expiry exact
-
-
-def install(cache: Cache, clock: FakeClock) -> None:
-    cache._clock = clock
-    for tier in cache._tiers:
-        tier.store.clock = clock
 
 
 class Api:
@@ -92,11 +88,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def cache(stack: str, store_dir: Path, clock: FakeClock) -> Iterator[Cache]:
     c = build(stack, store_dir)
-    install(c, clock)
+    install_clock(c, clock)
     yield c
     c.close()
-    for tier in c._tiers:
-        tier.store.close()
+    for store in stores_of(c):
+        store.close()
 
 
 @pytest.fixture
@@ -106,7 +102,7 @@ def api(cache: Cache, mode: str) -> Api:
 
 def stored(cache: Cache, key: str) -> list[bool]:
     """For each tier: does its store hold a live entry for user key `key`?"""
-    return [t.store.get(cache._key(key)) is not None for t in cache._tiers]
+    return [store.get(cache._key(key)) is not None for store in stores_of(cache)]
 
 
 # -- get / set / add -------------------------------------------------------------------------
@@ -138,19 +134,19 @@ def test_set_replaces_the_value_in_every_tier(api: Api, cache: Cache) -> None:
     api.set("k", 1)
     api.set("k", 2)
     assert api.get("k") == 2
-    for tier in cache._tiers:
-        assert tier.store.get(cache._key("k")) is not None
-    cache._tiers[0].store.clear()
-    assert api.get("k") == (2 if len(cache._tiers) > 1 else None)
+    for store in stores_of(cache):
+        assert store.get(cache._key("k")) is not None
+    store_of(cache).clear()
+    assert api.get("k") == (2 if len(tiers_of(cache)) > 1 else None)
 
 
 def test_str_keys_are_stored_under_namespace_colon_key(stack: str, store_dir: Path) -> None:
     cache = build(stack, store_dir, namespace="ns")
     cache.set("a/b c", 1)
-    assert all(t.store.get("ns:a/b c") is not None for t in cache._tiers)
+    assert all(store.get("ns:a/b c") is not None for store in stores_of(cache))
     default_ns = build("memory", store_dir)
     default_ns.set("k", 1)
-    assert default_ns._tiers[0].store.get(":k") is not None
+    assert store_of(default_ns).get(":k") is not None
 
 
 def test_non_str_keys_are_stored_under_their_content_hash(api: Api, cache: Cache) -> None:
@@ -159,7 +155,7 @@ def test_non_str_keys_are_stored_under_their_content_hash(api: Api, cache: Cache
     assert api.get((1, "two", 3.0)) == "tuple"
     assert api.get(7) == "int"
     assert api.get("7", MISSING) is MISSING  # 7 and "7" are different keys
-    assert cache._tiers[-1].store.get(":" + hash_key((1, "two", 3.0))) is not None
+    assert store_of(cache, -1).get(":" + hash_key((1, "two", 3.0))) is not None
 
 
 def test_long_and_odd_str_keys_work(api: Api) -> None:
@@ -209,7 +205,7 @@ def test_the_cache_default_ttl_applies_unless_overridden(
     stack: str, store_dir: Path, clock: FakeClock, mode: str
 ) -> None:
     cache = build(stack, store_dir, ttl=5)
-    install(cache, clock)
+    install_clock(cache, clock)
     api = Api(cache, mode)
     api.set("default", 1)
     api.set("longer", 2, ttl=100)
@@ -257,7 +253,7 @@ def test_delete_removes_from_every_tier(api: Api, cache: Cache) -> None:
     api.set("k", 1)
     assert all(stored(cache, "k"))
     assert api.delete("k") is True
-    assert stored(cache, "k") == [False] * len(cache._tiers)
+    assert stored(cache, "k") == [False] * len(tiers_of(cache))
     assert api.delete("k") is False
     assert api.get("k", MISSING) is MISSING
 
@@ -265,7 +261,7 @@ def test_delete_removes_from_every_tier(api: Api, cache: Cache) -> None:
 def test_pop_returns_the_value_and_removes_it(api: Api, cache: Cache) -> None:
     api.set("k", [1, 2])
     assert api.pop("k") == [1, 2]
-    assert stored(cache, "k") == [False] * len(cache._tiers)
+    assert stored(cache, "k") == [False] * len(tiers_of(cache))
     with pytest.raises(KeyError):
         api.pop("k")
     assert api.pop("k", "dflt") == "dflt"
@@ -297,7 +293,7 @@ def test_evict_removes_tagged_entries_in_every_tier(api: Api, cache: Cache) -> N
     api.set("d", 4)
     assert api.evict("red") == 2
     for key in ("a", "b"):
-        assert stored(cache, key) == [False] * len(cache._tiers)
+        assert stored(cache, key) == [False] * len(tiers_of(cache))
     assert api.get("c") == 3 and api.get("d") == 4
     assert api.evict("red") == 0
     assert api.evict("big") == 0  # gone with "a"
@@ -310,19 +306,19 @@ def test_clear_removes_everything_of_this_cache(api: Api, cache: Cache) -> None:
         api.set(f"k{i}", i)
     assert api.clear() == 5
     for i in range(5):
-        assert stored(cache, f"k{i}") == [False] * len(cache._tiers)
+        assert stored(cache, f"k{i}") == [False] * len(tiers_of(cache))
     assert api.keys() == []
     assert api.clear() == 0
 
 
 def test_clear_also_removes_expired_entries(stack: str, store_dir: Path, clock: FakeClock) -> None:
     cache = build(stack, store_dir, namespace="ns")
-    install(cache, clock)
+    install_clock(cache, clock)
     cache.set("old", 1, ttl=1)
     cache.set("live", 2)
     clock.advance(2)
     assert cache.clear() == 1  # one live entry
-    leftovers = [(t.name, t.store.stats().items) for t in cache._tiers if t.store.stats().items]
+    leftovers = [(t.name, t.store.stats().items) for t in tiers_of(cache) if t.store.stats().items]
     assert not leftovers, (
         "STORE BUG (DiskStore.clear(prefix) in tiers/_stores/_disk/_store.py): clearing a "
         "namespace removes only its live entries; expired ones stay on disk and in stats "
@@ -342,14 +338,14 @@ def test_info_reports_metadata_and_the_answering_tier(
     assert isinstance(info, EntryInfo)
     assert info.key == "k"
     assert info.tier == 0
-    assert info.store == repr(cache._tiers[0].store)
+    assert info.store == repr(store_of(cache))
     assert info.tags == ("t1", "t2")
     assert info.meta == {"source": "unit", "n": [1, 2]}
     assert info.created_at.timestamp() == START
     assert info.expires_at is not None and info.expires_at.timestamp() == START + 30
     assert info.created_at.tzinfo is not None
-    if len(cache._tiers) > 1:
-        cache._tiers[0].store.clear()
+    if len(tiers_of(cache)) > 1:
+        store_of(cache).clear()
         lower = api.info("k")
         assert lower is not None
         assert lower.tier == 1
@@ -421,9 +417,9 @@ def test_a_value_found_below_is_promoted_with_its_remaining_ttl(
     mode: str, store_dir: Path, clock: FakeClock
 ) -> None:
     cache = build("memory+disk", store_dir)
-    install(cache, clock)
+    install_clock(cache, clock)
     api = Api(cache, mode)
-    memory = cache._tiers[0].store
+    memory = store_of(cache)
     api.set("k", {"v": 1}, ttl=100)
     memory.clear()
     clock.advance(40)
@@ -442,11 +438,11 @@ def test_a_value_found_below_is_promoted_with_its_remaining_ttl(
 
 def test_promotion_without_expiry_stays_without_expiry(store_dir: Path, clock: FakeClock) -> None:
     cache = build("memory+disk", store_dir)
-    install(cache, clock)
+    install_clock(cache, clock)
     cache.set("k", 1, ttl=None, tags=("t",), meta={"m": 1})
-    cache._tiers[0].store.clear()
+    store_of(cache).clear()
     assert cache.get("k") == 1
-    promoted = cache._tiers[0].store.get(":k")
+    promoted = store_of(cache).get(":k")
     assert promoted is not None
     assert promoted.expires_at is None
     assert promoted.tags == ("t",)
@@ -474,7 +470,7 @@ def test_a_promotion_racing_a_delete_does_not_resurrect_the_value(store_dir: Pat
 
     cache = Cache(MemoryStore(), RacingDisk())
     cache.set("k", "old")
-    cache._tiers[0].store.clear()
+    store_of(cache).clear()
     deleted = threading.Thread(target=lambda: cache.delete("k"))
 
     def delete_meanwhile() -> None:
@@ -483,7 +479,7 @@ def test_a_promotion_racing_a_delete_does_not_resurrect_the_value(store_dir: Pat
 
     hook.append(delete_meanwhile)
     cache.get("k")  # reads "old" from disk while the delete runs
-    assert cache._tiers[0].store.get(":k") is None
+    assert store_of(cache).get(":k") is None
     assert cache.get("k", MISSING) is MISSING
 
 
@@ -526,7 +522,7 @@ def test_a_bound_entry_is_deleted_when_its_object_is_collected(cache: Cache, mod
     owner = None
     gc.collect()
     assert api.get("k", MISSING) is MISSING
-    assert stored(cache, "k") == [False] * len(cache._tiers)
+    assert stored(cache, "k") == [False] * len(tiers_of(cache))
     assert api.get("other") == "w"
 
 
@@ -638,7 +634,7 @@ def test_stats_count_per_tier_and_in_total(mode: str, store_dir: Path) -> None:
     api = Api(cache, mode)
     api.set("k", "v")
     assert api.get("k") == "v"  # memory hit
-    cache._tiers[0].store.clear()
+    store_of(cache).clear()
     assert api.get("k") == "v"  # memory miss, disk hit (promoted)
     assert api.get("k") == "v"  # memory hit again
     assert api.get("absent") is None  # missed everywhere
@@ -659,7 +655,7 @@ def test_stats_count_per_tier_and_in_total(mode: str, store_dir: Path) -> None:
 
 def test_stats_count_expirations(stack: str, store_dir: Path, clock: FakeClock) -> None:
     cache = build(stack, store_dir)
-    install(cache, clock)
+    install_clock(cache, clock)
     cache.set("k", 1, ttl=1)
     clock.advance(2)
     assert cache.get("k", MISSING) is MISSING
@@ -676,24 +672,24 @@ def test_deleting_a_missing_key_is_not_counted(cache: Cache) -> None:
 
 def test_memory_url_options(tmp_path: Path) -> None:
     cache = Cache("memory://?max_items=10&max_size=64MB")
-    (tier,) = cache._tiers
-    assert isinstance(tier.store, MemoryStore)
-    assert tier.store.max_items == 10
-    assert tier.store.max_size == 64_000_000
+    (store,) = stores_of(cache)
+    assert isinstance(store, MemoryStore)
+    assert store.max_items == 10
+    assert store.max_size == 64_000_000
     for i in range(20):
         cache.set(f"k{i}", i)
     assert len(cache) == 10  # bounded by max_items
-    assert isinstance(Cache("memory://")._tiers[0].store, MemoryStore)
+    assert isinstance(store_of(Cache("memory://")), MemoryStore)
 
 
 def test_disk_url_options(tmp_path: Path) -> None:
     path = tmp_path / "d"
     cache = Cache(f"disk://{path}?max_size=10GB&durable=true")
-    (tier,) = cache._tiers
-    assert isinstance(tier.store, DiskStore)
-    assert tier.store.max_size == 10_000_000_000
-    assert tier.store.durable is True
-    assert tier.store.directory == path.resolve()
+    (store,) = stores_of(cache)
+    assert isinstance(store, DiskStore)
+    assert store.max_size == 10_000_000_000
+    assert store.durable is True
+    assert store.directory == path.resolve()
     cache.set("k", "v")
     cache.close()
     assert Cache(f"disk://{path}?durable=0").get("k") == "v"
@@ -702,7 +698,7 @@ def test_disk_url_options(tmp_path: Path) -> None:
 def test_plain_paths_make_disk_stores(tmp_path: Path) -> None:
     for spec in (str(tmp_path / "a"), tmp_path / "b"):
         cache = Cache(spec)
-        assert isinstance(cache._tiers[0].store, DiskStore)
+        assert isinstance(store_of(cache), DiskStore)
         cache.set("k", 1)
         cache.close()
     assert Cache(tmp_path / "a").get("k") == 1
@@ -710,7 +706,7 @@ def test_plain_paths_make_disk_stores(tmp_path: Path) -> None:
 
 def test_null_url_stores_nothing() -> None:
     cache = Cache("null://")
-    assert isinstance(cache._tiers[0].store, NullStore)
+    assert isinstance(store_of(cache), NullStore)
     cache.set("k", 1)
     assert cache.get("k", MISSING) is MISSING
     assert not cache.has("k")
@@ -722,12 +718,12 @@ def test_mixed_tiers_from_urls_and_objects(tmp_path: Path) -> None:
     cache = Cache(memory, f"disk://{tmp_path / 'd'}")
     cache.set("k", 1)
     assert memory.get(":k") is not None
-    assert [t.owned for t in cache._tiers] == [False, True]
+    assert [t.owned for t in tiers_of(cache)] == [False, True]
 
 
 def test_no_tiers_means_memory_over_disk_in_the_user_cache_dir() -> None:
     cache = Cache()
-    memory, disk = (t.store for t in cache._tiers)
+    memory, disk = stores_of(cache)
     assert isinstance(memory, MemoryStore) and memory.max_size == 64_000_000
     assert isinstance(disk, DiskStore)
     root = Path(os.environ["TIERS_CACHE_DIR"]).resolve()
@@ -745,7 +741,7 @@ def test_default_cache_is_built_once_over_the_default_stack() -> None:
     try:
         first = tiers.default_cache()
         assert tiers.default_cache() is first
-        assert isinstance(first._tiers[-1].store, DiskStore)
+        assert isinstance(store_of(first, -1), DiskStore)
     finally:
         if _defaults._default is not None:
             _defaults._default.close()
@@ -755,7 +751,7 @@ def test_default_cache_is_built_once_over_the_default_stack() -> None:
 def test_close_closes_only_the_stores_it_opened(tmp_path: Path) -> None:
     given = DiskStore(tmp_path / "given")
     cache = Cache(given, tmp_path / "owned")
-    owned = cache._tiers[1].store
+    owned = store_of(cache, 1)
     cache.close()
     cache.close()  # idempotent
     assert owned._closed is True
@@ -766,13 +762,13 @@ def test_close_closes_only_the_stores_it_opened(tmp_path: Path) -> None:
 def test_context_managers_close_the_cache(tmp_path: Path) -> None:
     with Cache(tmp_path / "s") as cache:
         cache.set("k", 1)
-        store = cache._tiers[0].store
+        store = store_of(cache)
     assert store._closed
 
     async def main() -> Any:
         async with Cache(tmp_path / "s") as cache:
             value = await cache.get_async("k")
-            inner = cache._tiers[0].store
+            inner = store_of(cache)
         assert inner._closed
         return value
 
@@ -797,12 +793,12 @@ def test_pickling_carries_configuration_not_contents(tmp_path: Path, clock: Fake
     assert clone._namespace == "ns"
     assert clone._ttl == 60
     assert clone._codec.name == "json"
-    memory, disk = (t.store for t in clone._tiers)
+    memory, disk = stores_of(clone)
     assert isinstance(memory, MemoryStore) and memory.max_items == 50
     assert memory.get("ns:k") is None  # memory comes back empty
     assert disk.get("ns:k") is not None  # the disk tier is the same directory
     assert clone.get("k") == {"a": 1}
-    assert [t.owned for t in clone._tiers] == [False, True]
+    assert [t.owned for t in tiers_of(clone)] == [False, True]
     info = clone.info("k")
     assert info is not None and info.expires_at is not None
 
@@ -936,12 +932,10 @@ def test_degrade_keeps_writing_to_healthy_tiers(store_dir: Path, mode: str) -> N
     assert api.stats().tiers[0].errors == 1
 
 
-def test_the_breaker_skips_a_failing_tier_then_probes_it(
-    store_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(_breaker, "COOLDOWN", 0.2)
+def test_the_breaker_skips_a_failing_tier_then_probes_it(store_dir: Path, clock: FakeClock) -> None:
     flaky = FlakyStore(MemoryStore())
     cache = Cache(flaky, DiskStore(store_dir))
+    install_clock(cache, clock, stores=False)  # the breakers' cool-down passes when told
     cache.set("k", "v")
     flaky.failing = True
     for _ in range(3):
@@ -952,15 +946,13 @@ def test_the_breaker_skips_a_failing_tier_then_probes_it(
         cache.set("j", 1)
     assert flaky.calls == 4  # open: the tier is not called at all
     assert cache.stats().tiers[0].errors == 3
-    import time
-
-    time.sleep(0.25)
+    clock.advance(_breaker.COOLDOWN)
     assert cache.get("k") == "v"
     assert flaky.calls == 5  # one probe after the cool-down; it failed, so open again
     assert cache.get("k") == "v"
     assert flaky.calls == 5
     flaky.failing = False
-    time.sleep(0.25)
+    clock.advance(_breaker.COOLDOWN)
     assert cache.get("k") == "v"  # probe succeeds (a miss: the tier lost the key)
     calls = flaky.calls
     assert cache.get("k") == "v"  # now served by the healed tier again
@@ -1024,7 +1016,7 @@ def test_a_failed_set_under_raise_leaves_the_previous_value_everywhere(mode: str
     with pytest.raises(TierUnavailableError):
         api.set("k", "new")
     slow.failing = False
-    assert [t.store.get(":k").value for t in cache._tiers] == ["old", "old"]
+    assert [store.get(":k").value for store in stores_of(cache)] == ["old", "old"]
     assert api.get("k") == "old"
 
 

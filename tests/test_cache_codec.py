@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests._tiers import store_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers._stores import Entry
 from tiers.errors import ConfigError, SerializationError
@@ -470,7 +471,7 @@ def test_a_planted_pickle_is_never_loaded(
     else:
         layered = Cache(MemoryStore(), DiskStore(disk.path))
         assert layered.get("k", MISSING) is MISSING
-        assert layered._tiers[0].store.get(":k") is None
+        assert store_of(layered).get(":k") is None
     assert not canary.exists(), f"a planted pickle ({how}) was loaded"
     if operation != "get_or_set":
         assert disk.get(":k") is None

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tests._tiers import install_clock, store_of, stores_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers.testing import FakeClock
 
@@ -61,14 +62,12 @@ class CacheMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="tiers-sm-"))
         self.clock = FakeClock(START)
         self.cache = Cache(MemoryStore(), DiskStore(self.dir / "store"))
-        self.cache._clock = self.clock
-        for tier in self.cache._tiers:
-            tier.store.clock = self.clock
+        install_clock(self.cache, self.clock)
         self.model = Model(self.clock)
 
     def teardown(self) -> None:
-        for tier in self.cache._tiers:
-            tier.store.close()
+        for store in stores_of(self.cache):
+            store.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def call(self, use_async: bool, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -151,7 +150,7 @@ class CacheMachine(RuleBasedStateMachine):
 
     @rule()
     def drop_memory(self) -> None:
-        self.cache._tiers[0].store.clear()
+        store_of(self.cache).clear()
 
     # -- reads ----------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
+from tests._tiers import store_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers.errors import ConfigError
 
@@ -137,7 +138,7 @@ def expected(how: str, value: Any) -> Any:
 
 def in_memory(cache: Cache, key: str) -> bool:
     """Whether the memory tier of `cache` holds a copy of `key` (guarded or not)."""
-    return cache._key(key) in cache._tiers[0].store._data
+    return cache._key(key) in store_of(cache)._data
 
 
 def read_into_memory(a: Cache, key: str, value: Any, **options: Any) -> None:
@@ -239,7 +240,7 @@ def test_a_store_cleared_whole_by_another_process_is_read_at_once(
     a, b = pair
     for how in READS:
         read_into_memory(a, how, ("v1", how))
-    other = Cache(MemoryStore(), a._tiers[1].store, namespace="other")
+    other = Cache(MemoryStore(), store_of(a, 1), namespace="other")
     read_into_memory(other, "k", "v1")
     assert b.ask("store", "clear", ()) == len(READS) + 1
     for how in READS:
@@ -774,7 +775,7 @@ def test_pull_byte_tier_copies_expire_after_max_age(
     try:
         written = time.time()
         read_into_memory(a, "own", "v1")
-        found = a._tiers[1].store.get(a._key("own"))
+        found = store_of(a, 1).get(a._key("own"))
         assert found is not None and found.expires_at is not None
         assert found.expires_at <= written + MAX_AGE + 0.1  # the disk copy: max_age at most
         b.call("set", "theirs", "v1")
@@ -810,7 +811,7 @@ def test_without_coherence_a_memory_copy_is_kept_over_a_local_store(
         assert a.get("k") == "v1"
         b.call("delete", "k")
         assert a.get("k") == "v1"
-        a._tiers[0].store.clear()
+        store_of(a).clear()
         assert a.get("k") is None
     finally:
         workers.close_cache(a)
@@ -875,7 +876,7 @@ def test_dask_workers_read_a_write_made_on_another_worker(tmp_path: Path) -> Non
         assert after[0]["memory_hit"] is False  # worker 0's copy was refused, read from disk
     assert cache.get("k") == "v2"
     cache.close()
-    cache._tiers[1].store.close()
+    store_of(cache, 1).close()
 
 
 # -- 6. options ------------------------------------------------------------------------------
@@ -930,7 +931,7 @@ def test_the_table_of_a_deleted_store_is_swept(kind: str, tmp_path: Path) -> Non
         shutil.rmtree(tmp_path / "gone")
         assert sweep() >= 1
         assert not tables["gone"].exists() and tables["kept"].exists()
-        slot = gone._tiers[0].store._data[gone._key("k")]
+        slot = store_of(gone)._data[gone._key("k")]
         assert slot.gens.view[slot.gslot] != slot.gstamp  # scrambled: the copy is not served
     finally:
         workers.close_cache(gone)

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
+from tests._tiers import tier_of
 from tiers import Cache, MemoryStore
 from tiers._stores._redis import RedisStore
 from tiers.errors import TierUnavailableError
@@ -585,7 +586,7 @@ def test_own_writes_keep_their_memory_copies(redis_url: str) -> None:
     a cache skips the messages of its own writes."""
     cache = Cache(MemoryStore(), redis_url)
     try:
-        assert until(lambda: not cache._tiers[0].suspect, 5), "the channel never came up"
+        assert until(lambda: not tier_of(cache).suspect, 5), "the channel never came up"
         calls = 0
 
         @cache.memoize
@@ -619,7 +620,7 @@ def test_caches_sharing_one_store_object_see_each_others_writes(redis_url: str) 
     store = RedisStore(redis_url)
     a, b = Cache(MemoryStore(), store), Cache(MemoryStore(), store)
     try:
-        assert until(lambda: not a._tiers[0].suspect and not b._tiers[0].suspect, 5)
+        assert until(lambda: not tier_of(a).suspect and not tier_of(b).suspect, 5)
         a.set("k", "a1")
         assert held(b, "k", "a1") and held(a, "k", "a1")  # both hold copies
         changes: list[tuple[Cache, Cache, Callable[[Cache], Any], Any]] = [
@@ -667,7 +668,7 @@ def test_a_write_that_timed_out_but_happened_leaves_no_stale_own_copy(
     b = Cache(MemoryStore(), url)
     events: list[tuple[float, str]] = []
     try:
-        assert until(lambda: not a._tiers[0].suspect and not b._tiers[0].suspect, 5)
+        assert until(lambda: not tier_of(a).suspect and not tier_of(b).suspect, 5)
         workers.record_channel(a, events)
         found = []
         for key, change in (("set", lambda: a.set("set", "v2")),

@@ -1,5 +1,9 @@
-"""DiskStore guarantees (DESIGN §2): crashes, corruption, full disks, hostile directories,
-concurrent processes. Real processes, real files, a real tmpfs; nothing is mocked."""
+"""DiskStore guarantees, numbered as in docs/reliability.md: a crash loses nothing written (1),
+damage is a counted miss (2), nothing outside the root (3: no symlink followed, directories 0700;
+also files 0600 and a directory of another user or a non-empty foreign one refused), a full disk
+is a `StoreFullError` and writes resume (4); and, beyond those: processes and threads writing one
+store lose and garble no value and see no lock error, and `max_size` counts everything on disk
+and every eviction. Real processes, real files, a real tmpfs; nothing is mocked."""
 
 from __future__ import annotations
 

@@ -1,5 +1,10 @@
-"""FolderStore guarantees (DESIGN §2): crashes, corruption, tampering, full disks, hostile
-directories, concurrent processes. Real processes, real files, a real tmpfs; nothing is mocked."""
+"""FolderStore guarantees, numbered as in docs/reliability.md: a crash loses nothing written (1),
+damage and hand edits are counted misses (2), nothing outside the root (3: no symlink followed,
+directories 0700; also files 0600 and a directory of another user, a non-empty foreign one or a
+DiskStore's refused), a full disk is a `StoreFullError` and writes resume (4), a planted pickle
+never runs (7); and, beyond those: processes and threads writing one store lose and garble no
+value, and single-flight holds across processes. Real processes, real files, a real tmpfs;
+nothing is mocked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""`_sync_ops.py` is generated from `_async_ops.py` by scripts/unasync.py and kept up to date."""
+"""`_cache/_sync/*.py` are generated from `_cache/_async/*.py` by scripts/unasync.py and kept
+up to date."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from types import ModuleType
 import pytest
 
 from tiers import Cache
-from tiers._cache._async_ops import AsyncOps
-from tiers._cache._sync_ops import SyncOps
+from tiers._cache._async.operations import AsyncOps
+from tiers._cache._async.single_flight import AsyncSingleFlight
+from tiers._cache._async.tiering import AsyncTiering
+from tiers._cache._sync.operations import SyncOps
+from tiers._cache._sync.single_flight import SyncSingleFlight
+from tiers._cache._sync.tiering import SyncTiering
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "unasync.py"
@@ -36,27 +41,34 @@ def test_the_generated_sync_ops_are_up_to_date() -> None:
         check=False,
     )
     assert result.returncode == 0, (
-        f"_sync_ops.py is stale; run: python scripts/unasync.py\n{result.stderr}"
+        f"_cache/_sync is stale; run: python scripts/unasync.py\n{result.stderr}"
     )
 
 
 def test_check_fails_on_a_stale_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = load_script()
-    stale = tmp_path / "_sync_ops.py"
-    stale.write_text(script.TARGET.read_text("utf-8") + "# edited by hand\n", "utf-8")
-    monkeypatch.setattr(script, "TARGET", stale)
+    stale = tmp_path / "tiering.py"
+    stale.write_text((script.TARGET / "tiering.py").read_text("utf-8") + "# edited\n", "utf-8")
+    (tmp_path / "operations.py").write_text("# stale\n", "utf-8")
+    monkeypatch.setattr(script, "TARGET", tmp_path)
     monkeypatch.setattr(sys, "argv", ["unasync.py", "--check"])
     assert script.main() == 1
     monkeypatch.setattr(sys, "argv", ["unasync.py"])
-    assert script.main() == 0  # regenerates the (temporary) target
+    assert script.main() == 0  # regenerates the (temporary) targets
     monkeypatch.setattr(sys, "argv", ["unasync.py", "--check"])
     assert script.main() == 0
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "operations.py",
+        "single_flight.py",
+        "tiering.py",
+    }  # the hand-written prims.py and __init__.py are not generated
 
 
-def test_the_generated_code_has_no_async_left() -> None:
-    text = (ROOT / "src/tiers/_cache/_sync_ops.py").read_text("utf-8")
-    assert text.startswith("# Generated from _async_ops.py")
-    for word in ("await ", "async def", "async with", "async for", "_async_prims", "AsyncOps"):
+@pytest.mark.parametrize("name", ["operations.py", "single_flight.py", "tiering.py"])
+def test_the_generated_code_has_no_async_left(name: str) -> None:
+    text = (ROOT / "src/tiers/_cache/_sync" / name).read_text("utf-8")
+    assert text.startswith(f"# Generated from _async/{name}")
+    for word in ("await ", "async def", "async with", "async for", "AsyncOps", "AsyncTiering"):
         assert word not in text, word
 
 
@@ -64,7 +76,7 @@ def test_the_transformation_rules() -> None:
     script = load_script()
     source = (
         '"""doc"""\n'
-        "from ._async_prims import sleep_async\n"
+        "from .prims import sleep_async\n"
         "class AsyncOps:\n"
         "    async def get_async(self):\n"
         '        """Keeps "await x_async" inside strings."""\n'
@@ -74,7 +86,7 @@ def test_the_transformation_rules() -> None:
         "        return await self._inner_async(_async=1)\n"
     )
     out = script.unasync(source)
-    assert "from ._sync_prims import sleep\n" in out
+    assert "from .prims import sleep\n" in out
     assert "class SyncOps:" in out
     assert "    def get(self):" in out
     assert '"""Keeps "await x_async" inside strings."""' in out
@@ -92,14 +104,20 @@ def _public_methods(cls: type) -> dict[str, inspect.Signature]:
     }
 
 
-def test_every_async_operation_has_a_sync_twin_with_the_same_parameters() -> None:
-    async_methods = _public_methods(AsyncOps)
-    sync_methods = _public_methods(SyncOps)
+@pytest.mark.parametrize(
+    ("async_cls", "sync_cls"),
+    [(AsyncOps, SyncOps), (AsyncSingleFlight, SyncSingleFlight), (AsyncTiering, SyncTiering)],
+)
+def test_every_async_operation_has_a_sync_twin_with_the_same_parameters(
+    async_cls: type, sync_cls: type
+) -> None:
+    async_methods = _public_methods(async_cls)
+    sync_methods = _public_methods(sync_cls)
     assert {n.removesuffix("_async") for n in async_methods} == set(sync_methods)
     for name, signature in async_methods.items():
         twin = sync_methods[name.removesuffix("_async")]
         assert list(signature.parameters) == list(twin.parameters), name
-        assert inspect.iscoroutinefunction(getattr(AsyncOps, name)) or name == "getfile_async"
+        assert inspect.iscoroutinefunction(getattr(async_cls, name)) or name == "getfile_async"
 
 
 def test_the_cache_exposes_each_io_method_in_both_forms() -> None:

@@ -1,4 +1,4 @@
-"""Memoization (DESIGN.md §1.2) over real stores: memory, disk and memory-over-disk.
+"""Memoization (docs/memoize.md) over real stores: memory, disk and memory-over-disk.
 
 What is held here: every kind of callable is memoized; keys are the bound arguments (defaults
 applied, `ignore`d names left out, type-distinct); the lock-free memory fast path never
@@ -38,6 +38,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tiers
+from tests._tiers import install_clock, store_of, stores_of, tiers_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore, hash_key
 from tiers.errors import SerializationError, StoreError
 from tiers.testing import FakeClock
@@ -71,21 +72,14 @@ def build(stack: str, path: Path, **options: Any) -> Cache:
 
 def memory_reads(cache: Cache) -> int:
     """Reads of the memory tier so far (-1 for a cache without one)."""
-    store = cache._tiers[0].store
+    store = store_of(cache)
     return store.reads if isinstance(store, CountingMemoryStore) else -1
-
-
-def install(cache: Cache, clock: FakeClock) -> None:
-    """Run the cache and all its stores on `clock`."""
-    cache._clock = clock
-    for tier in cache._tiers:
-        tier.store.clock = clock
 
 
 def empty_memory(cache: Cache) -> None:
     """Drop the memory tier's contents behind the cache's back (values stay on disk)."""
-    store = cache._tiers[0].store
-    assert isinstance(store, MemoryStore) and len(cache._tiers) > 1
+    store = store_of(cache)
+    assert isinstance(store, MemoryStore) and len(tiers_of(cache)) > 1
     store.clear()
 
 
@@ -175,22 +169,22 @@ def clock() -> FakeClock:
 @pytest.fixture
 def cache(stack: str, store_dir: Path, clock: FakeClock) -> Iterator[Cache]:
     c = build(stack, store_dir)
-    install(c, clock)
+    install_clock(c, clock)
     yield c
     c.close()
-    for tier in c._tiers:
-        tier.store.close()
+    for store in stores_of(c):
+        store.close()
 
 
 @pytest.fixture
 def layered(store_dir: Path, clock: FakeClock) -> Iterator[Cache]:
     """Memory over disk, on the fake clock."""
     c = build("memory+disk", store_dir)
-    install(c, clock)
+    install_clock(c, clock)
     yield c
     c.close()
-    for tier in c._tiers:
-        tier.store.close()
+    for store in stores_of(c):
+        store.close()
 
 
 @pytest.fixture
@@ -509,7 +503,7 @@ def test_bare_tiers_memoize_uses_the_default_cache(fresh_default: None) -> None:
 
     assert f(1) == (1, 1) and f(1) == (1, 1) and rec.n == 1
     assert f.cache is tiers.default_cache()
-    memory, disk = (t.store for t in f.cache._tiers)
+    memory, disk = stores_of(f.cache)
     assert isinstance(memory, MemoryStore) and isinstance(disk, DiskStore)
     assert disk.directory.is_relative_to(Path(os.environ["TIERS_CACHE_DIR"]).resolve())
     with Cache() as other:  # a new cache over the default stack reads it from disk
@@ -533,10 +527,10 @@ def test_tiers_memoize_with_tiers_builds_its_own_cache(tmp_path: Path) -> None:
         return rec(url)
 
     assert fetch("u") == (1, "u") and fetch("u") == (1, "u") and rec.n == 1
-    first, second = fetch.cache._tiers
-    assert first.store is memory and memory.max_items == 128
-    assert isinstance(second.store, DiskStore)
-    assert second.store.directory == (tmp_path / "cache").resolve()
+    first, second = stores_of(fetch.cache)
+    assert first is memory and memory.max_items == 128
+    assert isinstance(second, DiskStore)
+    assert second.directory == (tmp_path / "cache").resolve()
     info = fetch.cache.info(fetch.key("u"))
     assert info is not None and info.expires_at is not None
     assert (info.expires_at - info.created_at).total_seconds() == pytest.approx(3600)
@@ -555,7 +549,7 @@ def test_tiers_memoize_passes_cache_options(tmp_path: Path) -> None:
 
     cache = load.cache
     assert load("a") == {"name": "a", "items": [1, 2]}  # as JSON gives it back, from any tier
-    disk = cache._tiers[1].store
+    disk = store_of(cache, 1)
     assert list(disk.keys("lab:")) == ["lab:" + load.key("a")]  # inside the namespace
     empty_memory(cache)
     assert load("a") == {"name": "a", "items": [1, 2]}  # through JSON: the tuple is a list
@@ -652,7 +646,7 @@ def test_equal_arguments_of_different_types_are_different_entries(cache: Cache, 
         reads = memory_reads(cache)
     assert rec.n == 5
     assert len({f.key(v) for v in DISTINCT}) == 5
-    if len(cache._tiers) > 1:
+    if len(tiers_of(cache)) > 1:
         empty_memory(cache)
         assert [f(v)[:2] for v in DISTINCT] == list(enumerate(DISTINCT, 1))
         assert [type(f(v)[1]) for v in DISTINCT] == [int, float, bool, str, bytes]
@@ -667,7 +661,7 @@ def test_zero_and_negative_zero_are_two_entries(cache: Cache, mode: str) -> None
         assert zero[0] == 1 and math.copysign(1, zero[1]) == 1
         assert negative[0] == 2 and math.copysign(1, negative[1]) == -1
     assert f(0)[0] == 3  # and the int 0 is a third
-    if len(cache._tiers) > 1:
+    if len(tiers_of(cache)) > 1:
         empty_memory(cache)
         assert math.copysign(1, f(-0.0)[1]) == -1 and f(0.0)[0] == 1
     assert rec.n == 3
@@ -681,7 +675,7 @@ def test_nan_computes_once_then_hits_through_the_full_path(cache: Cache, mode: s
     assert f(float("nan"))[0] == 1  # another NaN object: the same (canonical) entry
     assert f(math.nan)[0] == 1
     assert f(-math.nan)[0] == 1
-    if len(cache._tiers) > 1:
+    if len(tiers_of(cache)) > 1:
         empty_memory(cache)
         assert f(math.nan)[0] == 1
     assert rec.n == 1
@@ -759,7 +753,7 @@ def test_the_fast_path_never_disagrees_with_the_full_path(
     try:
         for op in ops:
             if op[0] == "empty memory":
-                cache._tiers[0].store.clear()
+                store_of(cache).clear()
                 continue
             a, b = op[1], op[2]
             args, kwargs = ((a,), {}) if b is MISSING else ((a, b), {})
@@ -933,7 +927,7 @@ def test_containers_arrays_and_frames_hit_on_the_second_call(cache: Cache, mode:
     assert rec.n == 5
     assert f(np.arange(12, dtype=np.int64).reshape(3, 4)) == 6  # another dtype
     assert f(np.arange(12, dtype=np.float64).reshape(4, 3)) == 7  # another shape
-    if len(cache._tiers) > 1:
+    if len(tiers_of(cache)) > 1:
         empty_memory(cache)
         assert [f(v) for v in copies] == first
         assert rec.n == 7
@@ -1000,7 +994,8 @@ def test_invalidate_deletes_the_entry_then_the_function_recomputes(cache: Cache,
     assert f.invalidate(1) is False  # nothing there yet
     assert f() == (1, 1)
     assert f.invalidate(x=1) is True
-    assert [t.store.get(cache._key(f.key(1))) for t in cache._tiers] == [None] * len(cache._tiers)
+    stores = stores_of(cache)
+    assert [store.get(cache._key(f.key(1))) for store in stores] == [None] * len(stores)
     assert f.invalidate(1) is False
     assert f(1) == (2, 1)
     assert f(1) == (2, 1)
@@ -1169,7 +1164,7 @@ def test_the_fast_path_honours_expiry(cache: Cache, mode: str, clock: FakeClock)
 
 def test_the_cache_default_ttl_applies_to_memoize(store_dir: Path, clock: FakeClock) -> None:
     cache = Cache(MemoryStore(), DiskStore(store_dir), ttl=5)
-    install(cache, clock)
+    install_clock(cache, clock)
     rec = Recorder()
     f = cache.memoize(one_arg(rec))
     g = cache.memoize(ttl=None)(lambda x: rec("forever", x))
@@ -1247,7 +1242,7 @@ def test_eviction_from_memory_falls_back_to_disk_and_links_again(store_dir: Path
     assert [f(i) for i in range(5)] == [(i + 1, i) for i in range(5)]
     assert [f(i) for i in range(5)] == [(i + 1, i) for i in range(5)]  # from disk, promoted
     assert rec.n == 5
-    assert cache._tiers[0].store.stats().items == 2
+    assert store_of(cache).stats().items == 2
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -1460,8 +1455,8 @@ def test_a_closed_cache_refuses_memoized_calls_hits_included(stack: str, store_d
         with pytest.raises(StoreError, match="is closed"):
             call()
     assert rec.n == 1
-    for tier in cache._tiers:
-        tier.store.close()
+    for store in stores_of(cache):
+        store.close()
 
 
 def test_a_module_level_memoized_function_pickles_by_reference() -> None:

@@ -1,4 +1,5 @@
-"""ObjectStore when its S3 server dies, freezes or comes back empty (DESIGN.md §2.5): calls
+"""ObjectStore when its S3 server dies, freezes or comes back empty (docs/reliability.md,
+guarantee 6: remote tiers fail within their deadline): calls
 fail with a StoreError within the timeout, a cache in "degrade" mode keeps serving from its
 other tiers, "raise" mode raises TierUnavailableError, and the store recovers.
 

@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from tests._netfaults import FaultProxy
+from tests._tiers import tier_of
 from tiers import Cache, MemoryStore
 from tiers._stores import Entry
 from tiers._stores._redis import RedisStore
@@ -663,7 +664,7 @@ def test_a_store_on_a_read_only_replica_reads_and_refuses_writes_clearly(
         assert store.get("c") is None and _whole(store.get("a"), "a")
         assert cache.get("e") == b"through the cache"  # read from the replica
         deadline = time.monotonic() + 5  # the memory tier serves once invalidations flow
-        while cache._tiers[0].suspect and time.monotonic() < deadline:
+        while tier_of(cache).suspect and time.monotonic() < deadline:
             time.sleep(0.01)
         cache.set("d", b"memory keeps it")  # the Redis tier refuses, the memory tier takes it
         assert cache.get("d") == b"memory keeps it"

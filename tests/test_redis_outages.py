@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests._tiers import store_of, tier_of
 from tiers import Cache, MemoryStore
 from tiers._stores import Entry
 from tiers._stores._redis import RedisStore
@@ -94,7 +95,7 @@ def _cache(store: RedisStore, mode: str, coherence: str = "auto") -> Cache:
 def _listening(cache: Cache) -> None:
     """Wait until the cache's invalidation channel is subscribed (its memory tier serves)."""
     deadline = time.monotonic() + 5
-    while cache._tiers[0].suspect:
+    while tier_of(cache).suspect:
         assert time.monotonic() < deadline, "the invalidation channel never subscribed"
         time.sleep(0.01)
 
@@ -115,13 +116,13 @@ def test_coherent_memory_copies_are_not_served_while_redis_is_down(
         assert cache.get("k1") == 1
         getattr(frozen, outage)()
         deadline = time.monotonic() + 5  # a kill is seen at once, a freeze by a ping in ~1.5 s
-        while not cache._tiers[0].suspect:
+        while not tier_of(cache).suspect:
             assert time.monotonic() < deadline, "the lost channel went unnoticed"
             time.sleep(0.01)
         start = time.monotonic()
         assert [cache.get(f"k{i}") for i in range(20)] == [None] * 20
         assert time.monotonic() - start <= 20 * (TIMEOUT + 0.5)
-        assert cache._tiers[0].store.stats().items == 0  # the copies were dropped
+        assert store_of(cache).stats().items == 0  # the copies were dropped
         if outage == "kill":
             frozen.restart_empty()
         else:

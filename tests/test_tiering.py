@@ -1,6 +1,6 @@
-"""Tiering over three and four tiers (DESIGN.md §1.1): write-through, promotion into every
-faster tier with the remaining TTL, removal in every tier, and a failing middle tier under
-``on_tier_error="degrade"`` (skipped, counted, breaker, probe) and ``"raise"``.
+"""Tiering over three and four tiers (docs/architecture.md#1-layers): write-through, promotion
+into every faster tier with the remaining TTL, removal in every tier, and a failing middle tier
+under ``on_tier_error="degrade"`` (skipped, counted, breaker, probe) and ``"raise"``.
 
 Stacks: memory, memory, disk (3) and memory, memory, disk, disk (4), all real stores on one
 fake clock. The failing tier is a real MemoryStore behind a switch that makes its calls raise
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests._tiers import install_clock, store_of, stores_of, tiers_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers._cache import _breaker
 from tiers.errors import TierUnavailableError
@@ -100,16 +101,10 @@ def stores(depth: int, path: Path, middle: Any = None) -> list[Any]:
     return made
 
 
-def install(cache: Cache, clock: FakeClock) -> None:
-    cache._clock = clock
-    for tier in cache._tiers:
-        tier.store.clock = clock
-
-
 def held(cache: Cache, key: str) -> list[Any]:
     """Per tier: the value its store holds live for user key `key`, or MISSING."""
     out = []
-    for tier in cache._tiers:
+    for tier in tiers_of(cache):
         store = tier.store.inner if isinstance(tier.store, FaultyStore) else tier.store
         entry = store.get(cache._key(key))
         if entry is None:
@@ -120,7 +115,7 @@ def held(cache: Cache, key: str) -> list[Any]:
 
 
 def items(cache: Cache) -> list[int]:
-    return [t.store.stats().items for t in cache._tiers]
+    return [store.stats().items for store in stores_of(cache)]
 
 
 @pytest.fixture(params=[3, 4], ids=["3 tiers", "4 tiers"])
@@ -141,11 +136,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 def cache(depth: int, tmp_path: Path, clock: FakeClock) -> Iterator[Cache]:
     c = Cache(*stores(depth, tmp_path))
-    install(c, clock)
+    install_clock(c, clock)
     yield c
     c.close()
-    for tier in c._tiers:
-        tier.store.close()
+    for store in stores_of(c):
+        store.close()
 
 
 @pytest.fixture
@@ -157,11 +152,11 @@ def faulty() -> FaultyStore:
 def degraded(depth: int, tmp_path: Path, clock: FakeClock, faulty: FaultyStore) -> Iterator[Cache]:
     """A cache whose tier 1 is `faulty` (healthy until told otherwise), policy "degrade"."""
     c = Cache(*stores(depth, tmp_path, faulty))
-    install(c, clock)
+    install_clock(c, clock)
     yield c
     c.close()
-    for tier in c._tiers:
-        tier.store.close()
+    for store in stores_of(c):
+        store.close()
 
 
 @pytest.fixture
@@ -185,8 +180,8 @@ def test_set_writes_through_to_every_tier(cache: Cache, mode: str, depth: int) -
     api = Api(cache, mode)
     api.set("k", {"v": 1}, ttl=50, tags=("t",), meta={"m": 1})
     assert held(cache, "k") == [{"v": 1}] * depth
-    for tier in cache._tiers:
-        entry = tier.store.get(cache._key("k"))
+    for store in stores_of(cache):
+        entry = store.get(cache._key("k"))
         assert entry.expires_at == START + 50 and entry.tags == ("t",) and entry.meta == {"m": 1}
     assert [t.sets for t in api.stats().tiers] == [1] * depth
     api.set("k", {"v": 2})
@@ -198,8 +193,8 @@ def test_a_value_only_in_the_slowest_tier_is_promoted_into_every_faster_one(
 ) -> None:
     api = Api(cache, mode)
     api.set("k", "v", ttl=100, tags=("t",))
-    for tier in cache._tiers[:-1]:
-        tier.store.clear()
+    for store in stores_of(cache)[:-1]:
+        store.clear()
     assert held(cache, "k") == [MISSING] * (depth - 1) + ["v"]
     clock.advance(30)
     assert api.get("k") == "v"
@@ -207,8 +202,8 @@ def test_a_value_only_in_the_slowest_tier_is_promoted_into_every_faster_one(
     assert [t.hits for t in stats.tiers] == [0] * (depth - 1) + [1]
     assert [t.misses for t in stats.tiers] == [1] * (depth - 1) + [0]
     assert held(cache, "k") == ["v"] * depth
-    for tier in cache._tiers:  # the remaining 70 s, not a fresh 100, and the same tags
-        entry = tier.store.get(cache._key("k"))
+    for store in stores_of(cache):  # the remaining 70 s, not a fresh 100, and the same tags
+        entry = store.get(cache._key("k"))
         assert entry.expires_at == START + 100 and entry.tags == ("t",)
     clock.advance(69)
     assert api.get("k") == "v"
@@ -225,8 +220,8 @@ def test_a_value_in_a_middle_tier_is_promoted_above_and_slower_tiers_are_not_rea
     api = Api(cache, mode)
     api.set("k", "v")
     answering = depth - 2  # the first disk tier
-    for tier in cache._tiers[:answering]:
-        tier.store.clear()
+    for store in stores_of(cache)[:answering]:
+        store.clear()
     assert api.get("k") == "v"
     stats = api.stats()
     assert [t.hits for t in stats.tiers] == [0] * answering + [1, 0]
@@ -236,10 +231,10 @@ def test_a_value_in_a_middle_tier_is_promoted_above_and_slower_tiers_are_not_rea
 
 def test_a_promotion_that_finds_no_ttl_keeps_none(cache: Cache, depth: int) -> None:
     cache.set("k", "v", ttl=None)
-    for tier in cache._tiers[:-1]:
-        tier.store.clear()
+    for store in stores_of(cache)[:-1]:
+        store.clear()
     assert cache.get("k") == "v"
-    assert [t.store.get(cache._key("k")).expires_at for t in cache._tiers] == [None] * depth
+    assert [store.get(cache._key("k")).expires_at for store in stores_of(cache)] == [None] * depth
 
 
 def test_delete_evict_expire_and_clear_act_on_every_tier(
@@ -252,7 +247,7 @@ def test_delete_evict_expire_and_clear_act_on_every_tier(
     api.set("d", 4, ttl=10)
     api.set("e", 5, ttl=10, tags=("x",))
     assert items(cache) == [5] * depth
-    cache._tiers[0].store.clear()  # some tiers hold entries only through promotion...
+    store_of(cache).clear()  # some tiers hold entries only through promotion...
     assert api.get("b") == 2  # ...with their tags
 
     assert api.delete("a") is True
@@ -283,8 +278,8 @@ def test_get_answers_from_the_slowest_tier_when_the_faster_are_empty(
     api = Api(cache, mode)
     for i in range(5):
         api.set(f"k{i}", i)
-    for tier in cache._tiers[:-1]:
-        tier.store.clear()
+    for store in stores_of(cache)[:-1]:
+        store.clear()
     assert [api.get(f"k{i}") for i in range(5)] == list(range(5))
     assert api.stats().tiers[-1].hits == 5
     assert [api.has(f"k{i}") for i in range(5)] == [True] * 5
@@ -309,7 +304,7 @@ def test_degrade_serves_from_the_other_tiers_and_counts_errors(
     api = Api(degraded, mode)
     api.set("k", "v")
     faulty.failing = True
-    degraded._tiers[0].store.clear()
+    store_of(degraded).clear()
     assert api.get("k") == "v"  # tier 0 missed, tier 1 failed, tier 2 answered
     assert held(degraded, "k")[0] == "v"  # and the value went up into tier 0 all the same
     api.set("j", "w")  # a write skips the failing tier
@@ -351,9 +346,8 @@ def test_the_breaker_opens_after_three_failures_warns_once_and_probes_after_cool
     faulty: FaultyStore,
     depth: int,
     breaker_log: pytest.LogCaptureFixture,
-    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
 ) -> None:
-    monkeypatch.setattr(_breaker, "COOLDOWN", 0.3)
     for i in range(4):
         degraded.set(f"k{i}", i)
     faulty.failing = True
@@ -367,18 +361,18 @@ def test_the_breaker_opens_after_three_failures_warns_once_and_probes_after_cool
     assert "ConnectionError: connection reset by peer" in opened
     # open: the tier is not called at all, and the others serve
     for _ in range(5):
-        degraded._tiers[0].store.clear()
+        store_of(degraded).clear()
         assert degraded.get("k3") == 3
         assert degraded.get("new0") == 0
         degraded.set("other", 1)
         assert degraded.delete("other") is True
     assert faulty.calls == calls
     assert degraded.stats().tiers[1].errors == 3
-    time.sleep(0.35)
-    degraded._tiers[0].store.clear()
+    clock.advance(_breaker.COOLDOWN)
+    store_of(degraded).clear()
     assert degraded.get("k0") == 0  # one probe, still failing: open again
     assert faulty.calls == calls + 1
-    degraded._tiers[0].store.clear()
+    store_of(degraded).clear()
     assert degraded.get("k0") == 0
     assert faulty.calls == calls + 1
     assert degraded.stats().tiers[1].errors == 4
@@ -387,8 +381,8 @@ def test_the_breaker_opens_after_three_failures_warns_once_and_probes_after_cool
         "FaultyStore()) failed to get"
     ]
     faulty.failing = False
-    time.sleep(0.35)
-    degraded._tiers[0].store.clear()
+    clock.advance(_breaker.COOLDOWN)
+    store_of(degraded).clear()
     assert degraded.get("k1") == 1  # the probe succeeds (tier 1 still holds k1)
     assert degraded.stats().tiers[1].hits == 1
     assert [r.levelno for r in breaker_log.records if "answers again" in r.getMessage()] == [
@@ -405,13 +399,13 @@ def test_failures_that_are_not_consecutive_never_open_the_breaker(
     degraded.set("k", "v")
     for _ in range(4):
         faulty.failing = True
-        degraded._tiers[0].store.clear()
+        store_of(degraded).clear()
         assert degraded.get("k") == "v"  # two failures: the read and the copy up
         faulty.failing = False
-        degraded._tiers[0].store.clear()
+        store_of(degraded).clear()
         assert degraded.get("k") == "v"  # an answer from tier 1 resets the count
     calls = faulty.calls
-    degraded._tiers[0].store.clear()
+    store_of(degraded).clear()
     degraded.get("k")
     assert faulty.calls == calls + 1  # never skipped
     assert degraded.stats().tiers[1].errors == 8
@@ -427,7 +421,7 @@ def test_a_failed_write_never_leaves_the_old_value_to_be_served_later(
     faulty.failing = {"set"}
     degraded.set("k", "new")  # tier 1 refuses the write; its old copy is dropped
     faulty.failing = False
-    degraded._tiers[0].store.clear()
+    store_of(degraded).clear()
     assert degraded.get("k") == "new"
     assert held(degraded, "k") == ["new"] * depth
 
@@ -441,7 +435,7 @@ def test_a_tier_down_during_a_write_does_not_serve_the_old_value_after_it_heals(
     degraded.set("k", "new")
     assert degraded.delete("gone") is True
     faulty.failing = False
-    degraded._tiers[0].store.clear()
+    store_of(degraded).clear()
     assert degraded.get("k") == "new"
     assert degraded.get("gone") is None
     assert not degraded.has("gone")
@@ -454,11 +448,11 @@ def test_a_tier_down_during_a_write_does_not_serve_the_old_value_after_it_heals(
 @pytest.fixture
 def strict(depth: int, tmp_path: Path, clock: FakeClock, faulty: FaultyStore) -> Iterator[Cache]:
     c = Cache(*stores(depth, tmp_path, faulty), on_tier_error="raise")
-    install(c, clock)
+    install_clock(c, clock)
     yield c
     c.close()
-    for tier in c._tiers:
-        tier.store.close()
+    for store in stores_of(c):
+        store.close()
 
 
 @pytest.mark.parametrize("error", list(ERRORS))
@@ -468,7 +462,7 @@ def test_raise_reports_the_middle_tier_with_the_cause_and_changes_nothing(
     faulty.error = ERRORS[error]
     api = Api(strict, mode)
     api.set("k", "v", tags=("t",))
-    strict._tiers[0].store.clear()
+    store_of(strict).clear()
     faulty.failing = True
     reads: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
         ("get", ("k",), {}), ("has", ("k",), {}), ("info", ("k",), {}), ("pop", ("k",), {}),
@@ -549,7 +543,7 @@ def test_memoize_over_a_failing_middle_tier_computes_once_and_serves(
     assert results == [81] * 8 and computed == [9]
     key = square.key(9)
     assert held(degraded, key) == [81, MISSING] + [81] * (depth - 2)
-    degraded._tiers[0].store.clear()
+    store_of(degraded).clear()
     assert square(9) == 81  # from the slowest tier, past the failing one
     assert square(9) == 81  # and the fast path again
     assert asyncio.run(degraded.get_async(key)) == 81
@@ -573,6 +567,6 @@ def test_async_memoize_over_a_failing_middle_tier(
         return await asyncio.gather(*(cube(3) for _ in range(10)))
 
     assert asyncio.run(main()) == [27] * 10
-    degraded._tiers[0].store.clear()
+    store_of(degraded).clear()
     assert asyncio.run(cube(3)) == 27
     assert computed == [3]

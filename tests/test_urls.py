@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import tiers
+from tests._tiers import store_of
 from tiers import DiskStore, FolderStore
-from tiers._stores._url import SCHEMES, plan_tier
+from tiers._stores._url import SCHEMES, tier_opener
 from tiers.errors import ConfigError
 
 
@@ -26,7 +27,7 @@ def cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _open(spec: object) -> object:
-    store, _owned = plan_tier(spec)()
+    store, _owned = tier_opener(spec)()
     return store
 
 
@@ -42,7 +43,7 @@ def test_one_slash_is_refused_and_names_the_three_slash_form(cwd: Path, spec: st
 @pytest.mark.parametrize("spec", ["disk://rel", "folder://rel", "disk://rel/sub?max_size=1MB"])
 def test_two_slashes_and_a_relative_path_are_refused(cwd: Path, spec: str) -> None:
     with pytest.raises(ConfigError, match="three slashes before an absolute path") as caught:
-        plan_tier(spec)
+        tier_opener(spec)
     assert ". " not in str(caught.value)  # one sentence
     assert list(cwd.iterdir()) == []
 
@@ -65,11 +66,11 @@ def test_a_unix_socket_url_is_a_redis_tier(cwd: Path) -> None:
 
     cache = tiers.Cache("memory://", "unix:///run/redis/redis.sock?db=1")  # never connects
     try:
-        assert isinstance(cache._tiers[1].store, RedisStore)
+        assert isinstance(store_of(cache, 1), RedisStore)
     finally:
         cache.close()
     with pytest.raises(ConfigError, match="unix://"):
-        plan_tier("unix:/run/redis/redis.sock")  # one slash: not a URL
+        tier_opener("unix:/run/redis/redis.sock")  # one slash: not a URL
 
 
 def _listed(message: str) -> list[str]:
@@ -78,7 +79,7 @@ def _listed(message: str) -> list[str]:
 
 def test_the_unknown_scheme_error_lists_every_accepted_scheme(cwd: Path) -> None:
     with pytest.raises(ConfigError, match="unknown store URL scheme 'bogus'") as caught:
-        plan_tier("bogus://x")
+        tier_opener("bogus://x")
     listed = _listed(str(caught.value))
     assert listed == list(SCHEMES)
     for scheme in ("rediss+cluster", "s3a", "azure", "unix"):
@@ -95,7 +96,7 @@ def test_every_scheme_the_stores_accept_is_listed_and_every_listed_one_is_accept
     refused = []
     for scheme in SCHEMES:
         try:
-            plan_tier(f"{scheme}://host/x")
+            tier_opener(f"{scheme}://host/x")
         except ConfigError as exc:  # refused for its host or path, never for its scheme
             refused.append(str(exc))
     assert not [message for message in refused if "unknown" in message]
@@ -113,7 +114,7 @@ def test_a_word_and_colon_that_is_no_known_scheme_is_refused(cwd: Path, spec: st
 def test_a_known_scheme_without_slashes_is_refused(cwd: Path, spec: str) -> None:
     scheme = spec.split(":", 1)[0]
     with pytest.raises(ConfigError, match=f"starts with {scheme}://"):
-        plan_tier(spec)
+        tier_opener(spec)
 
 
 def test_paths_with_colons_that_are_meant_as_paths_still_work(cwd: Path, tmp_path: Path) -> None:
@@ -129,4 +130,4 @@ def test_paths_with_colons_that_are_meant_as_paths_still_work(cwd: Path, tmp_pat
 
 def test_an_empty_path_is_refused() -> None:
     with pytest.raises(ConfigError, match="must not be empty"):
-        plan_tier("")
+        tier_opener("")

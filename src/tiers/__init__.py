@@ -10,6 +10,7 @@
 from ._cache import Cache
 from ._defaults import default_cache, memoize
 from ._hashing import hash_key
+from ._public import publish
 from ._readthrough import CachingReadableStore
 from ._stores import DiskStore, FolderStore, MemoryStore, NullStore, ObjectStore, RedisStore
 from ._types import MISSING, EntryInfo, Stats
@@ -32,3 +33,6 @@ __all__ = [
     "default_cache",
     "__version__",
 ]
+
+publish(__name__, globals(), __all__)
+del publish

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, overload
 
 from ._cache import Cache
 from ._cache._memoize import Memoized, P, R
-from ._types import MISSING
+from ._cache._options import NAMES
 
 _lock = threading.Lock()
 _default: Cache | None = None
@@ -20,7 +20,7 @@ def default_cache() -> Cache:
 
     Built on first call (``$TIERS_CACHE_DIR`` overrides the directory), then reused.
     """
-    global _default  # noqa: PLW0603  (the one module-level cache DESIGN.md allows)
+    global _default  # noqa: PLW0603  (the one module-level cache: docs/architecture.md)
     if _default is None:
         with _lock:
             if _default is None:
@@ -33,39 +33,19 @@ def memoize(func: Callable[P, R], /) -> Memoized[P, R]: ...  # type: ignore[over
 
 
 @overload
-def memoize(
-    *tiers: object,
-    ttl: Any = ...,
-    tags: Iterable[str] | str = ...,
-    name: str | None = ...,
-    version: str | int | None = ...,
-    ignore: Iterable[str] | str = ...,
-    key: Callable[..., Any] | None = ...,
-    lease: float | None = ...,
-    **cache_options: Any,
-) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
+def memoize(*tiers: object, **options: Any) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
 
 
-def memoize(
-    *tiers: object,
-    ttl: Any = MISSING,
-    tags: Iterable[str] | str = (),
-    name: str | None = None,
-    version: str | int | None = None,
-    ignore: Iterable[str] | str = (),
-    key: Callable[..., Any] | None = None,
-    lease: float | None = None,
-    **cache_options: Any,
-) -> Any:
+def memoize(*tiers: object, **options: Any) -> Any:
     """``@tiers.memoize(*tiers, ttl=..., **cache_options)``: memoize into a `Cache` over these
-    tiers (built here with `cache_options`), or into `default_cache()` when none are given.
-    Bare ``@tiers.memoize`` uses the default cache. Options as `Cache.memoize`."""
-    options = {"ttl": ttl, "tags": tags, "name": name, "version": version, "ignore": ignore,
-               "key": key, "lease": lease}  # fmt: skip
-    if len(tiers) == 1 and _is_function(tiers[0]) and not cache_options:
-        return default_cache().memoize(**options)(tiers[0])  # type: ignore[arg-type]
-    cache = default_cache() if not tiers and not cache_options else Cache(*tiers, **cache_options)
-    return cache.memoize(**options)
+    tiers (built here with the options `Cache()` takes), or into `default_cache()` when none
+    are given. Bare ``@tiers.memoize`` uses the default cache. Memoize options
+    (`MemoizeOptions`) as `Cache.memoize`."""
+    memo = {name: options.pop(name) for name in NAMES & options.keys()}
+    if len(tiers) == 1 and _is_function(tiers[0]) and not options:
+        return default_cache().memoize(**memo)(tiers[0])  # type: ignore[arg-type]
+    cache = default_cache() if not tiers and not options else Cache(*tiers, **options)
+    return cache.memoize(**memo)
 
 
 def _is_function(candidate: object) -> bool:

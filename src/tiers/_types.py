@@ -24,9 +24,6 @@ class _Missing(enum.Enum):
 MISSING: Final = _Missing.MISSING
 """Marks "no value": ``cache.get(key, MISSING) is MISSING`` tells a miss from a cached None."""
 
-MissingType = Literal[_Missing.MISSING]
-
-
 _LATEST = datetime.max.replace(tzinfo=timezone.utc)
 
 

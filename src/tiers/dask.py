@@ -24,14 +24,17 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ._cache import Cache
 from ._cache._memoize import Memoized, P, R
+from ._cache._options import MemoizeOptions, check_names
 from ._defaults import default_cache
-from ._types import MISSING
 from .errors import MissingDependencyError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 try:
     from distributed import WorkerPlugin, get_worker
@@ -108,22 +111,15 @@ def memoize(
     /,
     *,
     cache: str = "default",
-    ttl: Any = MISSING,
-    tags: Iterable[str] | str = (),
-    name: str | None = None,
-    version: str | int | None = None,
-    ignore: Iterable[str] | str = (),
-    key: Callable[..., Any] | None = None,
-    lease: float | None = None,
+    **options: Unpack[MemoizeOptions],
 ) -> Any:
     """``Cache.memoize`` against ``worker_cache(cache)``, resolved when the function is called
     (so it can be defined on the client and pickled into tasks). Options as `Cache.memoize`;
     `name` defaults to the function's qualified name, so every worker uses the same keys."""
-    options = {"ttl": ttl, "tags": tags, "name": name, "version": version, "ignore": ignore,
-               "key": key, "lease": lease}  # fmt: skip
+    check_names("tiers.dask.memoize()", options)
 
     def decorate(function: Callable[P, R]) -> Memoized[P, R]:
-        return _WorkerMemoized(function, cache, options)  # type: ignore[return-value]
+        return _WorkerMemoized(function, cache, dict(options))  # type: ignore[return-value]
 
     return decorate(func) if func is not None else decorate
 

@@ -19,6 +19,7 @@ from ._metrics._otel import instrument_otel
 from ._metrics._prometheus import PrometheusCollector, register_prometheus
 from ._metrics._reading import store_kind
 from ._metrics._timing import LATENCY_BUCKETS, OPERATIONS, time_operations, untime_operations
+from ._public import publish
 
 __all__ = [
     "register_prometheus",
@@ -30,3 +31,6 @@ __all__ = [
     "OPERATIONS",
     "LATENCY_BUCKETS",
 ]
+
+publish(__name__, globals(), __all__)
+del publish

@@ -1,4 +1,5 @@
-"""The Cache: configuration (_core), operations (_async_ops, generated _sync_ops), face (_cache)."""
+"""The Cache: state (_core), tiers (_tier), rules (_policy), I/O (_async, generated _sync), face
+(_cache); see docs/architecture.md."""
 
 from ._cache import Cache
 

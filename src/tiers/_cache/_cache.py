@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Any, NoReturn, overload
+from typing import TYPE_CHECKING, Any, overload
 
+from .._stores._protocol import SupportsKeys, implements
 from .._types import MISSING
-from ._async_ops import AsyncOps
-from ._core import unexpected_options
-from ._memoize import Memoized, P, R, check_options, decorate
-from ._sync_ops import SyncOps
+from ._async.operations import AsyncOps
+from ._memoize import Memoized, P, R, decorate
+from ._options import MemoizeOptions, MemoOptions
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+from ._sync.operations import SyncOps
 
 
 class Cache(SyncOps, AsyncOps):
@@ -40,7 +44,7 @@ class Cache(SyncOps, AsyncOps):
     def __reduce__(self) -> tuple[Any, ...]:
         stores = tuple(t.store for t in self._tiers)
         owned = tuple(t.owned for t in self._tiers)
-        return (_rebuild, (stores, owned, self._options))
+        return (_rebuild, (stores, owned, self._options.as_kwargs()))
 
     # -- memoization -----------------------------------------------------------------------
 
@@ -49,51 +53,23 @@ class Cache(SyncOps, AsyncOps):
 
     @overload
     def memoize(
-        self,
-        func: None = None,
-        /,
-        *,
-        ttl: Any = ...,
-        tags: Iterable[str] | str = ...,
-        name: str | None = ...,
-        version: str | int | None = ...,
-        ignore: Iterable[str] | str = ...,
-        key: Callable[..., Any] | None = ...,
-        lease: float | None = ...,
+        self, func: None = None, /, **options: Unpack[MemoizeOptions]
     ) -> Callable[[Callable[P, R]], Memoized[P, R]]: ...
 
-    def memoize(
-        self,
-        func: Callable[..., Any] | None = None,
-        /,
-        *,
-        ttl: Any = MISSING,
-        tags: Iterable[str] | str = (),
-        name: str | None = None,
-        version: str | int | None = None,
-        ignore: Iterable[str] | str = (),
-        key: Callable[..., Any] | None = None,
-        lease: float | None = None,
-        **unexpected: NoReturn,
-    ) -> Any:
+    def memoize(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """Decorator caching a function's results in this cache (``@cache.memoize`` or
         ``@cache.memoize(ttl=..., version=...)``); see docs/memoize.md.
 
-        Works on functions, methods, static and class methods, and ``async def``. The key is
-        ``name`` (default ``module.qualname``), ``version`` and the content hash of the bound
-        arguments without those named in `ignore`; `key` replaces the hash with its own
-        callable's (called with the same arguments). Concurrent callers of a cold key wait for
-        one computation (as `get_or_set`). Each entry's meta records its provenance.
+        Options (`MemoizeOptions`): `ttl`, `tags`, `name` (default ``module.qualname``),
+        `version`, `ignore` (parameters left out of the key), `key` (a callable replacing
+        the content hash of the bound arguments), `lease`. Works on functions, methods,
+        static and class methods, and ``async def``. Concurrent callers of a cold key wait
+        for one computation (as `get_or_set`). Each entry's meta records its provenance.
         """
-        if unexpected:
-            raise TypeError(unexpected_options("Cache.memoize()", unexpected))
-        options = check_options(
-            self, ttl=ttl, tags=tags, name=name, version=version, ignore=ignore, key=key,
-            lease=lease,
-        )  # fmt: skip
+        checked = MemoOptions.check(self, "Cache.memoize()", options)
         if func is not None:
-            return decorate(self, func, **options)
-        return lambda function: decorate(self, function, **options)
+            return decorate(self, func, checked)
+        return lambda function: decorate(self, function, checked)
 
     # -- mapping protocol ----------------------------------------------------------------
 
@@ -115,8 +91,8 @@ class Cache(SyncOps, AsyncOps):
 
     def __len__(self) -> int:
         """Live entries of this cache's namespace in its most complete (last) tier."""
-        store = self._scan_tier.store
-        return int(store.count(self._prefix)) if hasattr(store, "count") else 0
+        tier = self._scan_tier
+        return int(tier.store.count(self._prefix)) if tier.can.keys else 0
 
     def __iter__(self) -> Iterator[str]:
         return self.keys()
@@ -127,25 +103,30 @@ class Cache(SyncOps, AsyncOps):
         Bad arguments raise here, not at the first ``next()``.
         """
         start = self._scan_prefix(tag, prefix)
-        store = self._scan_tier.store
-        if not hasattr(store, "keys"):
+        tier = self._scan_tier
+        if not tier.can.keys:
             return iter(())
-        return (self._user_key(stored) for stored in store.keys(start, tag))
+        return (self._user_key(stored) for stored in tier.store.keys(start, tag))
 
     def keys_async(
         self, *, tag: str | None = None, prefix: str | None = None
     ) -> AsyncIterator[str]:
-        """Like `keys`, for ``async for`` (the scan runs in a worker thread)."""
+        """Like `keys`, for ``async for`` (the store's ``keys_async``; blocking scans run in a
+        worker thread)."""
         start = self._scan_prefix(tag, prefix)
         return self._keys_async(start, tag)
 
     async def _keys_async(self, start: str, tag: str | None) -> AsyncIterator[str]:
-        store = self._scan_tier.store
-        if not hasattr(store, "keys"):
+        tier = self._scan_tier
+        if not tier.can.keys:
             return
-        import asyncio
+        if implements(tier.store, SupportsKeys):
+            async for stored in tier.store.keys_async(start, tag):
+                yield self._user_key(stored)
+            return
+        import asyncio  # a store without keys_async: its scan runs in a worker thread
 
-        for stored in await asyncio.to_thread(lambda: list(store.keys(start, tag))):
+        for stored in await asyncio.to_thread(lambda: list(tier.store.keys(start, tag))):
             yield self._user_key(stored)
 
     def _scan_prefix(self, tag: object, prefix: object) -> str:

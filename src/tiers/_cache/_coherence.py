@@ -20,16 +20,16 @@ kind of store the guardian is decides how its writes reach the copies above it:
 from __future__ import annotations
 
 import logging
-import math
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from .._rules import positive_seconds
 from .._stores._generations import NEVER
 from .._stores._memory import Guard
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._core import Tier
+    from ._tier import Tier
 
 log = logging.getLogger("tiers")
 
@@ -42,11 +42,7 @@ def check(mode: object, max_age: object) -> float:
     """Validate the options; the max_age in seconds."""
     if mode not in MODES:
         raise ConfigError(f"coherence must be 'auto', 'pull' or 'none', not {mode!r}")
-    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)):
-        raise ConfigError(f"max_age must be a positive number of seconds, not {max_age!r}")
-    if not (max_age > 0 and math.isfinite(max_age)):
-        raise ConfigError(f"max_age must be a positive number of seconds, not {max_age!r}")
-    return float(max_age)
+    return positive_seconds("max_age", max_age)
 
 
 def kind(store: Any, mode: str) -> str | None:
@@ -78,7 +74,9 @@ def assign(tiers: list[Tier], mode: str) -> None:
         elif tier.kind is None and tier.guardian is not None and tier.guardian.kind == LOCAL:
             tier.witness = tier.guardian
     for tier in tiers:
-        tier.revalidating = tier.guards and tier.guardian is not None and tier.guardian.kind == PULL
+        tier.revalidating = (
+            tier.can.guard and tier.guardian is not None and tier.guardian.kind == PULL
+        )
         kinds_below = {t.kind for t in tiers[tier.index + 1 :]}
         tier.capped = PULL in kinds_below and not tier.revalidating
 
@@ -139,7 +137,7 @@ class Channel:
             return
         narrower = prefix if len(prefix) > len(self._prefix) else self._prefix
         for t in self.above:
-            if event.tag is not None and t.evicts:
+            if event.tag is not None and t.can.evict:
                 t.store.evict(event.tag, narrower)
             else:
                 t.store.clear(narrower)

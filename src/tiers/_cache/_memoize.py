@@ -21,7 +21,7 @@ import inspect
 import keyword
 import math
 import reprlib
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
@@ -30,7 +30,8 @@ from .._version import __version__
 
 if TYPE_CHECKING:
     from ._cache import Cache
-    from ._core import Tier
+    from ._options import MemoOptions
+    from ._tier import Tier
 
 P = ParamSpec("P")
 P2 = ParamSpec("P2")
@@ -92,31 +93,16 @@ class Memo:
     path and the alias index of the memory tier."""
 
     __slots__ = (
-        "__weakref__", "cache", "fast_tier", "func", "hits", "ignore", "index", "key_fn",
-        "keyed", "lease", "name", "names", "plain", "prefix", "signature", "single", "tags",
-        "ttl", "version",
+        "__weakref__", "cache", "fast_tier", "func", "hits", "index", "keyed", "name", "names",
+        "options", "plain", "prefix", "signature", "single",
     )  # fmt: skip
 
-    def __init__(
-        self,
-        cache: Cache,
-        func: Callable[..., Any],
-        *,
-        ttl: Any,
-        tags: tuple[str, ...],
-        name: str,
-        version: str | int | None,
-        ignore: frozenset[str],
-        key: Callable[..., Any] | None,
-        lease: float,
-    ) -> None:
+    def __init__(self, cache: Cache, func: Callable[..., Any], options: MemoOptions) -> None:
         self.cache = cache
         self.func = func
-        self.ttl, self.tags, self.lease = ttl, tags, lease
-        self.name = name
-        self.version = version
-        self.ignore = ignore
-        self.key_fn = key
+        self.options = options
+        self.name = name = options.name or _default_name(func)
+        version, ignore = options.version, options.ignore
         self.signature = inspect.signature(func)
         params = list(self.signature.parameters.values())
         self.names = [p.name for p in params]
@@ -127,7 +113,7 @@ class Memo:
         self.hits = 0  # fast-path hits (counted by the generated wrapper)
         self.index: dict[Hashable, Any] = {}
         first = cache._tiers[0]
-        self.fast_tier: Tier | None = first if first.store_links else None
+        self.fast_tier: Tier | None = first if first.can.link else None
 
     def __del__(self) -> None:
         # The function is gone; its fast-path hits stay in the cache's stats.
@@ -148,8 +134,8 @@ class Memo:
 
     def user_key(self, arguments: dict[str, Any]) -> str:
         """``name[@version]/hash`` for these bound arguments."""
-        if self.key_fn is not None:
-            made = self.key_fn(**arguments)
+        if self.options.key is not None:
+            made = self.options.key(**arguments)
             try:
                 return self.prefix + hash_key(made)
             except TypeError as exc:
@@ -179,7 +165,7 @@ class Memo:
         def meta(duration: float) -> dict[str, Any]:
             return {
                 "function": self.name,
-                "version": self.version,
+                "version": self.options.version,
                 "duration_s": round(duration, 6),
                 "computed_at": datetime.fromtimestamp(clock.time(), timezone.utc).isoformat(
                     timespec="milliseconds"
@@ -219,7 +205,9 @@ class Memo:
         """The full path of a call whose arguments are `values` (in parameter order)."""
         arguments = dict(zip(self.names, values, strict=True))
         stored, compute, meta = self._prepare(arguments)
-        value = self.cache._get_or_compute(stored, compute, self.ttl, self.tags, meta, self.lease)
+        value = self.cache._get_or_compute(
+            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
+        )
         self._link(alias, stored)
         return value
 
@@ -227,7 +215,7 @@ class Memo:
         arguments = dict(zip(self.names, values, strict=True))
         stored, compute, meta = self._prepare(arguments)
         value = await self.cache._get_or_compute_async(
-            stored, compute, self.ttl, self.tags, meta, self.lease
+            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
         )
         self._link(alias, stored)
         return value
@@ -236,13 +224,15 @@ class Memo:
         """The full path for functions with ``*args``/``**kwargs`` (no fast path)."""
         arguments = self.bind(args, kwargs)
         stored, compute, meta = self._prepare(arguments)
-        return self.cache._get_or_compute(stored, compute, self.ttl, self.tags, meta, self.lease)
+        return self.cache._get_or_compute(
+            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
+        )
 
     async def call_bound_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         arguments = self.bind(args, kwargs)
         stored, compute, meta = self._prepare(arguments)
         return await self.cache._get_or_compute_async(
-            stored, compute, self.ttl, self.tags, meta, self.lease
+            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
         )
 
     def _link(self, alias: Hashable | None, stored: str) -> None:
@@ -258,56 +248,11 @@ class Memo:
                 tier.store.link(self.index, alias, stored)
 
 
-def check_options(
-    cache: Cache,
-    *,
-    ttl: Any,
-    tags: Any,
-    name: object,
-    version: object,
-    ignore: object,
-    key: object,
-    lease: object,
-) -> dict[str, Any]:
-    """The decorator's options, checked once (each bad one is a one-sentence error)."""
-    cache._expires_at(ttl)
-    if name is not None and (not isinstance(name, str) or not name):
-        raise TypeError(f"name must be a non-empty str or None, not {name!r}")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, (str, int))):
-        kind = type(version).__qualname__
-        raise TypeError(f"version must be a str, an int or None, not {kind!r}")
-    if isinstance(ignore, str):
-        ignore = (ignore,)
-    if not isinstance(ignore, Iterable) or not all(isinstance(n, str) for n in ignore):
-        raise TypeError(f"ignore must be parameter names (strings), not {ignore!r}")
-    if key is not None and not callable(key):
-        raise TypeError(f"key must be a callable or None, not {type(key).__qualname__!r}")
-    return {
-        "ttl": ttl, "tags": cache._check_tags(tags), "name": name, "version": version,
-        "ignore": frozenset(ignore), "key": key, "lease": cache._check_lease(lease),
-    }  # fmt: skip
-
-
-def decorate(
-    cache: Cache,
-    func: Callable[..., Any],
-    *,
-    ttl: Any,
-    tags: tuple[str, ...],
-    name: str | None,
-    version: str | int | None,
-    ignore: frozenset[str],
-    key: Callable[..., Any] | None,
-    lease: float,
-) -> Any:
+def decorate(cache: Cache, func: Callable[..., Any], options: MemoOptions) -> Any:
     """The memoized version of `func` (staticmethod/classmethod objects are unwrapped and
     wrapped again)."""
     if isinstance(func, (staticmethod, classmethod)):
-        inner = decorate(
-            cache, func.__func__, ttl=ttl, tags=tags, name=name, version=version,
-            ignore=ignore, key=key, lease=lease,
-        )  # fmt: skip
-        return type(func)(inner)
+        return type(func)(decorate(cache, func.__func__, options))
     if not callable(func):
         raise TypeError(f"memoize needs a function, not {type(func).__qualname__!r}")
     if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
@@ -319,15 +264,12 @@ def decorate(
         params = inspect.signature(func).parameters
     except (TypeError, ValueError) as exc:
         raise TypeError(f"memoize cannot read the signature of {func!r}: {exc}") from None
-    unknown = sorted(ignore - set(params))
+    unknown = sorted(options.ignore - set(params))
     if unknown:
         raise ValueError(
             f"ignore names {unknown[0]!r}, but {_qualname(func)}() has no such parameter"
         )
-    memo = Memo(
-        cache, func, ttl=ttl, tags=tags, name=name or _default_name(func), version=version,
-        ignore=ignore, key=key, lease=lease,
-    )  # fmt: skip
+    memo = Memo(cache, func, options)
     wrapper = _generate(memo) if _generatable(memo) else _generic(memo)
     functools.update_wrapper(wrapper, func)
 
@@ -418,7 +360,7 @@ def _generate(memo: Memo) -> Callable[..., Any]:
     else:
         lookup = f"_tiers_index[({parts})]"
     is_async = inspect.iscoroutinefunction(memo.func)
-    fast = memo.fast_tier is not None and memo.key_fn is None
+    fast = memo.fast_tier is not None and memo.options.key is None
     source = (_FAST_PATH if fast else _FULL_PATH).format(
         async_="async " if is_async else "",
         await_="await " if is_async else "",

@@ -26,7 +26,7 @@ _ACCEPTED = ", ".join(f"{scheme}://" for scheme in SCHEMES) + ", or a plain path
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")  # RFC 3986: a scheme, then ":"
 
 
-def plan_tier(spec: object) -> Callable[[], tuple[Any, bool]]:
+def tier_opener(spec: object) -> Callable[[], tuple[Any, bool]]:
     """Check `spec` completely and return what opens it, as ``(store, owned)``: `owned` when
     built here from a path or URL. Nothing is created before the call, so a cache whose last
     tier is misspelt leaves no directory behind for the first."""

@@ -1,4 +1,4 @@
-"""Primitives the async orchestration uses; _sync_prims.py has their blocking twins."""
+"""Primitives the async orchestration uses; `_sync/prims.py` has their blocking twins."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .._flight import Flight, wait_async
+from ..._flight import Flight, wait_async
 
 _T = TypeVar("_T")
 

@@ -1,4 +1,4 @@
-"""Blocking twins of _async_prims.py, used by the generated _sync_ops.py."""
+"""Blocking twins of `_async/prims.py`, used by the generated modules of this package."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._flight import STALLS, Flight, wait
+from ..._flight import STALLS, Flight, wait
 
 _T = TypeVar("_T")
 

@@ -1,0 +1,148 @@
+"""One computation per missing key (written once, as coroutines).
+
+Within a process, callers of a key join one *flight* (`tiers._flight.Flights`): one leader
+computes, the others wait for its value or exception; a waiter whose leader was interrupted
+takes over. Across processes, the leader also takes a leased lock of the *lock tier* (the
+slowest tier with locks), renews it while computing, and stores its result only while the
+lease is current (a `Fence`: see `_write_fenced_async` in `tiering`). When the lock tier
+fails, callers retry with backoff for a lease, then compute without it (counted).
+
+Generated into ``_sync/single_flight.py`` by scripts/unasync.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from ..._flight import INTERRUPTED
+from ..._types import MISSING
+from .._core import Meta
+from .._tier import Fence, Tier
+from .prims import (
+    call_factory_async,
+    sleep_async,
+    start_renewer_async,
+    wait_flight_async,
+)
+from .tiering import AsyncTiering
+
+
+class AsyncSingleFlight(AsyncTiering):
+    """`get_or_set` and memoize past their argument checks."""
+
+    async def _get_or_compute_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float,
+    ) -> Any:  # fmt: skip
+        """`get_or_set` past argument checks (memoize checks its options once and calls this)."""
+        value = await self._lookup_async(k)
+        if value is not MISSING:
+            return value
+        self._misses += 1
+        handed_over = False  # a leader was interrupted: another may have stored it since
+        while True:
+            flight, leader = self._flights.join(k)
+            if not leader:
+                value = await wait_flight_async(flight)
+                if value is not INTERRUPTED:
+                    return value
+                handed_over = True
+                continue
+            try:
+                value = await self._lookup_async(k, counted=False) if handed_over else MISSING
+                if value is MISSING:
+                    value = await self._compute_async(k, factory, ttl, tags, meta, lease)
+            except Exception as exc:
+                flight.set_exception(exc)
+                raise
+            except BaseException:
+                flight.set_result(INTERRUPTED)
+                raise
+            else:
+                flight.set_result(value)
+                return value
+            finally:
+                self._flights.finish(k, flight)
+
+    async def _compute_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float,
+    ) -> Any:  # fmt: skip
+        """Compute and store, holding the cross-process lock of the lock tier if there is one;
+        the result is stored only while that lock's lease is current (see `Fence`)."""
+        tier = self._lock_tier
+        if tier is None:
+            return await self._produce_async(k, factory, ttl, tags, meta)
+        if not tier.breaker.allow():  # known to be failing: no lock to wait for
+            tier.lock_fallbacks += 1
+            return await self._produce_async(k, factory, ttl, tags, meta)
+        name = "flight/" + k
+        token = uuid.uuid4().hex
+        taken, value = await self._take_lock_async(tier, k, name, token, lease)
+        if not taken:
+            if value is not MISSING:  # stored by the holder while we waited
+                return value
+            return await self._produce_async(k, factory, ttl, tags, meta)
+        fence = Fence(tier, name, token, lease, time.monotonic())
+        try:
+            value = await self._lookup_async(k, counted=False)  # stored by the previous holder?
+            if value is not MISSING:
+                return value
+            renewer = start_renewer_async(lambda: self._renew_async(fence, k), lease / 3)
+            try:
+                return await self._produce_async(k, factory, ttl, tags, meta, fence)
+            finally:
+                renewer.stop()
+        finally:
+            with contextlib.suppress(Exception):
+                await tier.store.release_lock_async(name, token)
+
+    async def _take_lock_async(
+        self, tier: Tier, k: str, name: str, token: str, lease: float
+    ) -> tuple[bool, Any]:
+        """Wait for lock `name` of `tier`: (True, MISSING) once it is ours, (False, value) if
+        its holder stored the value meanwhile, (False, MISSING) if the tier failed for a whole
+        `lease` (the caller computes without the lock). Failures are retried with backoff."""
+        delay = 0.002
+        failing_since: float | None = None
+        while True:
+            try:
+                acquired = await tier.store.acquire_lock_async(name, token, lease)
+            except Exception as exc:
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if self._lock_failed(tier, exc, now - failing_since, lease):
+                    return False, MISSING
+                delay = max(delay, 0.05)
+            else:
+                if failing_since is not None:  # it answers again (and reads may use it)
+                    tier.breaker.success()
+                    failing_since = None
+                if acquired:
+                    return True, MISSING
+            await sleep_async(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.05 if failing_since is None else 1.0)
+            value = await self._lookup_async(k, counted=False)
+            if value is not MISSING:
+                return False, value
+
+    async def _renew_async(self, fence: Fence, k: str) -> bool:
+        """Extend `fence`'s lease (from the renewer); False, logged, once it is lost."""
+        held = await fence.tier.store.renew_lock_async(fence.name, fence.token, fence.lease)
+        return self._renewed(fence, k, held)
+
+    async def _produce_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        fence: Fence | None = None,
+    ) -> Any:  # fmt: skip
+        started = time.perf_counter()
+        value = self._normalized(k, await call_factory_async(factory))
+        if callable(meta):  # provenance: completed with the computation's duration
+            meta = meta(time.perf_counter() - started)
+        await self._store_async([(k, value)], self._expires_at(ttl), tags, meta, fence)
+        return value

@@ -1,0 +1,377 @@
+"""How reads fall through the tiers and writes reach all of them (written once, as coroutines).
+
+A read (`_lookup_async`) asks the tiers fastest first. It skips a tier whose breaker is open,
+one that may have missed invalidations (`suspect`), and one that missed a write of the key
+while failing (`stale`); it decodes the first live answer, removes what must not be used
+(`_refuse_async`), and copies the value into the faster tiers with its remaining time
+(`_promote_async`) — each copy conditional on the key being unchanged since the read began
+(epochs, generations: see _coherence). A write (`_store_async`) encodes every value first, then
+writes the tiers slowest first, a computed value to its lock's tier first and only under a
+current lease (`_write_fenced_async`). A tier that fails a write loses its copy, or is marked
+stale for the key. The I/O-free rules these follow are in `.._policy`.
+
+Generated into ``_sync/tiering.py`` by scripts/unasync.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..._codec import Rejected
+from ..._stores import Entry
+from ..._stores._generations import new_stamp
+from ..._stores._protocol import UNCHANGED
+from ..._stores._writer import writing
+from ..._types import MISSING
+from .._coherence import LOCAL
+from .._policy import Policy
+from .._tier import Fence, Tier
+
+
+class AsyncTiering(Policy):
+    """Lookup, promotion and write-through over the tiers."""
+
+    async def _lookup_async(self, k: str, *, counted: bool = True) -> Any:
+        """The value of stored key `k` or MISSING; promotes what slower tiers return.
+
+        `counted=False` for the repeated looks of a caller waiting for another's computation:
+        their misses are not new misses.
+        """
+        epochs: dict[int, int] | None = None
+        for tier in self._tiers:
+            if tier.suspect:  # it may have missed invalidations: not read at all (and a copy
+                epochs = self._epoch_before_copy(tier, k, epochs)  # put in once it is back
+                continue  # must not miss one either)
+            if tier.breaker.open_until and not tier.breaker.allow():
+                continue
+            if tier.stale and k in tier.stale:  # its copy may predate a write: a miss here
+                await self._drop_async(tier, k)
+                continue
+            if tier.witness is not None:
+                epochs = self._witnessed(tier, k, epochs)
+            try:
+                entry = await tier.store.get_async(k)
+            except Exception as exc:
+                self._failed(tier, exc, "get")
+                continue
+            if tier.breaker.failures:
+                tier.breaker.success()  # a miss is an answer too: the failures were not consecutive
+            value = await self._answer_async(tier, k, entry, epochs, counted)
+            if value is not MISSING:
+                return value
+            epochs = self._epoch_before_copy(tier, k, epochs)  # a slower tier may promote
+        return MISSING
+
+    async def _lookup_many_async(self, stored: list[str]) -> dict[str, Any]:
+        """{stored key: value} of the keys some tier has: `_lookup_async` for many keys, each
+        tier asked for all its misses at once (in one call where its store takes batches)."""
+        found: dict[str, Any] = {}
+        remaining = list(stored)
+        epochs: dict[str, dict[int, int] | None] = dict.fromkeys(stored)
+        for tier in self._tiers:
+            if not remaining:
+                break
+            if not tier.breaker.allow() or tier.suspect:
+                continue
+            asked = [k for k in remaining if not (tier.stale and k in tier.stale)]
+            if tier.witness is not None:
+                for k in asked:
+                    epochs[k] = self._witnessed(tier, k, epochs[k])
+            try:
+                if tier.can.batch:
+                    entries = await tier.store.get_many_async(asked)
+                else:
+                    entries = [await tier.store.get_async(k) for k in asked]
+            except Exception as exc:
+                self._failed(tier, exc, "get")
+                continue
+            if tier.breaker.failures:
+                tier.breaker.success()
+            for k, entry in zip(asked, entries, strict=True):
+                value = await self._answer_async(tier, k, entry, epochs[k])
+                if value is MISSING:
+                    epochs[k] = self._epoch_before_copy(tier, k, epochs[k])
+                else:
+                    found[k] = value
+            remaining = [k for k in remaining if k not in found]
+        return found
+
+    async def _answer_async(
+        self, tier: Tier, k: str, entry: Entry | None, epochs: dict[int, int] | None,
+        counted: bool = True,
+    ) -> Any:  # fmt: skip
+        """The value `tier` answered for `k` (`entry`), copied into the faster tiers under
+        `epochs`; MISSING if it has none live (a copy due for revalidation is revalidated
+        first) or none that may be used (removed unless foreign, counted)."""
+        if entry is None:
+            if tier.revalidating:
+                value = await self._revalidate_async(tier, k)
+                if value is not MISSING:
+                    return value
+            tier.misses += counted
+            return MISSING
+        try:
+            value = self._decode(tier, k, entry)
+        except Rejected as exc:
+            await self._refuse_async(tier, k, exc)
+            return MISSING
+        tier.hits += 1
+        if tier.index:
+            await self._promote_async(tier, k, entry, value, epochs)
+        return value
+
+    async def _revalidate_async(self, tier: Tier, k: str) -> Any:
+        """The value of `tier`'s copy of `k` that is due for revalidation, once its guardian
+        says it is unchanged (without sending it where the store can); the new value if it
+        changed; MISSING if it is gone, or cannot be asked (the copy is then not served)."""
+        copy = tier.store.due_copy(k)
+        source = tier.guardian
+        if copy is None or source is None or source.suspect or not source.breaker.allow():
+            return MISSING
+        epoch = tier.store.epoch(k) if tier.can.epoch else None
+        try:
+            if source.can.revalidate and copy.version is not None:
+                found = await source.store.revalidate_async(k, copy.version)
+            else:
+                found = await source.store.get_async(k)
+        except Exception as exc:
+            self._failed(source, exc, "revalidate")
+            return MISSING
+        if found is UNCHANGED:
+            tier.store.renew(k, copy, self._max_age)
+            tier.hits += 1
+            return copy.value
+        if found is None:
+            await self._drop_async(tier, k)
+            return MISSING
+        try:
+            value = self._decode(source, k, found)
+        except Rejected as exc:
+            await self._refuse_async(source, k, exc)
+            await self._drop_async(tier, k)
+            return MISSING
+        source.hits += 1
+        await self._promote_async(
+            source, k, found, value, None if epoch is None else {tier.index: epoch}
+        )
+        return value
+
+    async def _peek_async(self, k: str) -> tuple[Tier, Entry] | None:
+        """The first tier holding `k` live and its entry, read without the value if it can."""
+        for tier in self._tiers:
+            if not tier.breaker.allow() or (tier.stale and k in tier.stale):
+                continue
+            try:
+                if tier.can.info:
+                    entry = await tier.store.info_async(k)
+                else:
+                    entry = await tier.store.get_async(k)
+            except Exception as exc:
+                self._failed(tier, exc, "look up")
+                continue
+            if entry is not None:
+                return tier, entry
+        return None
+
+    async def _promote_async(
+        self, source: Tier, k: str, entry: Entry, value: Any, epochs: dict[int, int] | None
+    ) -> None:
+        """Copy an entry `source` returned into the faster tiers, slowest first (each copy
+        conditional on the key being unchanged since the look began, where its tier can)."""
+        live, encoded = self._promotion(source, k, entry, value)
+        stamps = {i: e for i, e in (epochs or {}).items() if self._tiers[i].kind == LOCAL}
+        for tier in reversed(self._tiers[: source.index]):
+            if not tier.breaker.allow() or tier.suspect:
+                continue
+            copy = live if tier.holds_objects else encoded
+            try:
+                epoch = (epochs or {}).get(tier.index)
+                await self._put_copy_async(tier, k, copy, epoch, stamps, source)
+            except Exception as exc:  # a failed copy costs a later miss, never the read
+                tier.errors += 1
+                tier.breaker.failure(exc, "copy a value up")
+            else:
+                tier.stale.discard(k)
+
+    async def _put_copy_async(
+        self, tier: Tier, k: str, copy: Entry, epoch: int | None, stamps: dict[int, int],
+        source: Tier | None,
+    ) -> bool:  # fmt: skip
+        """Write `copy` of `k` (from `source`, None for the caller's own write) into `tier`,
+        guarded as its guardian requires (see _coherence). `stamps`: the generation each LOCAL
+        tier was written or read under, by tier index; this write's is added."""
+        copy, guard, due = self._copy_terms(tier, k, copy, stamps, source)
+        if tier.can.guard and (guard is not None or due is not None):
+            stored: bool = await tier.store.set_async(k, copy, epoch, guard, due)
+        elif tier.watched:  # (the copies above take the stamp it writes)
+            written = new_stamp()
+            stored = await tier.store.set_async(k, copy, epoch, written)
+            if stored:
+                stamps[tier.index] = written
+        elif tier.can.epoch:
+            stored = await tier.store.set_async(k, copy, epoch)
+        else:
+            stored = await tier.store.set_async(k, copy)
+        return stored
+
+    async def _store_async(
+        self, items: list[tuple[str, Any]], expires_at: float | None, tags: tuple[str, ...],
+        meta: dict[str, Any] | None, fence: Fence | None = None,
+    ) -> None:  # fmt: skip
+        """Write (stored key, value) pairs to every tier, slowest first, each tier in one batch
+        when its store can. Every value is encoded before anything is written. With a
+        `fence` (one computed item), its lock's tier is written first and only while the
+        lease is current; if it is not, nothing is written."""
+        with writing(self._writer):  # (its announcements name this cache)
+            encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
+            epochs = self._epochs_before_write([k for k, _value in items])
+            stamps: dict[str, dict[int, int]] = {}
+            written = False
+            for tier in self._write_order(fence):
+                if await self._bypassed_async(tier, [k for k, _live, _encoded in encoded]):
+                    continue
+                batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
+                try:
+                    if fence is not None and tier is fence.tier:
+                        if not await self._write_fenced_async(fence, batch[0], stamps):
+                            return
+                    else:
+                        await self._write_async(tier, batch, epochs, stamps)
+                except Exception as exc:
+                    await self._write_failed_async(tier, batch, written, stamps)
+                    self._failed(tier, exc, "set")
+                    continue
+                written = True
+                self._wrote(tier, encoded)
+
+    async def _bypassed_async(self, tier: Tier, keys: list[str]) -> bool:
+        """True if a write of `keys` skips `tier`: its breaker is open (its copies are then
+        never served until healed), or it is suspect (its copies go now)."""
+        if not tier.breaker.allow():
+            for k in keys:
+                self._missed(tier, k)
+            return True
+        if tier.suspect:  # bypassed until its invalidations flow: its old copies go
+            for k in keys:
+                await self._drop_async(tier, k)
+            return True
+        return False
+
+    async def _write_fenced_async(
+        self, fence: Fence, item: tuple[str, Entry], stamps: dict[str, dict[int, int]]
+    ) -> bool:
+        """Write a computed entry to its lock's tier if the lease is still current; False,
+        counted and logged, if it is not (nothing written)."""
+        tier, (k, entry) = fence.tier, item
+        stamped = stamps.setdefault(k, {})
+        if not tier.can.fence:  # a store without fenced writes: check the lease, then write
+            held = await tier.store.renew_lock_async(fence.name, fence.token, fence.lease)
+            if held:
+                await self._write_async(tier, [item], {}, stamps)
+        elif tier.watched:  # (the copies above take the stamp it writes)
+            stamped[tier.index] = tier.store.epoch(k)  # what they keep if this write fails
+            written = new_stamp()
+            held = await tier.store.set_if_held_async(k, entry, fence.name, fence.token, written)
+            if held:
+                stamped[tier.index] = written
+        else:
+            held = await tier.store.set_if_held_async(k, entry, fence.name, fence.token)
+        if not held:
+            self._lease_lost(fence, k)
+        return bool(held)
+
+    async def _write_failed_async(
+        self, tier: Tier, batch: list[tuple[str, Entry]], written: bool,
+        stamps: dict[str, dict[int, int]],
+    ) -> None:  # fmt: skip
+        """`tier` failed to take `batch` (the caller then reports it)."""
+        if written or not self._raise:
+            # Other tiers hold (or will hold) the new values: this tier's old copies must not
+            # be served later, nor, when raising now, the faster tiers' copies.
+            for doomed in self._tiers[: tier.index + 1] if self._raise else (tier,):
+                for k, _entry in batch:
+                    await self._drop_async(doomed, k)
+        # Under "raise" with nothing written yet, every tier keeps its previous values, but for
+        # the copies answering to this tier: it may yet apply the write (a reply lost). (Under
+        # "degrade" the faster tiers take the new values next.)
+        if self._raise:
+            await self._unsure_async(tier, [k for k, _entry in batch])
+        if tier.watched:  # the copies above answer to what it holds now
+            for k, _entry in batch:
+                stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
+
+    async def _unsure_async(
+        self, tier: Tier, keys: list[str] | None = None, tag: str | None = None,
+        prefix: str | None = None,
+    ) -> None:  # fmt: skip
+        """`tier` failed a change of `keys` (None: of everything under the prefix, or what has
+        `tag`) that it may apply all the same (a timeout): the copies answering to it go, as
+        the change's announcement would have taken them (this cache skips its own)."""
+        for above in self._tiers[: tier.index]:
+            if above.guardian is not tier:
+                continue
+            try:
+                if keys is not None:
+                    for k in keys:
+                        await above.store.delete_async(k)
+                elif tag is not None and above.can.evict:
+                    await above.store.evict_async(tag, self._prefix)
+                else:
+                    await above.store.clear_async(prefix or self._prefix)
+            except Exception:  # it cannot be emptied: it is not read until a write heals it
+                for k in keys or ():
+                    self._missed(above, k)
+
+    async def _write_async(
+        self, tier: Tier, batch: list[tuple[str, Entry]], epochs: dict[tuple[int, str], int],
+        stamps: dict[str, dict[int, int]],
+    ) -> None:  # fmt: skip
+        """Write `batch` to `tier`: in one call when its store takes batches and its copies
+        need no guard, else entry by entry (see `_put_copy_async`)."""
+        if tier.watched:  # should this write fail, the copies above keep what it had
+            for k, _entry in batch:
+                stamps.setdefault(k, {})[tier.index] = tier.store.epoch(k)
+        if len(batch) > 1 and tier.can.batch and tier.guardian is None and tier.kind != LOCAL:
+            await tier.store.set_many_async(batch)
+            return
+        for k, entry in batch:
+            epoch = epochs.get((tier.index, k))
+            await self._put_copy_async(tier, k, entry, epoch, stamps.setdefault(k, {}), None)
+
+    async def _delete_stored_async(self, k: str) -> bool:
+        with writing(self._writer):  # (its announcements name this cache)
+            found = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    self._missed(tier, k)
+                    continue
+                try:
+                    removed = await tier.store.delete_async(k)
+                except Exception as exc:
+                    await self._unsure_async(tier, [k])
+                    self._failed(tier, exc, "delete")  # raises under "raise": the caller knows
+                    self._missed(tier, k)
+                    continue
+                if tier.stale:
+                    tier.stale.discard(k)
+                if tier.breaker.failures:
+                    tier.breaker.success()
+                if removed:
+                    tier.deletes += 1
+                    found = found or not self._copy_of_local(tier)
+            return found
+
+    async def _refuse_async(self, tier: Tier, k: str, exc: Rejected) -> None:
+        """`tier`'s entry of `k` must not be used: counted, and removed unless it is intact
+        but signed with another secret (see `_rejected`)."""
+        if self._rejected(tier, k, exc):
+            await self._drop_async(tier, k)
+
+    async def _drop_async(self, tier: Tier, k: str) -> None:
+        """Remove `k` from `tier` if it can; else remember that its copy must not be served."""
+        try:
+            await tier.store.delete_async(k)
+        except Exception:
+            self._missed(tier, k)
+        else:
+            tier.stale.discard(k)

@@ -1,0 +1,349 @@
+# Generated from _async/operations.py by scripts/unasync.py: do not edit by hand.
+"""Blocking twin of ``_async/operations.py`` (generated; the docstring is there)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Callable, Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ..._codec import Rejected
+from ..._hashing import hash_key
+from ..._stores import StoreCounters
+from ..._stores._writer import writing
+from ..._types import MISSING, EntryInfo, Stats, TierHealth
+from .._core import file_bytes, write_temp_file
+from .._options import unexpected_options
+from .prims import (
+    to_thread,
+)
+from .single_flight import SyncSingleFlight
+
+_PROBE = "\0tiers health check"  # the key `check` reads: never written
+
+
+class SyncOps(SyncSingleFlight):
+    """The I/O methods of `Cache`."""
+
+    def get(self, key: object, default: Any = None) -> Any:
+        """The value of `key` from the first tier that has it live, else `default`.
+
+        A value found in a slower tier is copied into the faster ones with its remaining TTL.
+        Expired, damaged and unauthenticated entries are misses (removed and counted).
+        """
+        k = self._key(key)
+        first = self._tiers[0]
+        if first.direct and not first.suspect and not (first.stale and k in first.stale):
+            entry = first.store.get(k)  # (a MemoryStore: no I/O, nothing to fail)
+            if entry is not None:
+                first.hits += 1
+                return entry.value
+        value = self._lookup(k)
+        if value is MISSING:
+            self._misses += 1
+            return default
+        return value
+
+    def set(
+        self,
+        key: object,
+        value: Any,
+        *,
+        ttl: Any = MISSING,
+        tags: Any = (),
+        meta: Any = None,
+        bind: Any = None,
+        **unexpected: NoReturn,
+    ) -> None:
+        """Store `value` under `key` in every tier (slowest first).
+
+        `ttl`: seconds or a timedelta (default: the cache's), None for no expiry. `tags`:
+        strings for `evict`. `meta`: JSON-serialisable provenance shown by `info`. `bind`: a
+        weak-referenceable object; the entry is deleted when it is garbage-collected.
+        """
+        if unexpected:
+            raise TypeError(unexpected_options("Cache.set()", unexpected))
+        k = self._key(key)
+        self._check_bind(bind)
+        expires_at = self._expires_at(ttl)
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        self._store([(k, value)], expires_at, checked_tags, checked_meta)
+        if bind is not None or self._binds:
+            self._bind(k, bind)
+
+    def get_many(self, keys: Iterable[Any], default: Any = None) -> dict[Any, Any]:
+        """``{key: value}`` for `keys` (`default` for those no tier has), asking each tier for
+        all the keys it still misses at once where its store can (e.g. one Redis round trip).
+        Hits in slower tiers are copied up as with `get`."""
+        requested = list(dict.fromkeys(keys))
+        stored = [self._key(key) for key in requested]
+        found = self._lookup_many(stored)
+        out: dict[Any, Any] = {}
+        for key, k in zip(requested, stored, strict=True):
+            value = found.get(k, MISSING)
+            if value is MISSING:
+                self._misses += 1
+                value = default
+            out[key] = value
+        return out
+
+    def set_many(
+        self, items: Mapping[Any, Any], *, ttl: Any = MISSING, tags: Any = (), meta: Any = None
+    ) -> None:
+        """Store every ``key: value`` of `items` in every tier, each tier in one batch where its
+        store can; options as `set`. All values are encoded before anything is written."""
+        if not isinstance(items, Mapping):
+            raise TypeError(
+                f"set_many takes a mapping of keys to values, not {type(items).__qualname__!r}"
+            )
+        expires_at = self._expires_at(ttl)
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        pairs = [(self._key(key), value) for key, value in items.items()]
+        for k, _value in pairs:
+            self._unbind(k)
+        if pairs:
+            self._store(pairs, expires_at, checked_tags, checked_meta)
+
+    def add(
+        self, value: Any, *, key: object = None, ttl: Any = MISSING, tags: Any = (),
+        meta: Any = None,
+    ) -> str:  # fmt: skip
+        """Store `value`; with no `key`, under its content hash (`hash_key`). Returns the key."""
+        if key is None:
+            key = hash_key(value)
+        name = key if isinstance(key, str) else self._user_key(self._key(key))
+        self.set(name, value, ttl=ttl, tags=tags, meta=meta)
+        return name
+
+    def pop(self, key: object, default: Any = MISSING) -> Any:
+        """Remove `key` from every tier and return its value; KeyError if absent and no default.
+
+        (`MISSING` as `default` means "no default".) Each store removes atomically: among
+        processes popping one key of a shared tier, one gets its value.
+        """
+        with writing(self._writer):  # (its announcements name this cache)
+            k = self._key(key)
+            self._unbind(k)
+            value: Any = MISSING
+            for tier in self._tiers:
+                if not tier.breaker.allow():
+                    continue
+                try:
+                    if tier.can.pop:
+                        entry = tier.store.pop(k)
+                    else:
+                        entry = tier.store.get(k)
+                        if entry is not None:
+                            tier.store.delete(k)
+                except Exception as exc:
+                    self._failed(tier, exc, "pop")
+                    continue
+                if entry is None:
+                    continue
+                tier.deletes += 1
+                if value is MISSING:
+                    try:
+                        value = self._decode(tier, k, entry)
+                    except Rejected as exc:
+                        self._rejected(tier, k, exc)
+            if value is MISSING:
+                if default is MISSING:
+                    raise KeyError(key)
+                return default
+            return value
+
+    def delete(self, key: object) -> bool:
+        """Remove `key` from every tier; True if any tier had it live."""
+        k = self._key(key)
+        self._unbind(k)
+        return self._delete_stored(k)
+
+    def has(self, key: object) -> bool:
+        """True if some tier holds `key` live (without loading or verifying its value)."""
+        return self._peek(self._key(key)) is not None
+
+    def touch(self, key: object, *, ttl: Any) -> bool:
+        """Give `key` a new expiry (`ttl` seconds from now; None: never) in every tier."""
+        with writing(self._writer):  # (its announcements name this cache)
+            k = self._key(key)
+            expires_at = self._expires_at(ttl)
+            found = False
+            for tier in reversed(self._tiers):
+                if not tier.breaker.allow():
+                    continue
+                try:
+                    if self._copy_of_local(tier) and tier.can.guard:  # its guard refuses it now
+                        tier.store.delete(k)
+                    elif tier.can.touch:
+                        found = tier.store.touch(k, expires_at) or found
+                    else:
+                        entry = tier.store.get(k)
+                        if entry is not None:  # a copy: the store may have handed out its own
+                            renewed = replace(entry, expires_at=expires_at)
+                            found = tier.store.set(k, renewed) or found
+                except Exception as exc:
+                    self._failed(tier, exc, "touch")
+            return found
+
+    def expire(self) -> int:
+        """Remove expired entries from every tier; return how many (from the tier that had most)."""
+        self._check_open()
+        counts = [0]
+        for tier in reversed(self._tiers):
+            if tier.can.expire and tier.breaker.allow():
+                try:
+                    n = tier.store.expire()
+                    counts.append(0 if self._copy_of_local(tier) else n)
+                except Exception as exc:
+                    self._failed(tier, exc, "expire")
+        return max(counts)
+
+    def evict(self, tag: str) -> int:
+        """Remove the entries tagged `tag` from every tier; return how many."""
+        with writing(self._writer):  # (its announcements name this cache)
+            self._check_open()
+            self._check_tags((tag,))
+            counts = [0]
+            for tier in reversed(self._tiers):
+                if tier.can.evict and tier.breaker.allow():
+                    try:
+                        n = tier.store.evict(tag, self._prefix)
+                        counts.append(0 if self._copy_of_local(tier) else n)
+                    except Exception as exc:
+                        self._unsure(tier, tag=tag)
+                        self._failed(tier, exc, "evict")
+            return max(counts)
+
+    def clear(self) -> int:
+        """Remove every entry of this cache (its namespace) from every tier; return how many."""
+        self._check_open()
+        self._unbind_all()
+        return self._clear_under(self._prefix)
+
+    def _clear_under(self, prefix: str) -> int:
+        """Remove the stored keys starting with `prefix` from every tier; return how many."""
+        with writing(self._writer):  # (its announcements name this cache)
+            self._check_open()
+            counts = [0]
+            for tier in reversed(self._tiers):
+                if tier.breaker.allow():
+                    try:
+                        n = tier.store.clear(prefix)
+                        counts.append(0 if self._copy_of_local(tier) else n)
+                    except Exception as exc:
+                        self._unsure(tier, prefix=prefix)
+                        self._failed(tier, exc, "clear")
+            return max(counts)
+
+    def info(self, key: object) -> EntryInfo | None:
+        """What the first tier holding `key` knows about it, without the value; None if absent."""
+        k = self._key(key)
+        found = self._peek(k)
+        return None if found is None else self._info(found[0], self._user_key(k), found[1])
+
+    def get_or_set(
+        self,
+        key: object,
+        factory: Callable[[], Any],
+        *,
+        ttl: Any = MISSING,
+        tags: Any = (),
+        meta: Any = None,
+        lease: float | None = None,
+        **unexpected: NoReturn,
+    ) -> Any:
+        """The value of `key`, computing it with `factory()` once if it is missing.
+
+        Concurrent callers of a missing key wait for one computation: threads and coroutines
+        of this process, and other processes (or machines) sharing a tier with locks. A lock
+        holder that dies loses the lock after `lease` seconds (default: the cache's); a live
+        one keeps renewing it, and one that lost it anyway (paused, or `factory` holding the
+        GIL past the lease) does not store its result over its successor's. If `factory`
+        raises, every waiting caller gets the exception.
+        """
+        if unexpected:
+            raise TypeError(unexpected_options("Cache.get_or_set()", unexpected))
+        if not callable(factory):
+            raise TypeError(f"factory must be callable, not {type(factory).__qualname__!r}")
+        k = self._key(key)
+        self._expires_at(ttl)  # validate now; the expiry itself counts from the computation
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        lease_s = self._check_lease(lease)
+        return self._get_or_compute(
+            k, factory, ttl, checked_tags, checked_meta, lease_s
+        )
+
+    @contextmanager
+    def getfile(
+        self,
+        key: object,
+        *,
+        delete: bool = True,
+        suffix: str = "",
+        directory: str | os.PathLike[str] | None = None,
+    ) -> Iterator[Path]:
+        """A file (mode 0600) holding the bytes or str value of `key`, removed on exit if
+        `delete`. KeyError if the key is absent, TypeError if its value is not bytes or str."""
+        self._check_getfile(delete, suffix, directory)
+        value = self.get(key, MISSING)
+        if value is MISSING:
+            raise KeyError(key)
+        path = to_thread(write_temp_file, file_bytes(key, value), suffix, directory)
+        try:
+            yield path
+        finally:
+            if delete:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+    def stats(self) -> Stats:
+        """Totals and per-tier counters (see `Stats`)."""
+        self._check_open()
+        counters = []
+        for tier in self._tiers:
+            try:
+                counters.append(tier.store.stats())
+            except Exception as exc:
+                tier.errors += 1
+                tier.breaker.failure(exc, "report stats")
+                counters.append(StoreCounters())
+        return self._stats(counters)
+
+    def check(self) -> list[TierHealth]:
+        """Ask every tier for a (missing) key, failing ones included, for readiness probes:
+        per tier whether it answered, how fast, and the error if it did not."""
+        self._check_open()
+        found = []
+        for tier in self._tiers:
+            began = time.perf_counter()
+            try:
+                tier.store.get(self._prefix + _PROBE)
+            except Exception as exc:
+                error: str | None = f"{type(exc).__name__}: {exc}"
+            else:
+                error = None
+            found.append(
+                TierHealth(
+                    tier=tier.index, store=tier.name, ok=error is None,
+                    seconds=time.perf_counter() - began, error=error,
+                    skipped=not tier.breaker.allow(),
+                )
+            )  # fmt: skip
+        return found
+
+    def close(self) -> None:
+        """Close the tiers this cache opened from paths or URLs (stores passed in stay open)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._close_channels()
+        self._unbind_all()
+        self._unlink_memos()
+        for tier in self._tiers:
+            if tier.owned:
+                tier.store.close()
