@@ -1,4 +1,4 @@
-"""Benchmarks: tiers against its peers, in one run, as ratios (DESIGN.md §3).
+"""Benchmarks: tiers against its peers, in one run, as ratios (docs/benchmarks.md#targets).
 
 ``python -m benchmarks`` (or ``make bench``) runs every comparison, each in a fresh
 subprocess; see docs/benchmarks.md for the options, the method and the latest results.

@@ -1,4 +1,4 @@
-"""Disk tier: `Cache(DiskStore)` against `diskcache.Cache` (DESIGN §3 rows 2-4).
+"""Disk tier: `Cache(DiskStore)` against `diskcache.Cache` (targets: docs/benchmarks.md#targets).
 
 Both sides store the same bytes values with their default durability: tiers
 ``DiskStore(durable=False)`` (crash-safe, visible to other processes when `set` returns) and

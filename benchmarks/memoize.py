@@ -1,6 +1,6 @@
-"""Memoization and content hashing (DESIGN §3: "memoize hit on the memory tier", "memoize hit
-with an 8 MB NumPy argument", "hash_key of an 8 MB NumPy array"). The disk-tier memoize rows
-are informational: DESIGN sets no number for them.
+"""Memoization and content hashing (docs/benchmarks.md#targets: "memoize hit on the memory
+tier", "memoize hit with an 8 MB NumPy argument", "hash_key of an 8 MB NumPy array"). The
+disk-tier memoize rows are informational: no target covers them.
 
 Every memoized function has a trivial body (``return x + 1``) that also counts how often it
 runs. Before timing, each case is filled (every distinct argument called once), then called
@@ -193,7 +193,7 @@ def memory_hit(settings: Settings) -> list[Row]:
     rows = []
     for suffix, arguments in (("", "f(x: int)"), (" str", "f(x: str)"), (" 2 args", "f(x, y)")):
         what = f"memoize hit, memory tier, {arguments}"
-        goal = not suffix  # DESIGN's targets are for the plain one-argument function
+        goal = not suffix  # the targets are for the plain one-argument function
         mine = ("tiers" + suffix, TIERS)
         rows += [
             _versus(what, ops, mine, ("cachetools" + suffix, "cachetools.cached(LRUCache)"),

@@ -1,4 +1,5 @@
-"""Memory tier: `Cache(MemoryStore).get` against cachetools and cachebox (DESIGN §3 row 1).
+"""Memory tier: `Cache(MemoryStore).get` against cachetools and cachebox (target: faster than
+`TTLCache.get`, docs/benchmarks.md#targets).
 
 Every cache holds the same 10,000 keys with a 1 KiB bytes value and a one-hour TTL (tiers
 gets ``ttl=3600`` on each `set`, so both sides check an expiry on every read).

@@ -1,4 +1,5 @@
-"""Two processes writing one DiskStore: aggregate `set` throughput (DESIGN §3 row 7).
+"""Two processes writing one DiskStore: aggregate `set` throughput (target: at least 1.5 times
+one process, docs/benchmarks.md#targets).
 
 One run starts `workers` spawned processes; each opens the store, waits at a common barrier,
 then overwrites its own keys with 1 KiB values and reports when it started and finished

@@ -1,4 +1,5 @@
-"""`tiers.CachingReadableStore` against obspec-utils' `CachingReadableStore` (DESIGN §3 row).
+"""`tiers.CachingReadableStore` against obspec-utils' `CachingReadableStore` (targets:
+docs/benchmarks.md#targets).
 
 The origin is obstore's MemoryStore behind `tests._origin.TracingStore`, which adds a fixed
 latency per request and counts requests and body bytes, so both classes see the same origin.

@@ -1,6 +1,6 @@
 """Read-through caching under a real client: xarray (h5netcdf engine) reading a zlib-chunked
 NetCDF4 file through obspec-utils' `BlockStoreReader`, over `tiers.CachingReadableStore`
-against obspec-utils 0.9's `CachingReadableStore` (informational rows: DESIGN sets no number).
+against obspec-utils 0.9's `CachingReadableStore` (informational rows: no target covers them).
 
 The origin is deterministic: an obstore `MemoryStore` behind the tests' `TracingStore`, made
 to cost what S3 costs: 20 ms per request plus the body at 100 MB/s (one stream). The file is

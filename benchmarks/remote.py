@@ -1,5 +1,6 @@
 """Shared tiers: `Cache(RedisStore)` against bare redis-py and `Cache(ObjectStore)` against bare
-obstore, each on a real server started for the run on loopback (DESIGN §3 Redis row).
+obstore, each on a real server started for the run on loopback (the Redis targets:
+docs/benchmarks.md#targets).
 
 Both sides read the same 1 KiB bytes through the same server: tiers with ``serializer="raw"``
 (bytes stored as given) and no memory tier, so every tiers ``get`` is one round trip, as every

@@ -1,4 +1,5 @@
-"""Disk scale: `get` time at 1k entries against a big store (DESIGN §3 row 6).
+"""Disk scale: `get` time at 1k entries against a big store (target: at most 1.3 times,
+docs/benchmarks.md#targets).
 
 The big store holds 100,000 entries by default, 1,000,000 with ``--scale-1m``. Both sizes are
 populated with 1 KiB values by a plain `set` loop (its time is printed), then read at random
