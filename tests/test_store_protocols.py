@@ -81,3 +81,38 @@ def test_implements_sees_a_proxys_methods() -> None:
     assert implements(proxy, _protocol.Store)
     assert implements(proxy, _protocol.SupportsKeys)
     assert not implements(proxy, _protocol.SupportsLocks)
+
+
+class _Proxy:
+    """A store handing out another's methods through ``__getattr__``, less those `hidden`."""
+
+    def __init__(self, inner: Any, hidden: tuple[str, ...] = ()) -> None:
+        self.inner, self.hidden = inner, hidden
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.hidden:
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def test_a_cache_finds_a_proxy_stores_capabilities() -> None:
+    cache = tiers.Cache(_Proxy(MemoryStore()))
+    cache.set("k", 1, tags=("t",))
+    assert cache.pop("k") == 1
+    cache.set("k", 2, tags=("t",))
+    assert cache.evict("t") == 1  # SupportsTags found through __getattr__
+
+
+def test_a_store_without_keys_async_still_lists_its_keys() -> None:
+    """`keys_async` joined `SupportsKeys`; a store written before it (``keys`` and ``count``
+    only) keeps its listing, scanned in a worker thread for ``async for``."""
+    import asyncio
+
+    cache = tiers.Cache(_Proxy(MemoryStore(), hidden=("keys_async",)))
+    cache.set_many({"a": 1, "b": 2})
+    assert sorted(cache.keys()) == ["a", "b"] and len(cache) == 2
+
+    async def listed() -> list[str]:
+        return sorted([key async for key in cache.keys_async()])
+
+    assert asyncio.run(listed()) == ["a", "b"]
