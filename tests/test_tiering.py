@@ -13,13 +13,13 @@ import asyncio
 import errno
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests._flights import count_waiters
 from tests._tiers import install_clock, store_of, stores_of, tiers_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers._cache import _breaker
@@ -520,10 +520,11 @@ def test_memoize_over_a_failing_middle_tier_computes_once_and_serves(
     faulty.failing = True
     computed: list[int] = []
     lock = threading.Lock()
+    waiters = count_waiters(degraded)
 
     @degraded.memoize(ttl=60)
     def square(x: int) -> int:
-        time.sleep(0.05)
+        waiters.wait_for(7)  # every other caller waits for this computation
         with lock:
             computed.append(x)
         return x * x
@@ -556,10 +557,11 @@ def test_async_memoize_over_a_failing_middle_tier(
 ) -> None:
     faulty.failing = True
     computed: list[int] = []
+    waiters = count_waiters(degraded)
 
     @degraded.memoize
     async def cube(x: int) -> int:
-        await asyncio.sleep(0.02)
+        await waiters.wait_for_async(9)  # every other caller waits for this computation
         computed.append(x)
         return x**3
 
