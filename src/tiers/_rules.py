@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from math import isfinite
 
 from .errors import ConfigError
 
@@ -39,8 +40,12 @@ def live(expires_at: float | None, now: float) -> bool:
 def finite_times(created_at: float | None, expires_at: float | None) -> None:
     """`ValueError` unless an entry's times (None: not given, or never expires) are finite
     epoch seconds: a NaN or infinite expiry would compare as live, or expired, for ever."""
+    if (created_at is None or isfinite(created_at)) and (
+        expires_at is None or isfinite(expires_at)
+    ):
+        return  # (the common case, on the write path of every store: no loop)
     for name, value in (("created_at", created_at), ("expires_at", expires_at)):
-        if value is not None and not math.isfinite(value):
+        if value is not None and not isfinite(value):
             raise ValueError(f"{name} must be finite epoch seconds, not {value!r}")
 
 

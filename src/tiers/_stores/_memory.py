@@ -127,6 +127,7 @@ class MemoryStore:
         key written or deleted since `epoch(key)` returned it. `guard`: serve it only while
         the guard's table holds its stamp; `due`: seconds after which it must be revalidated
         (`get` misses it, `due_copy` returns it)."""
+        _rules.finite_times(entry.created_at, entry.expires_at)
         deadline = self._deadline(entry.expires_at)
         revalidate = None if due is None else self.clock.monotonic() + due
         with self._lock:
@@ -235,6 +236,7 @@ class MemoryStore:
             return slot.entry
 
     def touch(self, key: str, expires_at: float | None) -> bool:
+        _rules.finite_times(None, expires_at)
         deadline = self._deadline(expires_at)
         with self._lock:
             slot = self._data.get(key)

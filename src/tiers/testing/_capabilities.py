@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
+
+import pytest
 
 from .._stores._protocol import (
     Store,
@@ -153,6 +156,20 @@ class CapabilityTests(StoreTestBase):
         clock.advance(2)
         assert toucher.touch("k", clock.time() + 100) is False
         self.assert_absent(store, "k")
+
+    @pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan])
+    def test_touch_refuses_a_non_finite_expiry(
+        self, store: Store, clock: FakeClock, bad: float
+    ) -> None:
+        """touch with an infinite or NaN expiry is a ValueError and leaves the entry as it
+        was (None, not infinity, means "never expires")."""
+        toucher = self.need(store, SupportsTouch)
+        self.need_storage()
+        expires = clock.time() + 10
+        store.set("k", self.entry(store, expires_at=expires))
+        with pytest.raises(ValueError, match="finite"):
+            toucher.touch("k", bad)
+        assert self.assert_holds(store, "k", b"value").expires_at == expires
 
     # -- expire, evict, pop ---------------------------------------------------------------
 

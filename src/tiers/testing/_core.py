@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -225,6 +226,27 @@ class CoreTests(StoreTestBase):
         store.set("k", self.entry(store, expires_at=far))
         assert self.assert_stored(store, "k", b"value").expires_at == far
         assert self.assert_holds(store, "k", b"value").expires_at == far
+
+    @pytest.mark.parametrize(
+        ("field", "bad"),
+        [("expires_at", math.inf), ("expires_at", math.nan), ("created_at", math.nan)],
+    )
+    def test_set_refuses_non_finite_times(
+        self, store: Store, clock: FakeClock, field: str, bad: float
+    ) -> None:
+        """An entry with an infinite or NaN time is a ValueError and writes nothing (None,
+        not infinity, means "never expires"): such a time would read as live, or as
+        expired, for ever, or as damage."""
+        self.need_storage()
+        store.set("k", self.entry(store, b"before"))
+        times: dict[str, Any] = {
+            "expires_at": clock.time() + 60,
+            "created_at": clock.time(),
+            field: bad,
+        }
+        with pytest.raises(ValueError, match="finite"):
+            store.set("k", self.entry(store, b"after", **times))
+        self.assert_holds(store, "k", b"before")
 
     def test_entry_written_already_expired_is_never_returned(
         self, store: Store, clock: FakeClock

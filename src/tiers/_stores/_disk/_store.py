@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Final
 
 import xxhash
 
+from ... import _rules
 from ..._clock import SYSTEM_CLOCK, Clock
 from ..._units import parse_size
 from ...errors import StoreError
@@ -242,6 +243,7 @@ class DiskStore:
         """Store the entry; False if refused: larger than `max_size`, or `epoch` given and the
         key changed since `epoch(key)` returned it (a copy from a slower tier then stays out).
         The key's generation becomes `stamp` (default: a random one)."""
+        _rules.finite_times(entry.created_at, entry.expires_at)
         index, shard, lkey, khash = self._route(key)
         body = entry.value
         size = memoryview(body).nbytes
@@ -389,6 +391,7 @@ class DiskStore:
             shard.unlink_files(removed.files)
 
     def touch(self, key: str, expires_at: float | None) -> bool:
+        _rules.finite_times(None, expires_at)
         _index, shard, lkey, khash = self._route(key)
         expires = math.inf if expires_at is None else expires_at
         with os_errors(self, "touch"):

@@ -14,6 +14,7 @@ import threading
 from time import monotonic
 from typing import Any, TypeVar
 
+from ... import _rules
 from ..._clock import SYSTEM_CLOCK
 from .. import _wire
 from .._protocol import Entry
@@ -218,6 +219,7 @@ class Operations:
 
     def writes(self, key: str, entry: Entry, now: float) -> list[Call]:
         """The commands that store `entry` (an entry already expired only removes the key)."""
+        _rules.finite_times(entry.created_at, entry.expires_at)
         redis_key = self.keys.entry(key)
         entry = self.remote(entry)
         if expired(entry, now):
@@ -325,6 +327,7 @@ class Operations:
         return bool((yield self.scripted(lua.DELETE, lua.DELETE_PUBLISHING, key, clock_arg(now))))
 
     def touch(self, key: str, expires_at: float | None, now: float) -> Plan[bool]:
+        _rules.finite_times(None, expires_at)
         expires_at = self.time.to_server(expires_at)
         px = server_ttl_ms(expires_at, now, self.slack)
         args = (clock_arg(now), _wire.expires_bytes(expires_at), b"" if px is None else px)
