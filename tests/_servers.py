@@ -247,6 +247,9 @@ class SeaweedS3(_S3, _Process):
             f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3.grpc']}",
             f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin.grpc']}",
             f"-metricsPort={p['metrics']}",
+            # every bucket is a collection with volumes of its own; the default limit (free
+            # disk / volume size: about 70 here) refuses writes to later buckets (HTTP 500)
+            "-volume.max=4000", "-master.volumeSizeLimitMB=64",
         ]  # fmt: skip
         log = open(self.directory.parent / "weed.log", "ab")  # noqa: SIM115  (closed by kill)
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
