@@ -724,13 +724,35 @@ def _disk_record_valid() -> bytes:
 def _disk_record_decode(data: bytes) -> Any:
     f = _disk_format()
     rec = f.unpack_record(data)
-    assert f.record_length(data, 0) == len(data), "a record that decodes has its own length"
+    assert f.record_key(data, 0)[0] == len(data), "a record that decodes has its own length"
     return rec
 
 
 def _disk_record_well_formed(rec: Any) -> None:
     assert rec.file_name is None or (len(rec.file_name) == 42 and "/" not in rec.file_name)
     assert rec.file_name is not None or len(rec.value) == rec.body_size
+
+
+def _disk_entry_valid() -> bytes:
+    f = _disk_format()
+    rec = f.Record(b"value " * 20, b"H1", 1_700_000_000.25, None, (), None, 0, b":key", 120, 42,
+                   None, None)  # fmt: skip
+    return bytes(f.pack_record(rec))
+
+
+def _disk_entry_decode(data: bytes) -> Any:
+    """A read's decoder (`unpack_entry`): what it accepts, `unpack_record` accepts the same."""
+    f = _disk_format()
+    if not hasattr(f, "unpack_entry"):
+        raise Unavailable("no unpack_entry in this tree")
+    entry = f.unpack_entry(data, b":key")
+    try:
+        rec = f.unpack_record(data, b":key")
+    except f.Damaged as exc:
+        raise AssertionError(f"unpack_entry took a record unpack_record refuses: {exc}") from None
+    fields = ("value", "header", "created_at", "expires_at", "tags", "meta", "size")
+    assert all(_same(getattr(entry, n), getattr(rec, n)) for n in fields), (entry, rec)
+    return entry
 
 
 def _disk_lock_decode(data: bytes) -> Any:
@@ -765,6 +787,7 @@ _DISK_CASES = [
     # a lock file that does not verify is a free lock (None), never another holder's
     Case("disk-lock", "disk", _disk_lock_valid, _disk_lock_decode, (),
          acceptable=lambda result, expected, valid, mutation: result in (None, expected)),
+    Case("disk-entry", "disk", _disk_entry_valid, _disk_entry_decode, _disk_damage()),
 ]  # fmt: skip
 
 

@@ -30,11 +30,12 @@ def segment_number(name: str) -> int | None:
 class Log:
     """The segments of one shard, opened on first use and kept open."""
 
-    __slots__ = ("_dir", "files")
+    __slots__ = ("_dir", "_named", "files")
 
     def __init__(self, directory: Fd) -> None:
         self._dir = directory
         self.files: dict[int, Fd] = {}
+        self._named: set[int] = set()  # segments whose name this process made durable
 
     def _fd(self, number: int, *, create: bool = False) -> int | None:
         file = self.files.get(number)
@@ -45,7 +46,6 @@ class Log:
                 if not create:
                     return None
                 file = open_ours(self._dir.fd, segment_name(number), create=True)
-                os.fsync(self._dir.fd)  # a new segment survives a power cut with its records
             except NotOurs:
                 if not create:
                     return None
@@ -72,13 +72,19 @@ class Log:
         pwrite_all(fd, data, offset)
 
     def sync(self, number: int) -> None:
+        """Make a segment's records durable, and its name the first time this process syncs
+        it (whoever created it: a new segment is not synced until a record in it must be)."""
         fd = self._fd(number)
         if fd is not None:
             os.fsync(fd)
+            if number not in self._named:
+                os.fsync(self._dir.fd)
+                self._named.add(number)
 
     def remove(self, number: int) -> None:
         """Delete a segment (readers that have it open still read it until they close it)."""
         self.files.pop(number, None)
+        self._named.discard(number)
         with contextlib.suppress(OSError):
             remove_name(self._dir.fd, segment_name(number))
 
@@ -86,6 +92,7 @@ class Log:
         """Close the segments another process removed (all but `keep`)."""
         for number in [n for n in self.files if n not in keep]:
             self.files.pop(number, None)
+            self._named.discard(number)
 
     def names(self) -> list[int]:
         """Numbers of the segment files present."""

@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
 
 import xxhash
 
@@ -31,11 +31,13 @@ from ... import _rules
 from ...errors import StoreError, StoreFullError
 from .. import _fs
 from .._generations import Generations
+from .._protocol import Entry
 from . import _locks as locks
 from ._format import (
     HEADER_SIZE,
     IN_FILE,
     LIVE,
+    MAX_RECORD,
     MAX_SEGMENTS,
     PROBE,
     SLOT,
@@ -50,9 +52,10 @@ from ._format import (
     key_hash,
     live_slots,
     pack_header,
-    record_length,
+    record_key,
     slot_fields,
     slot_khash,
+    unpack_entry,
     unpack_header,
     unpack_record,
     unpack_slot,
@@ -63,6 +66,7 @@ from ._log import Log
 from ._table import (
     MIN_CAPACITY,
     TABLE,
+    Buffered,
     Overflow,
     Retired,
     SyncFailed,
@@ -78,9 +82,17 @@ if sys.platform != "win32":
 _LKEY_AT = 44  # where a record's index key starts (after its fixed part)
 _LKEY_LEN = struct.Struct("<H")
 _FIRST_READ = 4  # slots read first: most keys sit at or right after their home
+_LOOKUP_SLOTS = 8  # slots a read reads first: at most 3/4 full, 95 % of keys are among them
 _SCAN_CHUNK = 1024
 _RETRIES = 4
 _MAX_SEGMENT_END = (1 << 32) - 1
+_WHOLE_TABLE = 16 << 20  # the most of a table a segment walk reads at once
+_FLAGS = 20  # where a slot's flags are
+_FLAGS_AT = struct.Struct("<H").unpack_from
+_KHASH_OF = struct.Struct("<Q").unpack_from
+_TOMB_BODY = SLOT.pack
+_CHECK_PACK = struct.Struct("<Q").pack
+_SLOT_CHECK = xxhash.xxh3_64_intdigest
 
 
 class ValueFiles(Protocol):
@@ -101,6 +113,37 @@ class Removed:
     files: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)  # only for pop
     freed: int = 0
+    table_grown: int = 0  # bytes the slot table grew by meanwhile (put: a rebuild)
+
+
+class _Held:
+    """The shard lock, held for a `with` block."""
+
+    __slots__ = ("_shard",)
+
+    def __init__(self, shard: Shard) -> None:
+        self._shard = shard
+
+    def __enter__(self) -> None:
+        self._shard._acquire()
+
+    def __exit__(self, *_exc: object) -> None:
+        self._shard._release()
+
+
+class _Locked(_Held):
+    """The shard lock, held for a `with` block that gets the current table and header."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> tuple[Table, Header]:  # type: ignore[override]
+        shard = self._shard
+        shard._acquire()
+        try:
+            return shard._current()
+        except BaseException:
+            shard._release()
+            raise
 
 
 class Shard:
@@ -120,6 +163,7 @@ class Shard:
         self._dir = Fd(_fs.open_dir(path))
         self._lock_file = open_or_replace(self._dir.fd, "lock")
         self._thread_lock = threading.RLock()  # scans under the lock may reopen the table
+        self._depth = 0  # how deep this process holds the lock (the flock: at depth 1)
         _fs.make_dir(path / locks.DIRECTORY)
         self._locks_dir = Fd(_fs.open_dir(path, locks.DIRECTORY))
         self.log = Log(self._dir)
@@ -130,29 +174,43 @@ class Shard:
 
     # -- locking and (re)opening -------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked_raw(self) -> Iterator[None]:
-        with self._thread_lock:
-            if sys.platform != "win32":
-                fcntl.flock(self._lock_file.fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                if sys.platform != "win32":
-                    fcntl.flock(self._lock_file.fd, fcntl.LOCK_UN)
+    def _locked_raw(self) -> _Held:
+        """Hold the shard lock: the thread lock, and an exclusive `flock` of ``lock`` taken by
+        the outermost holder in this thread and released when it lets go."""
+        return _Held(self)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[tuple[Table, Header]]:
-        """Hold the shard lock; yield the current table and its header (written by the
+    def locked(self) -> _Locked:
+        """Hold the shard lock; give the current table and its header (written by the
         caller when changed)."""
-        with self._locked_raw():
-            table = self.table
-            try:
-                header = table.read_header(self.number)
-            except (Retired, Damaged, OSError):
-                table = self.table = self._open_or_salvage()
-                header = table.read_header(self.number)
-            yield table, header
+        return _Locked(self)
+
+    def _acquire(self) -> None:
+        self._thread_lock.acquire()
+        try:
+            if not self._depth and sys.platform != "win32":
+                fcntl.flock(self._lock_file.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._depth += 1
+
+    def _release(self) -> None:
+        self._depth -= 1
+        try:
+            if not self._depth and sys.platform != "win32":
+                fcntl.flock(self._lock_file.fd, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+    def _current(self) -> tuple[Table, Header]:
+        """(Under the lock.) The current table and its header."""
+        table = self.table
+        try:
+            header = table.read_header(self.number)
+        except (Retired, Damaged, OSError):
+            table = self.table = self._open_or_salvage()
+            header = table.read_header(self.number)
+        return table, header
 
     def _open_or_salvage(self) -> Table:
         """(Under the lock.) The current table, created when missing, salvaged when damaged."""
@@ -191,46 +249,65 @@ class Shard:
 
     # -- reads (no lock) ----------------------------------------------------------------------
 
+    def lookup(self, lkey: bytes, khash: int) -> tuple[int, SlotFields, Entry] | None:
+        """(position, slot fields, entry) of the key's live entry, or None; an entry whose
+        record does not verify is removed (counted as rejected). The entry is decoded by
+        `unpack_entry`; the fields may be followed by the slot's check (an 11th item, unused).
+        Hot path, inline: one `pread` of the first slots of the key's chain, the key's slot
+        among them verified, one `pread` of its record, decoded. Anything else (a slot further
+        along, torn or damaged, a retired table, a segment not yet open, a record that does not
+        verify) takes the general path, `find`, from the start."""
+        table = self.table
+        home = (khash >> 8) & table.mask
+        buf = _pread(table.fd, _FIRST_BYTES, HEADER_SIZE + home * SLOT_SIZE)
+        if len(buf) == _FIRST_BYTES:
+            at = 0
+            fields = _SLOT_ALL_AT(buf, 0)  # (the slot's fields, then its check)
+            while fields[0] != khash and fields[0] and at < _LAST_FIRST:
+                at += SLOT_SIZE
+                fields = _SLOT_ALL_AT(buf, at)
+            if not fields[0]:
+                return None  # an empty slot ends the chain
+            if fields[0] == khash and fields[4] & LIVE and fields[3] <= MAX_RECORD:
+                position = home + (at >> 6)
+                file = self.log.files.get(fields[1])
+                if file is not None and _xxh3(buf[at : at + _SLOT_BODY], position) == fields[10]:
+                    raw = _pread(file.fd, fields[3], fields[2])
+                    if len(raw) == fields[3]:
+                        try:
+                            return position, fields, unpack_entry(raw, lkey)
+                        except Damaged:
+                            pass  # damage, or a record of another key: the general path
+        found = self.find(lkey, khash)
+        if found is None:
+            return None
+        position, slot, raw = found
+        try:
+            return position, slot, unpack_entry(raw, lkey)
+        except Damaged:
+            self.discard(position, slot[_VERSION], "rejected")
+            return None
+
     def find(self, lkey: bytes, khash: int) -> tuple[int, SlotFields, bytes] | None:
-        """(position, slot fields, record bytes) of the key's live slot, or None. Hot path:
-        the key's slot among the first few read, verified, and its record read, inline."""
+        """(position, slot fields, record bytes) of the key's live slot, or None: the general
+        case of `lookup` (a table replaced meanwhile is reopened and read again)."""
         for _attempt in range(_RETRIES):
             table = self.table
-            home = (khash >> 8) & table.mask
-            buf = _pread(table.fd, _FIRST_BYTES, HEADER_SIZE + home * SLOT_SIZE)
+            home = table.home(khash)
+            buf = table.read(home, _LOOKUP_SLOTS)
             if len(buf) != _FIRST_BYTES:
                 self.reopen_table(table)
                 continue
-            at = 0
-            found = _KHASH_AT(buf, 0)[0]
-            while found != khash and found and at < _LAST_FIRST:
-                at += SLOT_SIZE
-                found = _KHASH_AT(buf, at)[0]
-            if found == khash:
-                fields: SlotFields = _SLOT_AT(buf, at)
-                position = home + (at >> 6)
-                file = self.log.files.get(fields[1])
-                if (
-                    fields[4] & LIVE
-                    and file is not None
-                    and _xxh3(buf[at : at + _SLOT_BODY], position)
-                    == _CHECK_AT(buf, at + _SLOT_BODY)[0]
-                ):
-                    raw = _pread(file.fd, fields[3], fields[2])
-                    if len(raw) == fields[3] and _holds_key(raw, lkey):
-                        return position, fields, raw
-            elif not found:
-                return None
-            found_slow = self._find_in(table, buf, home, lkey, khash)
-            if found_slow is not _AGAIN:
-                return found_slow  # type: ignore[return-value]
+            found = self._find_in(table, buf, home, lkey, khash)
+            if found is not _AGAIN:
+                return found  # type: ignore[return-value]
         return None
 
     def _find_in(
         self, table: Table, buf: bytes, home: int, lkey: bytes, khash: int
     ) -> tuple[int, SlotFields, bytes] | object | None:
         """The general case of `find`: probe the whole chain, reread torn slots, repair."""
-        read = _FIRST_READ
+        read = _LOOKUP_SLOTS
         for j in range(PROBE):
             if j == read:
                 buf = table.read(home, PROBE)
@@ -376,6 +453,7 @@ class Shard:
         with self.locked() as (_table, header):
             if epoch is not None and self.generations.view[generation] != epoch:
                 return None
+            capacity = header.capacity
             seg = self._head(header, len(data))
             table, position, old, kind = self._place(header, lkey, khash)
             slot.seg, slot.off, slot.rlen = seg.number, seg.end, len(data)
@@ -409,6 +487,7 @@ class Shard:
                     raise _fs.store_error(exc, self.where, "make an entry durable") from exc
             self.generations.bump(generation, stamp)
             self._maintain(header, written=True)
+            removed.table_grown = (header.capacity - capacity) * SLOT_SIZE
             return removed
 
     def _place(
@@ -429,6 +508,8 @@ class Shard:
                     if free < 0:
                         free, kind = home + j, _EMPTY
                     break
+                if found != khash and (free >= 0 or not _FLAGS_AT(buf, at + _FLAGS)[0] & TOMB):
+                    continue  # (another key's: only a tombstone, verified below, may be taken)
                 try:
                     slot = unpack_slot(buf, at, home + j)
                 except Damaged:
@@ -481,10 +562,41 @@ class Shard:
     def _tombstone(self, table: Table, header: Header, position: int, old: Slot) -> Removed:
         removed = Removed()
         self._account_removal(header, old, removed)
-        header.tombs += 1
-        table.write(position, _tomb(old.khash))
+        slots = Buffered(table)
+        self._vacate(slots, header, position, old.khash)
+        slots.flush()
         self.generations.bump(self.generations.index(old.khash))
         return removed
+
+    @staticmethod
+    def _vacate(slots: Buffered, header: Header, position: int, khash: int) -> None:
+        """(Under the lock.) Free a slot: emptied when no probe chain needs it, with the
+        tombstones right before it; a tombstone otherwise. A key sits before the first empty
+        slot of its chain, so a chain needs the slot only if a live key further in the same
+        run of slots (at most PROBE - 1 on: no key sits further from its home) has its home at
+        or before it. Lock-free readers see each slot before or after; a slot that only looks
+        like a tombstone or another key's is damaged, a miss already. Emptying saves tables
+        from filling up with tombstones, which only a rebuild clears."""
+        mask = slots.mask
+        for after in range(position + 1, min(position + PROBE, slots.capacity + PROBE)):
+            page, at = slots.at(after)
+            found = _KHASH_OF(page, at)[0]
+            if not found:
+                break
+            if (found >> 8) & mask <= position and not _FLAGS_AT(page, at + _FLAGS)[0] & TOMB:
+                header.tombs += 1
+                body = _TOMB_BODY(khash, 0, 0, 0, TOMB, 0, 0, math.inf, 0, 0)
+                slots.put(position, body + _CHECK_PACK(_SLOT_CHECK(body, seed=position)))
+                return
+        first = position
+        while first > 0 and position - first < PROBE:
+            page, at = slots.at(first - 1)
+            if not _KHASH_OF(page, at)[0] or not _FLAGS_AT(page, at + _FLAGS)[0] & TOMB:
+                break
+            first -= 1
+        slots.erase(first, position - first + 1)
+        header.used -= position - first + 1
+        header.tombs -= position - first
 
     def delete(self, lkey: bytes, khash: int, version: int | None = None) -> Removed:
         """Remove the key's entry (only if it is still `version`, when given)."""
@@ -721,7 +833,11 @@ class Shard:
         nothing changed since). Upkeep that fails for lack of space is left for later."""
         changed = False
         try:
-            if header.used * 4 > self.table.capacity * 3:
+            capacity = self.table.capacity
+            if header.used * 4 > capacity * 3 or (
+                header.items * 5 < capacity and capacity >= 2 * capacity_for(header.items)
+            ):  # (over 3/4 used: cleaned of tombstones, or bigger; under 1/5 live, after a
+                # probe chain overflowed or many entries went: smaller, as the limit counts it)
                 self._rebuild(header, capacity_for(header.items))
                 changed = True
             garbage = header.garbage
@@ -733,68 +849,131 @@ class Shard:
         if changed or not written:
             self.table.write_header(header)
 
-    def compact(self, min_garbage: int) -> bool:
-        """Compact the segment with the most garbage if it has at least `min_garbage` bytes of
-        it; whether anything was compacted."""
+    def reclaim(self, cutoff: int, sweep: int, *, oldest: bool = True) -> Removed:
+        """Give log space back for the size limit: compact the segment with the most garbage
+        if it is mostly garbage (any garbage when not `oldest`), else the oldest segment.
+        Its live records stamped before `cutoff`, and inline ones before `sweep`, are evicted;
+        the others are copied to the head. What was removed; `freed` is the usage given back."""
         with self.locked() as (_table, header):
-            if not header.segments:
-                return False
-            if max(s.end - s.live for s in header.segments) < max(1, min_garbage):
-                return False
-            self._compact(header, force=True)
+            victim = self._reclaimable(header, oldest)
+            if victim is None:
+                return Removed()
+            before = header.usage
+            evicted = self._compact(header, True, victim, cutoff, sweep)
+            header.evictions += len(evicted.slots)
             self.table.write_header(header)
-            return True
+            evicted.freed = max(0, before - header.usage)
+            return evicted
 
-    def _compact(self, header: Header, force: bool) -> None:
-        """Copy the live records of the segment with the most garbage to the head (a new head
-        when it is the head itself), make them durable, then delete the segment."""
+    def _reclaimable(self, header: Header, oldest: bool) -> Segment | None:
         if not header.segments:
-            return
-        victim = max(header.segments, key=lambda s: (s.end - s.live, -s.number))
-        if not force and victim.end - victim.live < victim.end // 4:
-            return
+            return None
+        worst = max(header.segments, key=lambda s: (s.end - s.live, -s.number))
+        garbage = worst.end - worst.live
+        if garbage and (not oldest or garbage * 2 >= worst.end):
+            return worst
+        tail = header.segments[0]
+        if not oldest or (tail is header.segments[-1] and tail.end < self.segment_max // 2):
+            return None  # (a young head: nothing worth copying)
+        return tail
+
+    def _compact(
+        self, header: Header, force: bool, victim: Segment | None = None, cutoff: int = 0,
+        sweep: int = 0,
+    ) -> Removed:  # fmt: skip
+        """Copy the live records of `victim` (by default the segment with the most garbage)
+        to the head (a new head when it is the head itself), make them durable, then delete
+        the segment. Live records stamped before `cutoff`, and inline ones before `sweep`, are
+        evicted instead of copied: what was evicted is returned (its files to unlink)."""
+        evicted = Removed()
+        if not header.segments:
+            return evicted
+        if victim is None:
+            victim = max(header.segments, key=lambda s: (s.end - s.live, -s.number))
+            if not force and victim.end - victim.live < victim.end // 4:
+                return evicted
         if victim is header.segments[-1]:
             header.segments.append(Segment(header.next_segment, 0, 0))
             header.next_segment += 1
         table = self.table
         moved_to: set[int] = set()
         data = self.log.read_segment(victim.number, victim.end)
-        if data is None or not self._move_walking(table, header, victim, data, moved_to):
+        if data is None or not self._walk(
+            table, header, victim, data, moved_to, (cutoff, sweep, evicted)
+        ):
             self._move_scanning(table, header, victim, moved_to)
-        with _fs.os_errors(self.where, "sync a compaction"):
-            for number in moved_to:
-                self.log.sync(number)
-            table.sync()
+        if moved_to:  # (nothing copied: nothing to make durable before the old copy goes)
+            with _fs.os_errors(self.where, "sync a compaction"):
+                for number in moved_to:
+                    self.log.sync(number)
+                table.sync()
         header.segments.remove(victim)
         self.log.remove(victim.number)
+        return evicted
 
-    def _move_walking(
-        self, table: Table, header: Header, victim: Segment, data: bytes, moved_to: set[int]
-    ) -> bool:
-        """Walk the segment's records, moving each that a slot still points to; False if the
-        walk met damage (the caller then finds the live records through the table)."""
+    def _walk(
+        self, table: Table, header: Header, victim: Segment, data: bytes, moved_to: set[int],
+        evicting: tuple[int, int, Removed],
+    ) -> bool:  # fmt: skip
+        """Walk the segment's records; each that a slot still points to is evicted (see
+        `_compact`) or moved. The slots are changed in memory and written back at the end
+        (before anything is synced or deleted), the keys' generations bumped after that.
+        False if the walk met damage (the caller then finds the rest through the table)."""
+        cutoff, sweep, evicted = evicting
+        # (read whole when the walk will touch most of its pages: a page of 64 slots per
+        # record walked, records of about 64 bytes and more)
+        slots = Buffered(table, whole=table.size <= min(_WHOLE_TABLE, 64 * len(data)))
+        changed: list[int] = []
+        number = victim.number
         at = 0
-        while at < len(data):
-            try:
-                length = record_length(data, at)
-            except Damaged:
-                return False
-            lkey_len = _LKEY_LEN.unpack_from(data, at + 4)[0]
-            lkey = data[at + _LKEY_AT : at + _LKEY_AT + lkey_len]
-            khash = key_hash(lkey)
-            home = table.home(khash)
-            buf = table.read_all(home, PROBE)
-            for j in range(len(buf) // SLOT_SIZE):
-                if slot_khash(buf, j * SLOT_SIZE) != khash:
-                    continue
+        try:
+            while at < len(data):
                 try:
-                    slot = unpack_slot(buf, j * SLOT_SIZE, home + j)
+                    length, lkey = record_key(data, at)
                 except Damaged:
-                    continue
-                if slot.flags & LIVE and slot.seg == victim.number and slot.off == at:
-                    self._move(table, header, home + j, slot, data[at : at + length], moved_to)
-            at += length
-        return True
+                    return False
+                khash = _SLOT_CHECK(lkey) or 1  # (key_hash)
+                found = self._owner(slots, khash, number, at)
+                if found is not None:
+                    position, slot = found
+                    if slot.stamp < cutoff or (slot.stamp < sweep and not slot.flags & IN_FILE):
+                        if slot.flags & IN_FILE:
+                            self._account_removal(header, slot, evicted)
+                        else:  # (the same, for a record of this segment without a file)
+                            header.items -= 1
+                            header.live -= slot.cost
+                            victim.live = max(0, victim.live - slot.rlen)
+                            evicted.slots.append(slot)
+                            evicted.freed += slot.cost
+                        self._vacate(slots, header, position, khash)
+                        changed.append(khash)
+                    else:
+                        self._move(slots, header, position, slot, data[at : at + length], moved_to)
+                at += length
+            return True
+        finally:
+            slots.flush()
+            for khash in changed:
+                self.generations.bump(self.generations.index(khash))
+
+    @staticmethod
+    def _owner(slots: Buffered, khash: int, seg: int, off: int) -> tuple[int, Slot] | None:
+        """(position, slot) of the live slot pointing at record `off` of segment `seg`."""
+        home = slots.home(khash)
+        for position in range(home, home + PROBE):
+            page, at = slots.at(position)
+            found = _KHASH_OF(page, at)[0]
+            if found == 0:
+                return None  # (a key sits before the first empty slot of its chain)
+            if found != khash:
+                continue
+            try:
+                slot = unpack_slot(page, at, position)
+            except Damaged:
+                continue
+            if slot.flags & LIVE and slot.seg == seg and slot.off == off:
+                return position, slot
+        return None
 
     def _move_scanning(
         self, table: Table, header: Header, victim: Segment, moved_to: set[int]
@@ -806,8 +985,9 @@ class Shard:
                     self._move(table, header, position, slot, raw, moved_to)
 
     def _move(
-        self, table: Table, header: Header, position: int, slot: Slot, raw: bytes, moved: set[int]
-    ) -> None:
+        self, table: Table | Buffered, header: Header, position: int, slot: Slot, raw: bytes,
+        moved: set[int],
+    ) -> None:  # fmt: skip
         seg = header.segments[-1]
         if seg.end >= self.segment_max or seg.end + len(raw) > _MAX_SEGMENT_END:
             seg = Segment(header.next_segment, 0, 0)
@@ -942,11 +1122,10 @@ def _tomb(khash: int) -> Slot:
 _AGAIN = object()
 _pread = os.pread
 _xxh3 = xxhash.xxh3_64_intdigest
-_KHASH_AT = struct.Struct("<Q").unpack_from
-_CHECK_AT = _KHASH_AT
-_SLOT_AT = SLOT.unpack_from
+_SLOT_ALL_AT = struct.Struct(SLOT.format + "Q").unpack_from  # a slot and its check
 _SLOT_BODY = SLOT.size
-_FIRST_BYTES = _FIRST_READ * SLOT_SIZE
+_VERSION: Final = 9  # (in a slot's fields)
+_FIRST_BYTES = _LOOKUP_SLOTS * SLOT_SIZE
 _LAST_FIRST = _FIRST_BYTES - SLOT_SIZE
 _EMPTY, _TOMB, _OWN = 0, 1, 2
 

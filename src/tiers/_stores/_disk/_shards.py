@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
+from collections.abc import Iterator
 
 from .. import _fs
 from . import _files as files
 from ._format import parse_file_name
-from ._io import NotOurs, open_or_replace
+from ._io import Fd, NotOurs, open_or_replace
 from ._layout import Layout
 from ._shard import Shard
 
 CHECK_SECONDS = 1.0  # how often to notice a store directory deleted under us
+if sys.platform != "win32":
+    import fcntl
+
 SEGMENT_MAX = 64 << 20  # log segment size of an unbounded store
 _SWEEP_EVERY_SECONDS = 24 * 3600
 
@@ -29,7 +34,7 @@ def segment_max(max_size: int | None, shards: int) -> int:
     """Log segment size: small enough that compacting one is a small part of a bounded store."""
     if max_size is None:
         return SEGMENT_MAX
-    return max(64 << 10, min(SEGMENT_MAX, max_size // (8 * shards)))
+    return max(16 << 10, min(SEGMENT_MAX, max_size // (8 * shards)))
 
 
 class ShardSet:
@@ -42,6 +47,23 @@ class ShardSet:
         for i in range(layout.shards):
             self.shards.append(Shard(i, layout.shard_dir(i), size, self, layout.generations))
         self.checked = time.monotonic()
+        self._index_dir: Fd | None = None
+
+    @contextlib.contextmanager
+    def evicting(self) -> Iterator[None]:
+        """Hold the store's eviction lock (an exclusive `flock` of the ``index`` directory,
+        taken only by a writer that found the store over its limit): one process evicts at a
+        time, so that several finding it full at once do not each make the same room."""
+        if self._index_dir is None:
+            self._index_dir = Fd(_fs.open_dir(self.layout.index))
+        fd = self._index_dir.fd
+        if sys.platform != "win32":
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if sys.platform != "win32":
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def gone(self) -> bool:
         """Whether the store's files lost their names (checked at most every second)."""

@@ -39,7 +39,6 @@ from ._format import (
     LIVE,
     LONG_KEY,
     SLOT_SIZE,
-    Damaged,
     Record,
     Slot,
     SlotFields,
@@ -49,7 +48,6 @@ from ._format import (
     key_of,
     pack_record,
     tag_bits,
-    unpack_record,
     value_file_name,
 )
 from ._layout import Layout, open_layout
@@ -62,6 +60,8 @@ _EXPIRES: Final = 7
 _VERSION: Final = 9
 _LIVE_STORES: weakref.WeakSet[DiskStore] = weakref.WeakSet()  # to reopen after a fork
 _RETRY = object()
+_monotonic = time.monotonic
+_xxh3 = xxhash.xxh3_64_intdigest
 
 
 class DiskStore:
@@ -75,6 +75,7 @@ class DiskStore:
     """
 
     holds_objects: ClassVar[bool] = False
+    private: ClassVar[bool] = True  # only this user's files are read (0013)
 
     def __init__(
         self,
@@ -161,49 +162,57 @@ class DiskStore:
     # -- core -------------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
-        for _attempt in range(3):
-            found = self._lookup(key)
-            if found is None:
-                return None
+        found = self._lookup(key)
+        if found is None:
+            return None
+        entry = found[3]
+        if not isinstance(entry, Record) or entry.file_name is None:
+            return entry  # (the value is in the record: the hot path ends here)
+        return self._with_body(key, found)
+
+    def _with_body(self, key: str, found: tuple[Shard, int, SlotFields, Entry]) -> Entry | None:
+        """The entry `found` with its value read from its file; looked up again (up to 3
+        times in all) when the file was replaced meanwhile."""
+        for attempt in range(3):
             shard, position, slot, rec = found
-            if rec.file_name is None:
+            if not isinstance(rec, Record) or rec.file_name is None:
                 return rec
             body = self._body(shard, position, slot, rec)
+            if body is None:
+                return None
             if body is not _RETRY:
-                if body is None:
-                    return None
                 rec.value = body
                 return rec
+            again = self._lookup(key) if attempt < 2 else None
+            if again is None:
+                return None
+            found = again
         return None
 
-    def _lookup(self, key: str) -> tuple[Shard, int, SlotFields, Record] | None:
-        """The key's live entry (an expired or damaged one is removed). Hot path."""
+    def _lookup(self, key: str) -> tuple[Shard, int, SlotFields, Entry] | None:
+        """The key's live entry (an expired or damaged one is removed), as `Shard.lookup`
+        decodes it: a `Record` when its value is in a file of its own. Hot path."""
         index = self._index
         if (
             index is None
             or self._stale
-            or time.monotonic() - index.checked > CHECK_SECONDS
+            or _monotonic() - index.checked > CHECK_SECONDS
             or self._layout.generations.retired()
         ):
             index = self._ready()
         lkey = key.encode("utf-8", "surrogatepass")
         if not lkey or len(lkey) > DIRECT_KEY_MAX:
             lkey = index_key(key)
-        khash = xxhash.xxh3_64_intdigest(lkey) or 1
+        khash = _xxh3(lkey) or 1
         shard = index.shards[khash % len(index.shards)]
         try:
-            found = shard.find(lkey, khash)
+            found = shard.lookup(lkey, khash)
         except OSError as exc:  # (no `with os_errors`: this is the hot path)
             raise store_error(exc, self, "read") from exc
         if found is None:
             return None
-        position, slot, raw = found
-        try:
-            rec = unpack_record(raw, lkey)
-        except Damaged:
-            shard.discard(position, slot[_VERSION], "rejected")
-            return None
-        if rec.full_key is not None and rec.full_key != key:
+        position, slot, entry = found
+        if isinstance(entry, Record) and entry.full_key is not None and entry.full_key != key:
             return None
         expires = slot[_EXPIRES]
         if expires != math.inf or self.max_size is not None:
@@ -212,10 +221,10 @@ class DiskStore:
                 shard.discard(position, slot[_VERSION], "expirations")
                 return None
             if expires != math.inf:
-                rec.expires_at = expires
+                entry.expires_at = expires
             if self.max_size is not None:
                 self._budget.accessed(shard.number, lkey, slot[_STAMP], now)
-        return shard, position, slot, rec
+        return shard, position, slot, entry
 
     def _body(self, shard: Shard, position: int, slot: SlotFields, rec: Record) -> object:
         """The value in the record's file; None if damaged (removed), `_RETRY` if replaced."""
@@ -283,8 +292,11 @@ class DiskStore:
                 files.unlink(self._layout, [file_name])
             return False
         index.unlink(removed.files)
-        with os_errors(self, "enforce max_size"):
-            self._budget.wrote(cost - removed.freed)
+        if self.max_size is not None:  # the usage grew by the new record and file, less the
+            # old entry's file (its record stays, as garbage), and by a table rebuilt bigger
+            grown = cost - sum(s.cost - s.rlen for s in removed.slots) + removed.table_grown
+            with os_errors(self, "enforce max_size"):
+                self._budget.wrote(grown)
         return True
 
     def delete(self, key: str) -> bool:
@@ -521,8 +533,9 @@ class DiskStore:
         found = self._lookup(key)
         if found is None:
             return None
-        if found[3].file_name is None:
-            return found[3]
+        entry = found[3]
+        if not isinstance(entry, Record) or entry.file_name is None:
+            return entry
         return await asyncio.to_thread(self.get, key)
 
     async def set_async(

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 from ._format import (
     HEADER_SIZE,
+    INITIAL_CAPACITY,
     PROBE,
     SLOT_SIZE,
     Damaged,
@@ -30,7 +31,7 @@ from ._io import Fd, fsync_dir, open_ours, pread_exact, pwrite_all, remove_name
 
 TABLE = "table"
 _NEW = "table.new"
-MIN_CAPACITY = 64  # an empty shard's table: 4 KiB of header and 96 slots
+MIN_CAPACITY = INITIAL_CAPACITY
 
 
 class Table:
@@ -58,6 +59,10 @@ class Table:
 
     def write(self, position: int, slot: Slot) -> None:
         pwrite_all(self.fd, pack_slot(slot, position), HEADER_SIZE + position * SLOT_SIZE)
+
+    def erase(self, first: int, count: int) -> None:
+        """Empty slots ``first .. first + count - 1`` (one write)."""
+        pwrite_all(self.fd, bytes(count * SLOT_SIZE), HEADER_SIZE + first * SLOT_SIZE)
 
     def erase_slots(self) -> None:
         """Empty every slot in place (needs no new disk blocks: for a full disk)."""
@@ -96,6 +101,95 @@ class Table:
 
     def sync(self) -> None:
         os.fsync(self.fd)
+
+
+class Buffered:
+    """A writer's view of a table's slots (under the shard lock) for a batch of changes: the
+    4 KiB pages of slots it touches are read once, changed in memory and written back by
+    `flush`, each page's changed span in one write. Lock-free readers see each slot before or
+    after (a slot torn by the write fails its check and is read again, as with any slot
+    write); nobody else writes while the lock is held."""
+
+    __slots__ = ("_dirty", "_pages", "capacity", "mask", "table")
+
+    def __init__(self, table: Table, *, whole: bool = False) -> None:
+        """`whole`: read every page at once (for a batch that will touch most of them)."""
+        self.table = table
+        self.capacity = table.capacity
+        self.mask = table.mask
+        self._pages: dict[int, bytearray] = {}
+        self._dirty: dict[int, list[int]] = {}  # page -> [first, end) bytes changed
+        if whole:
+            data = pread_exact(table.fd, table.size - HEADER_SIZE, HEADER_SIZE)
+            for number in range(len(data) // _PAGE):
+                self._pages[number] = bytearray(data[number * _PAGE : (number + 1) * _PAGE])
+
+    def home(self, khash: int) -> int:
+        return (khash >> 8) & self.mask
+
+    def at(self, position: int) -> tuple[bytearray, int]:
+        """(page, offset) of a slot: its 64 bytes are ``page[offset : offset + 64]``."""
+        page = self._pages.get(position >> _SLOTS_PER_PAGE_LOG)
+        if page is None:
+            page = self._load(position >> _SLOTS_PER_PAGE_LOG)
+        return page, (position & _SLOTS_PER_PAGE - 1) << _SLOT_SIZE_LOG
+
+    def _load(self, number: int) -> bytearray:
+        page = bytearray(pread_exact(self.table.fd, _PAGE, HEADER_SIZE + number * _PAGE))
+        page += bytes(_PAGE - len(page))  # (past the end: read as empty slots)
+        self._pages[number] = page
+        return page
+
+    def read(self, first: int, count: int) -> bytes:
+        out = bytearray()
+        for position in range(first, min(first + count, self.capacity + PROBE)):
+            page, at = self.at(position)
+            out += page[at : at + SLOT_SIZE]
+        return bytes(out)
+
+    read_all = read
+
+    def write(self, position: int, slot: Slot) -> None:
+        self.put(position, pack_slot(slot, position))
+
+    def erase(self, first: int, count: int) -> None:
+        for position in range(first, first + count):
+            self.put(position, _EMPTY_SLOT)
+
+    def put(self, position: int, data: bytes) -> None:
+        """Write a packed slot."""
+        page, at = self.at(position)
+        page[at : at + SLOT_SIZE] = data
+        span = self._dirty.get(position >> _SLOTS_PER_PAGE_LOG)
+        if span is None:
+            self._dirty[position >> _SLOTS_PER_PAGE_LOG] = [at, at + SLOT_SIZE]
+        elif at < span[0]:
+            span[0] = at
+        elif at + SLOT_SIZE > span[1]:
+            span[1] = at + SLOT_SIZE
+
+    def flush(self) -> None:
+        """Write the changed slots: from the first to the last changed byte of each run of
+        changed pages, in one write (what lies between is written as it is)."""
+        dirty, self._dirty = self._dirty, {}
+        numbers = sorted(dirty)
+        i = 0
+        while i < len(numbers):
+            j = i
+            while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+                j += 1
+            pages = [self._pages[n] for n in numbers[i : j + 1]]
+            first, end = dirty[numbers[i]][0], (j - i) * _PAGE + dirty[numbers[j]][1]
+            data = memoryview(pages[0] if i == j else b"".join(pages))[first:end]
+            pwrite_all(self.table.fd, data, HEADER_SIZE + numbers[i] * _PAGE + first)
+            i = j + 1
+
+
+_PAGE = 4096
+_SLOTS_PER_PAGE = _PAGE // SLOT_SIZE
+_SLOTS_PER_PAGE_LOG = _SLOTS_PER_PAGE.bit_length() - 1
+_SLOT_SIZE_LOG = SLOT_SIZE.bit_length() - 1
+_EMPTY_SLOT = bytes(SLOT_SIZE)
 
 
 class Retired(Exception):
