@@ -2,9 +2,10 @@
 
 Both sides store the same bytes values with their default durability: tiers
 ``DiskStore(durable=False)`` (crash-safe, visible to other processes when `set` returns) and
-diskcache's defaults (SQLite WAL, ``synchronous=NORMAL``). The subject rows use tiers'
-``serializer="raw"`` (bytes stored as given, as diskcache stores bytes); informational rows
-show the default HMAC-signed pickle.
+diskcache's defaults (SQLite WAL, ``synchronous=NORMAL``). Two tiers rows per case, each with
+its target: ``serializer="raw"`` (bytes stored as given, as diskcache stores bytes), and the
+defaults, ``Cache(DiskStore(dir))`` with the signed pickle serializer, which on a private store
+keeps bytes plain, checked by the store's checksum (decision 0013).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ._harness import (
 )
 
 RAW = "tiers raw"
-SIGNED = "tiers signed pickle"
+SIGNED = "tiers signed pickle"  # the default serializer
 PEER = "diskcache"
 
 
@@ -81,11 +82,11 @@ def fill(caches: dict[str, Any], values: dict[str, bytes]) -> None:
             cache.set(key, value)
 
 
-def _rows(what: str, ops: Measured, target: float) -> list[Row]:
+def _rows(what: str, ops: Measured, target: float, default_target: float) -> list[Row]:
     rows = []
     for name, label, goal in (
         (RAW, "tiers Cache(DiskStore, raw)", Target(">=", target)),
-        (SIGNED, "tiers Cache(DiskStore) signed pickle", None),  # informational
+        (SIGNED, "tiers Cache(DiskStore) default (signed pickle)", Target(">=", default_target)),
     ):
         if name in ops:
             mine, peer, spread = ops.pair(name, PEER)
@@ -123,28 +124,28 @@ def get_1k(settings: Settings) -> list[Row]:
     """`get` hit of 1 KiB values: 1,000 keys, looked up in a fixed random order."""
     values = _values(1000, KIB)
     lookups = shuffled(list(values), settings.count(50_000, 2_000))
-    return _rows("disk get 1 KiB hit", _gets(settings, values, lookups), 2)
+    return _rows("disk get 1 KiB hit", _gets(settings, values, lookups), 2, 1.5)
 
 
 def set_1k(settings: Settings) -> list[Row]:
     """`set` of 1 KiB values over 1,000 existing keys, in a fixed random order."""
     values = _values(1000, KIB)
     pairs = [(k, values[k]) for k in shuffled(list(values), settings.count(10_000, 500))]
-    return _rows("disk set 1 KiB (overwrite)", _sets(settings, values, pairs), 2)
+    return _rows("disk set 1 KiB (overwrite)", _sets(settings, values, pairs), 2, 2)
 
 
 def get_10m(settings: Settings) -> list[Row]:
     """`get` hit of 10 MiB values: 3 keys, round robin."""
     values = _values(3, 10 * MIB)
     lookups = list(values) * settings.count(30, 2)
-    return _rows("disk get 10 MiB hit", _gets(settings, values, lookups), 2)
+    return _rows("disk get 10 MiB hit", _gets(settings, values, lookups), 2, 1)
 
 
 def set_10m(settings: Settings) -> list[Row]:
     """`set` of 10 MiB values, overwriting 3 keys round robin."""
     values = _values(3, 10 * MIB)
     pairs = list(values.items()) * settings.count(10, 1)
-    return _rows("disk set 10 MiB (overwrite)", _sets(settings, values, pairs), 4)
+    return _rows("disk set 10 MiB (overwrite)", _sets(settings, values, pairs), 4, 2)
 
 
 def get_miss(settings: Settings) -> list[Row]:

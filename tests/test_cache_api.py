@@ -807,12 +807,12 @@ def test_pickling_carries_an_explicit_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = Cache(tmp_path / "d", secret="s" * 32)
-    cache.set("k", "signed")
+    cache.set("k", ["signed"])  # (a value that needs pickle: signed)
     blob = pickle.dumps(cache)
     cache.close()
     monkeypatch.setenv("TIERS_SECRET", "another secret of some length")
     clone: Cache = pickle.loads(blob)
-    assert clone.get("k") == "signed"
+    assert clone.get("k") == ["signed"]
     assert Cache(tmp_path / "d").get("k", MISSING) is MISSING  # TIERS_SECRET would not verify
 
 

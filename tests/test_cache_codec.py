@@ -110,7 +110,15 @@ def test_raw_stores_bytes_as_they_are(disk: DiskStore) -> None:
     assert cache.get("s", MISSING) is MISSING
 
 
-def test_pickle_passes_bytes_through_unpickled_but_signed(disk: DiskStore) -> None:
+class SharedDiskStore(DiskStore):
+    """A DiskStore standing in for a shared tier: not private, so every entry is signed
+    (on a private store, values that need no pickle are plain: tests/test_plain_encoding.py)."""
+
+    private = False
+
+
+def test_pickle_passes_bytes_through_unpickled_but_signed(store_dir: Path) -> None:
+    disk = SharedDiskStore(store_dir)
     cache = Cache(disk)
     payload = os.urandom(100)
     cache.set("k", payload)
@@ -118,9 +126,9 @@ def test_pickle_passes_bytes_through_unpickled_but_signed(disk: DiskStore) -> No
     header = header_of(disk)
     assert header[1] == SIGNED | PASSTHROUGH | KEY_ID
     assert len(header) == 4 + len(b"pickle") + KID + MAC
-    assert Cache(DiskStore(disk.path)).get("k") == payload
+    assert Cache(SharedDiskStore(disk.path)).get("k") == payload
     cache.set("ba", bytearray(b"ba"))  # only exact bytes pass through; the rest is pickled
-    assert Cache(DiskStore(disk.path)).get("ba") == bytearray(b"ba")
+    assert Cache(SharedDiskStore(disk.path)).get("ba") == bytearray(b"ba")
     assert not header_of(disk, "ba")[1] & PASSTHROUGH
 
 
@@ -301,8 +309,8 @@ def test_another_secret_is_a_miss_that_leaves_the_entry(
 ) -> None:
     """An intact entry signed with another secret is that process's: a miss, counted in
     `foreign` and said once, never removed (one misconfigured worker cannot empty a tier)."""
-    Cache(disk, secret=FIRST).set("k", "v")
-    assert Cache(disk, secret=FIRST).get("k") == "v"
+    Cache(disk, secret=FIRST).set("k", ["v"])  # (a value that needs pickle: signed)
+    assert Cache(disk, secret=FIRST).get("k") == ["v"]
     other = Cache(DiskStore(disk.path), secret=SECOND)
     with caplog.at_level(logging.WARNING, logger="tiers"):
         assert other.get("k", MISSING) is MISSING
@@ -310,11 +318,11 @@ def test_another_secret_is_a_miss_that_leaves_the_entry(
     assert (other.stats().foreign, other.stats().rejected) == (2, 0)
     assert caplog.text.count("signed with another secret") == 1
     assert disk.get(":k") is not None
-    assert Cache(disk, secret=FIRST).get("k") == "v"
+    assert Cache(disk, secret=FIRST).get("k") == ["v"]
 
 
 def test_a_pop_of_an_unauthenticated_entry_is_a_miss(disk: DiskStore) -> None:
-    Cache(disk, secret=FIRST).set("k", "v")
+    Cache(disk, secret=FIRST).set("k", ["v"])
     other = Cache(DiskStore(disk.path), secret=SECOND)
     with pytest.raises(KeyError):
         other.pop("k")  # (a pop removes what it reads: the entry goes all the same)
@@ -402,15 +410,16 @@ def test_a_tampered_entry_is_a_counted_miss_and_removed(disk: DiskStore, damage:
 
 
 def test_an_entry_moved_to_another_key_does_not_verify(disk: DiskStore) -> None:
-    header, body = _signed_entry(disk, "for k only")
+    header, body = _signed_entry(disk, ["for k only"])
     plant(disk, header, body, key="other")
     cache = Cache(DiskStore(disk.path))
-    assert cache.get("k") == "for k only"
+    assert cache.get("k") == ["for k only"]
     assert cache.get("other", MISSING) is MISSING
     assert disk.get(":other") is None
 
 
-def test_a_tampered_passthrough_body_is_a_miss(disk: DiskStore) -> None:
+def test_a_tampered_passthrough_body_is_a_miss(store_dir: Path) -> None:
+    disk = SharedDiskStore(store_dir)
     header, _body = _signed_entry(disk, b"raw bytes under pickle")
     assert header[1] & PASSTHROUGH
     plant(disk, header, b"Raw bytes under pickle")
@@ -503,24 +512,24 @@ def test_a_planted_pickle_under_a_custom_signed_serializer_is_never_loaded(
 def test_the_key_file_is_created_private_and_reused(disk: DiskStore) -> None:
     config = Path(os.environ["TIERS_CONFIG_DIR"])
     assert not config.exists()
-    Cache(disk).set("k", "v")
+    Cache(disk).set("k", ["v"])  # (a value that needs pickle: signed)
     key_file = config / "secret.key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(config.stat().st_mode) == 0o700
     assert len(key_file.read_bytes().strip()) >= 32
     before = key_file.read_bytes()
-    assert Cache(DiskStore(disk.path)).get("k") == "v"
+    assert Cache(DiskStore(disk.path)).get("k") == ["v"]
     assert key_file.read_bytes() == before
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
 def test_a_key_file_readable_by_others_is_refused(disk: DiskStore, mode: int) -> None:
-    Cache(disk).set("k", "v")
+    Cache(disk).set("k", ["v"])  # (values that need pickle: signed)
     key_file = Path(os.environ["TIERS_CONFIG_DIR"]) / "secret.key"
     key_file.chmod(mode)
     cache = Cache(DiskStore(disk.path))
     with pytest.raises(ConfigError, match="chmod 600") as caught:
-        cache.set("j", "w")
+        cache.set("j", ["w"])
     assert "\n" not in str(caught.value) and str(key_file) in str(caught.value)
     assert disk.get(":j") is None  # nothing written
     with pytest.raises(ConfigError):
@@ -553,7 +562,7 @@ def test_a_short_tiers_secret_is_refused_at_the_first_signed_write(
     monkeypatch.setenv("TIERS_SECRET", "too short")
     cache = Cache(disk)
     with pytest.raises(ConfigError, match="TIERS_SECRET"):
-        cache.set("k", 1)
+        cache.set("k", {1})  # (a value that needs pickle: signed)
     assert disk.get(":k") is None
     assert not (Path(os.environ["TIERS_CONFIG_DIR"]) / "secret.key").exists()
 

@@ -111,7 +111,7 @@ def test_the_codec_reports_its_key_id() -> None:
 def test_signed_entries_carry_the_key_id_before_the_mac(compress: str | None, value: Any) -> None:
     c = codec(TEAM, compress=compress)
     header, body = c.encode(KEY, value)
-    assert header[0] == FORMAT == 1 and REVISION == (1, 1)
+    assert header[0] == FORMAT == 1 and REVISION == (1, 2)  # (1.2 added plain entries only)
     assert header[1] & SIGNED and header[1] & KEY_ID
     assert bool(header[1] & PASSTHROUGH) == isinstance(value, bytes)
     key_id = header[-MAC_SIZE - KEY_ID_SIZE : -MAC_SIZE]

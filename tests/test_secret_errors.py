@@ -68,11 +68,11 @@ def test_through_a_cache_the_error_comes_at_the_first_signed_use(
     config_dir.parent.mkdir(parents=True, exist_ok=True)
     config_dir.write_text("in the way")
     with tiers.Cache(tiers.DiskStore(tmp_path / "d"), secret=ENV_SECRET) as other:
-        other.set("k", "v")
+        other.set("k", ["v"])
     store = tiers.DiskStore(tmp_path / "d")
     cache = tiers.Cache(store)
     with pytest.raises(ConfigError, match="cannot create the signing key file"):
-        cache.set("j", "w")
+        cache.set("j", ["w"])  # (a value that needs pickle: signed)
     with pytest.raises(ConfigError, match="TIERS_SECRET"):
         cache.get("k")
     assert store.get(":k") is not None  # a configuration problem is not the entry's fault

@@ -98,6 +98,12 @@ class CacheCore:
         coherence_rules.assign(self._tiers, coherence)
         self._channels: list[coherence_rules.Channel] = []
         self._needs_bytes = any(not t.holds_objects for t in self._tiers)
+        # the byte forms writes make: plain for private tiers, if the codec has one (decision
+        # 0013), and the serializer's (signed pickle) for the others
+        self._plain_bytes = self._codec.plain and any(
+            t.private and not t.holds_objects for t in self._tiers
+        )
+        self._shared_bytes = any(not t.private and not t.holds_objects for t in self._tiers)
         # object tiers keep what the byte tiers would give back, so that the value read (and
         # what is refused) does not depend on the tier that answers: all but pickle
         self._normalizes = self._codec.name != "pickle" and any(
@@ -200,20 +206,32 @@ class CacheCore:
     def _entries(
         self, key: str, value: Any, expires_at: float | None, tags: tuple[str, ...],
         meta: dict[str, Any] | None,
-    ) -> tuple[Entry, Entry | None]:  # fmt: skip
-        """(entry for object tiers, entry for byte tiers); encoding errors raise here."""
+    ) -> tuple[Entry, Entry | None, Entry | None]:  # fmt: skip
+        """(entry for object tiers, entry for shared byte tiers, entry for private byte
+        tiers), each byte form made only if some tier takes it: for private tiers the plain
+        form of a value that needs no pickle (decision 0013), else the serializer's, which
+        shared tiers always get. Encoding errors raise here."""
         now = self._clock.time()
-        encoded: Entry | None = None
+        shared: Entry | None = None
+        private: Entry | None = None
         size = 0
         if self._needs_bytes or self._normalizes:
-            header, body = self._codec.encode(key, value)
-            size = len(header) + memoryview(body).nbytes
-            encoded = Entry(body, header, now, expires_at, tags, meta, size)
-            if self._normalizes:
-                value = self._codec.decode(key, header, body)
+            plain = self._codec.encode_plain(value) if self._plain_bytes else None
+            if plain is not None:
+                header, body = plain
+                size = len(header) + memoryview(body).nbytes
+                private = Entry(body, header, now, expires_at, tags, meta, size)
+            if plain is None or self._shared_bytes:
+                header, body = self._codec.encode(key, value)
+                nbytes = len(header) + memoryview(body).nbytes
+                shared = Entry(body, header, now, expires_at, tags, meta, nbytes)
+                if self._normalizes:
+                    value = self._codec.decode(key, header, body)
+                if private is None:
+                    private, size = shared, nbytes
         else:
             size = estimate_size(value)
-        return Entry(value, b"", now, expires_at, tags, meta, size), encoded
+        return Entry(value, b"", now, expires_at, tags, meta, size), shared, private
 
     def _normalized(self, key: str, value: Any) -> Any:
         """`value` as every tier gives it back: what its encoding decodes to (a tuple in
@@ -223,8 +241,14 @@ class CacheCore:
         header, body = self._codec.encode(key, value)
         return self._codec.decode(key, header, body)
 
-    def _for_tier(self, tier: Tier, live: Entry, encoded: Entry | None) -> Entry:
-        return live if tier.holds_objects or encoded is None else encoded
+    def _for_tier(
+        self, tier: Tier, live: Entry, shared: Entry | None, private: Entry | None
+    ) -> Entry:
+        """Which of a write's entries (`_entries`) `tier` takes."""
+        if tier.holds_objects:
+            return live
+        entry = private if tier.private else shared
+        return live if entry is None else entry
 
     def _info(self, tier: Tier, key: str, entry: Entry) -> EntryInfo:
         return EntryInfo(

@@ -30,23 +30,37 @@ class Policy(CacheCore):
     """The I/O-free rules of tiering and single-flight (a mixin of the operations)."""
 
     def _decode(self, tier: Tier, key: str, entry: Entry) -> Any:
-        """The value of an entry a tier returned; `Rejected` if it must not be used."""
+        """The value of an entry a tier returned; `Rejected` if it must not be used (a plain
+        entry is used only from a private tier: decision 0013)."""
         if tier.holds_objects:
             return entry.value
-        return self._codec.decode(key, entry.header, entry.value)
+        return self._codec.decode(key, entry.header, entry.value, tier.private)
 
-    def _promotion(self, source: Tier, key: str, entry: Entry, value: Any) -> tuple[Entry, Entry]:
-        """(object entry, byte entry) to copy `entry` into faster tiers, keeping its expiry."""
+    def _promotion(
+        self, source: Tier, key: str, entry: Entry, value: Any
+    ) -> tuple[Entry, Entry | None, Entry | None]:
+        """(object entry, shared byte entry, private byte entry) to copy `entry` into the
+        faster tiers, keeping its expiry (see `_for_tier`). A byte entry is copied as it was
+        read where it may go, else encoded anew, once, only if a tier above takes it: a plain
+        entry is signed before it goes to a tier that is not private, and a signed one made
+        plain for a private tier when its value needs no pickle (decision 0013)."""
         live = Entry(value, b"", entry.created_at, entry.expires_at, entry.tags, entry.meta,
                      entry.size, version=entry.version)  # fmt: skip
+        shared: Entry | None = None
+        private: Entry | None = None
         if not source.holds_objects:
-            return live, entry
-        if not self._needs_bytes:
-            return live, live
-        header, body = self._codec.encode(key, value)
-        encoded = Entry(body, header, entry.created_at, entry.expires_at, entry.tags, entry.meta,
-                        len(header) + memoryview(body).nbytes)  # fmt: skip
-        return live, encoded
+            if self._codec.is_plain(entry.header):
+                private = entry
+            else:
+                shared = entry
+        above = [t for t in self._tiers[: source.index] if not t.holds_objects]
+        if private is None and any(t.private for t in above):
+            plain = self._codec.encode_plain(value) if self._plain_bytes else None
+            if plain is not None:
+                private = _copy_of(entry, *plain)
+        if shared is None and (any(not t.private for t in above) or (private is None and above)):
+            shared = _copy_of(entry, *self._codec.encode(key, value))
+        return live, shared, private if private is not None else shared
 
     def _failed(self, tier: Tier, exc: Exception, action: str) -> None:
         """A tier raised: count it; re-raise under "raise", else let the breaker decide."""
@@ -207,3 +221,9 @@ class Policy(CacheCore):
             for t in self._tiers if t.can.epoch and t.holds_objects and t.index < last
             for k in keys
         }  # fmt: skip
+
+
+def _copy_of(entry: Entry, header: bytes, body: Any) -> Entry:
+    """`entry` (its times, tags and meta) holding another encoding of its value."""
+    size = len(header) + memoryview(body).nbytes
+    return Entry(body, header, entry.created_at, entry.expires_at, entry.tags, entry.meta, size)

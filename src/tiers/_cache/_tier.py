@@ -99,6 +99,7 @@ class Tier:
         "misses",
         "name",
         "owned",
+        "private",
         "rejected",
         "revalidating",
         "sets",
@@ -115,6 +116,7 @@ class Tier:
         self.owned = owned
         self.name = repr(store)
         self.holds_objects = bool(store.holds_objects)
+        self.private = _private(store)
         self.can = Capabilities.of(store)
         # coherence (see _coherence): the slower tier this one's copies answer to, and what
         # kind of guardian this one is
@@ -132,6 +134,18 @@ class Tier:
         self.stale: set[str] = set()
         self.hits = self.misses = self.sets = self.deletes = self.errors = self.rejected = 0
         self.lock_fallbacks = self.lost_leases = self.foreign = 0
+
+
+def _private(store: object) -> bool:
+    """Whether only this user can have written what `store` holds (`private = True` on its
+    class, as DiskStore declares, or a property of its class saying so for this store, as
+    FolderStore's does): the cache then keeps values that need no pickle there unsigned
+    (docs/decisions/0013-plain-values-on-private-stores.md). Read from the class, not through
+    a proxy's ``__getattr__``: a wrapper is private only if it says so itself."""
+    declared = getattr(type(store), "private", False)
+    if isinstance(declared, property):
+        declared = getattr(store, "private", False)
+    return declared is True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,11 @@
 """The envelope: a small header stored with each encoded entry, and the codec that uses it.
 
-Header layout (format 1, revision 1.1)::
+Header layout (format 1, revision 1.2)::
 
     0      format (1)
     1      flags: 1 = signed, 2 = value is raw bytes passed through the pickle serializer,
-           4 = padded (see below), 8 = key id (see below); any other bit: an entry of a later
-           format, refused
+           4 = padded (see below), 8 = key id (see below), 16 = plain (see below); any other
+           bit: an entry of a later format, refused
     2      compression id (0 none, 1 zlib, 2 zstd, 3 lz4)
     3      n = length of the serializer name
     4..    serializer name (ASCII)
@@ -14,6 +14,7 @@ Header layout (format 1, revision 1.1)::
            of compressed payload followed by zero bytes
     +8     key id of the secret that signed the entry (only with flag 8, only when signed)
     +32    HMAC-SHA256 (only when signed), over: domain, key, the header before it, body
+    +1..   (only when plain, never signed) the plain kind and its descriptor (`_plain`)
 
 Format history. Byte 0 names the layout of the fixed prefix (bytes 0..3 and the name), which
 has not changed; revisions add flags, which readers of an earlier revision refuse (the rule
@@ -22,6 +23,16 @@ above). 1.0: flags 1, 2, 4. 1.1: flag 8, set on every signed entry written: its 
 (and so removes) a 1.1 signed entry: upgrade every process sharing a tier together. A 1.1
 reader reads 1.0 entries as before; a 1.0 signed entry that does not verify is `TAMPERED`,
 as it always was (its key is unknown). Unsigned entries did not change (still 1.0).
+1.2 (tiers 0.2): flag 16, *plain*: what the pickle serializer writes to a private tier
+(`Codec.encode_plain`: a DiskStore or FolderStore, whose files only this user can have
+written) for a value that needs no pickle — bytes, bytearray, str, int, float, bool, None and
+numeric NumPy arrays — in a code-free encoding (`_plain`), unsigned: the store's checksum
+verifies it. Everything else is written as in 1.1. A 1.2 reader reads 1.0 and 1.1 entries as
+before. A 1.1 reader (tiers 0.1) refuses a plain entry as a flag it does not know
+(`FORMAT_UNKNOWN`): a miss, and removed, never an error. A 1.2 reader refuses a plain entry
+from any tier that is not private (`TAMPERED`: Redis, object storage, a custom store), so
+whoever can write a shared tier cannot plant values there without the secret.
+See docs/decisions/0013-plain-values-on-private-stores.md.
 
 Why a rejection. `Rejected.reason` tells the cache what to do with the entry:
 `FOREIGN_KEY`: signed with another secret (its key id is not this cache's): intact, another
@@ -47,18 +58,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _plain
 from ._compression import NONE_ID, Compressor, compressor_for_id
 from ._serializers import PickleSerializer, Serializer, is_signed
 from ._signing import KEY_ID_SIZE, MAC_SIZE, Signer
 
 FORMAT = 1
-REVISION = (1, 1)
+REVISION = (1, 2)
 """Of the header layout this version writes (module docstring, "Format history")."""
 SIGNED = 1
 PASSTHROUGH = 2
 PADDED = 4
 KEY_ID = 8  # revision 1.1
-_KNOWN_FLAGS = SIGNED | PASSTHROUGH | PADDED | KEY_ID
+PLAIN = 16  # revision 1.2
+_KNOWN_FLAGS = SIGNED | PASSTHROUGH | PADDED | KEY_ID | PLAIN
 MAX_EXPANSION = 64
 """An unsigned compressed entry inflates to at most this many times its stored body."""
 _DOMAIN = b"tiers-entry-mac-v1\0"
@@ -69,7 +82,8 @@ Body = bytes | bytearray | memoryview
 FOREIGN_KEY = "foreign-key"
 """Signed with another secret: intact, someone else's; a miss that leaves the entry alone."""
 TAMPERED = "tampered"
-"""Claims this cache's secret (or no key id) but does not verify, or claims no signature."""
+"""Claims this cache's secret (or no key id) but does not verify, or claims no signature
+(a plain entry on a tier that is not private included)."""
 FORMAT_UNKNOWN = "format"
 """A format, revision or flag this version does not know (written by a later one, or damaged)."""
 SERIALIZER = "serializer"
@@ -105,8 +119,8 @@ class Codec:
     """Encodes values for byte stores and decodes them, verifying signatures first."""
 
     __slots__ = (
-        "_compressor", "_loads", "_plain", "_serializer", "_signer", "_signer_source",
-        "_threshold", "name",
+        "_bytes_head", "_compressor", "_loads", "_name", "_passes", "_serializer", "_signer",
+        "_signer_source", "_threshold", "_unsigned_head", "name", "plain",
     )  # fmt: skip
 
     def __init__(
@@ -124,11 +138,18 @@ class Codec:
         self._signer_source = signer_source  # callable returning the secret, resolved lazily
         self.name = serializer.name
         name = serializer.name.encode("ascii")
+        self._name = name
         # The header of an uncompressed entry of an unsigned serializer: the common case,
         # decoded without parsing. Signed serializers never take this path: their entries
         # are loaded only after the MAC verifies (a header without one is refused).
-        self._plain = None if self.signed else bytes((FORMAT, 0, NONE_ID, len(name))) + name
+        signed = self.signed
+        self._unsigned_head = None if signed else bytes((FORMAT, 0, NONE_ID, len(name))) + name
         self._loads = serializer.loads
+        self._passes = isinstance(serializer, PickleSerializer)  # bytes pass through unpickled
+        self.plain = signed and self._passes
+        """Whether `encode_plain` may give a plain form (pickle: values that need none)."""
+        # The header of uncompressed plain bytes: read from a private tier without parsing
+        self._bytes_head = bytes((FORMAT, PLAIN, NONE_ID, len(name))) + name + bytes((0,))
 
     @property
     def signed(self) -> bool:
@@ -140,50 +161,87 @@ class Codec:
         return self._signer
 
     def encode(self, key: str, value: Any) -> tuple[bytes, Body]:
-        """(header, body) for `value` stored under `key`."""
+        """(header, body) for `value` stored under `key`: the serializer's form, signed if the
+        serializer is (what every tier may hold)."""
         flags = 0
-        if type(value) is bytes and isinstance(self._serializer, PickleSerializer):
+        if type(value) is bytes and self._passes:
             body: Body = value
             flags |= PASSTHROUGH
         else:
             body = self._serializer.dumps(value)
         signed = self.signed
-        cid, extra = NONE_ID, b""
-        comp = self._compressor
-        if comp is not None and len(body) >= self._threshold:
-            packed = comp.compress(bytes(body))
-            size = len(body)
-            if len(packed) < size:
-                cid, extra = comp.id, size.to_bytes(8, "little")
-                body = packed
-                if not signed and size > MAX_EXPANSION * len(packed):
-                    flags |= PADDED  # so that the reader's bound holds (module docstring)
-                    extra += len(packed).to_bytes(8, "little")
-                    body = packed + bytes(-(-size // MAX_EXPANSION) - len(packed))
-        name = self._serializer.name.encode("ascii")
+        flags, cid, extra, body = self._compress(flags, body, signed)
         if not signed:
-            return bytes((FORMAT, flags, cid, len(name))) + name + extra, body
+            return bytes((FORMAT, flags, cid, len(self._name))) + self._name + extra, body
         signer = self._get_signer()
-        head = bytes((FORMAT, flags | SIGNED | KEY_ID, cid, len(name))) + name + extra
+        head = bytes((FORMAT, flags | SIGNED | KEY_ID, cid, len(self._name))) + self._name + extra
         head += signer.key_id
         return head + signer.sign(_mac_parts(key, head, body)), body
+
+    def encode_plain(self, value: Any) -> tuple[bytes, Body] | None:
+        """(header, body) of `value` in the plain, unsigned encoding (`_plain`: code-free) if
+        this codec writes plain entries (`plain`) and the value needs no pickle; else None.
+        Only for private tiers: a plain entry read from any other is refused."""
+        if not self.plain:
+            return None
+        found = _plain.encode(value)
+        if found is None:
+            return None
+        kind, body = found
+        if kind == b"\x00" and self._compressor is None:  # bytes: the common case
+            return self._bytes_head, body
+        flags, cid, extra, body = self._compress(PLAIN, body, False)
+        return bytes((FORMAT, flags, cid, len(self._name))) + self._name + extra + kind, body
+
+    def _compress(self, flags: int, body: Body, signed: bool) -> tuple[int, int, bytes, Body]:
+        """(flags, compression id, header fields, body): `body` compressed when asked and
+        worth it; an unsigned one padded so that the reader's bound holds (module docstring)."""
+        comp = self._compressor
+        if comp is None or memoryview(body).nbytes < self._threshold:
+            return flags, NONE_ID, b"", body
+        size = memoryview(body).nbytes
+        packed = comp.compress(bytes(body))
+        if len(packed) >= size:
+            return flags, NONE_ID, b"", body
+        extra = size.to_bytes(8, "little")
+        if not signed and size > MAX_EXPANSION * len(packed):
+            extra += len(packed).to_bytes(8, "little")
+            return (
+                flags | PADDED,
+                comp.id,
+                extra,
+                packed + bytes(-(-size // MAX_EXPANSION) - len(packed)),
+            )
+        return flags, comp.id, extra, packed
 
     @property
     def key_id(self) -> bytes | None:
         """The key id this codec signs with (None if unsigned); resolves the secret."""
         return self._get_signer().key_id if self.signed else None
 
-    def decode(self, key: str, header: bytes, body: Body) -> Any:
-        """The value, or `Rejected` if the entry is damaged, unauthenticated or foreign."""
-        if header == self._plain and type(body) is bytes:  # unsigned, uncompressed: hot path
+    @staticmethod
+    def is_plain(header: bytes) -> bool:
+        """Whether `header` claims a plain entry (what it holds is for `decode` to say)."""
+        return len(header) > 1 and bool(header[1] & PLAIN)
+
+    def decode(self, key: str, header: bytes, body: Body, private: bool = False) -> Any:
+        """The value, or `Rejected` if the entry is damaged, unauthenticated or foreign.
+
+        `private`: the entry comes from a tier only this user can write (a DiskStore or a
+        FolderStore), the only kind whose plain (unsigned) entries a signed codec reads."""
+        if header == self._unsigned_head and type(body) is bytes:  # unsigned: hot path
             try:
                 return self._loads(body)
             except Exception as exc:
                 raise Rejected(f"entry payload does not load: {exc!r}") from exc
-        return self._decode(key, header, body)
+        if private and header == self._bytes_head and type(body) is bytes:  # plain bytes
+            return body
+        return self._decode(key, header, body, private)
 
-    def _decode(self, key: str, header: bytes, body: Body) -> Any:
+    def _decode(self, key: str, header: bytes, body: Body, private: bool) -> Any:
         flags, cid, pos, size, packed = self._parse(header)
+        if flags & PLAIN:
+            return self._decode_plain(header, body, private, cid, pos, size, packed)
         if self.signed:
             if not flags & SIGNED or len(header) != pos + MAC_SIZE:
                 raise Rejected("entry is not signed", reason=TAMPERED)
@@ -205,11 +263,8 @@ class Codec:
                 )
         elif len(header) != pos + (MAC_SIZE if flags & SIGNED else 0):
             raise Rejected("entry header is damaged")
-        elif cid != NONE_ID and size > MAX_EXPANSION * memoryview(body).nbytes:
-            raise Rejected(  # checked before inflating anything: see the module docstring
-                f"entry claims to inflate {memoryview(body).nbytes} bytes to {size}, more than "
-                f"{MAX_EXPANSION} times: a planted decompression bomb"
-            )
+        else:
+            _check_expansion(cid, body, size)
         if cid != NONE_ID:
             body = _inflate(cid, body, size, packed)
         if flags & PASSTHROUGH:
@@ -219,10 +274,30 @@ class Codec:
         except Exception as exc:
             raise Rejected(f"entry payload does not load: {exc!r}") from exc
 
+    def _decode_plain(
+        self, header: bytes, body: Body, private: bool, cid: int, pos: int, size: int,
+        packed: int,
+    ) -> Any:  # fmt: skip
+        """A plain entry's value: refused unless it comes from a private tier (when this
+        codec signs), bounded as every unsigned entry is, and decoded without running code."""
+        if self.signed and not private:
+            raise Rejected(
+                "entry is plain (unsigned) on a tier others may write: only a private tier "
+                "(DiskStore, FolderStore) holds plain entries",
+                reason=TAMPERED,
+            )
+        _check_expansion(cid, body, size)
+        if cid != NONE_ID:
+            body = _inflate(cid, body, size, packed)
+        try:
+            return _plain.decode(header[pos:], body)
+        except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+            raise Rejected(f"plain entry does not decode: {exc!r}") from exc
+
     def _parse(self, header: bytes) -> tuple[int, int, int, int, int]:
-        """(flags, compression id, where the MAC starts (after the key id, if any),
-        uncompressed size, compressed length or -1 if not padded) of a header of this cache's
-        serializer; `Rejected` if not one."""
+        """(flags, compression id, where the MAC (or a plain entry's kind) starts, after the
+        key id if any, uncompressed size, compressed length or -1 if not padded) of a header
+        of this cache's serializer; `Rejected` if not one."""
         if len(header) < 4 or header[0] != FORMAT:
             raise Rejected("unknown entry format", reason=FORMAT_UNKNOWN)
         flags, cid, n = header[1], header[2], header[3]
@@ -232,18 +307,20 @@ class Codec:
                 reason=FORMAT_UNKNOWN,
             )
         name = header[4 : 4 + n]
-        if name != self._serializer.name.encode("ascii"):
+        if name != self._name:
             raise Rejected(
                 f"entry was written with serializer {name.decode('ascii', 'replace')!r}, "
                 f"this cache uses {self._serializer.name!r}",
                 reason=SERIALIZER,
             )
-        if flags & PASSTHROUGH and not isinstance(self._serializer, PickleSerializer):
-            raise Rejected("entry passes bytes through a serializer that never does")
+        if flags & (PASSTHROUGH | PLAIN) and not self._passes:
+            raise Rejected("entry passes values through a serializer that never does")
         if flags & PADDED and cid == NONE_ID:
             raise Rejected("entry is padded but not compressed")
         if flags & KEY_ID and not flags & SIGNED:
             raise Rejected("entry has a key id but no signature")
+        if flags & PLAIN and flags & (SIGNED | PASSTHROUGH):
+            raise Rejected("entry is plain and signed or passed through at once")
         pos, size, packed = 4 + n, 0, -1
         if cid != NONE_ID:
             size = int.from_bytes(header[pos : pos + 8], "little")
@@ -254,6 +331,16 @@ class Codec:
         if flags & KEY_ID:
             pos += KEY_ID_SIZE
         return flags, cid, pos, size, packed
+
+
+def _check_expansion(cid: int, body: Body, size: int) -> None:
+    """An unsigned entry claims to inflate past `MAX_EXPANSION` times its body: `Rejected`,
+    before anything is inflated (see the module docstring)."""
+    if cid != NONE_ID and size > MAX_EXPANSION * memoryview(body).nbytes:
+        raise Rejected(
+            f"entry claims to inflate {memoryview(body).nbytes} bytes to {size}, more than "
+            f"{MAX_EXPANSION} times: a planted decompression bomb"
+        )
 
 
 def _inflate(cid: int, body: Body, size: int, packed: int) -> bytes:

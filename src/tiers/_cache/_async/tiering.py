@@ -178,12 +178,12 @@ class AsyncTiering(Policy):
     ) -> None:
         """Copy an entry `source` returned into the faster tiers, slowest first (each copy
         conditional on the key being unchanged since the look began, where its tier can)."""
-        live, encoded = self._promotion(source, k, entry, value)
+        live, shared, private = self._promotion(source, k, entry, value)
         stamps = {i: e for i, e in (epochs or {}).items() if self._tiers[i].kind == LOCAL}
         for tier in reversed(self._tiers[: source.index]):
             if not tier.breaker.allow() or tier.suspect:
                 continue
-            copy = live if tier.holds_objects else encoded
+            copy = self._for_tier(tier, live, shared, private)
             try:
                 epoch = (epochs or {}).get(tier.index)
                 await self._put_copy_async(tier, k, copy, epoch, stamps, source)
@@ -223,14 +223,21 @@ class AsyncTiering(Policy):
         `fence` (one computed item), its lock's tier is written first and only while the
         lease is current; if it is not, nothing is written."""
         with writing(self._writer):  # (its announcements name this cache)
-            encoded = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
+            forms = [(k, *self._entries(k, value, expires_at, tags, meta)) for k, value in items]
+            encoded = [
+                (k, live, private if shared is None else shared)
+                for k, live, shared, private in forms
+            ]
             epochs = self._epochs_before_write([k for k, _value in items])
             stamps: dict[str, dict[int, int]] = {}
             written = False
             for tier in self._write_order(fence):
                 if await self._bypassed_async(tier, [k for k, _live, _encoded in encoded]):
                     continue
-                batch = [(k, self._for_tier(tier, live, enc)) for k, live, enc in encoded]
+                batch = [
+                    (k, self._for_tier(tier, live, shared, private))
+                    for k, live, shared, private in forms
+                ]
                 try:
                     if fence is not None and tier is fence.tier:
                         if not await self._write_fenced_async(fence, batch[0], stamps):

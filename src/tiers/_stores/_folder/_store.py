@@ -21,6 +21,7 @@ from ..._clock import SYSTEM_CLOCK, Clock
 from ...errors import StoreError, StorePermissionError, TiersError
 from .._fs import open_dir, os_errors, store_path
 from .._generations import Generations
+from .._private import only_owner_writes
 from .._protocol import Entry, StoreCounters
 from .._twins import in_thread, inline, iter_in_thread
 from . import _entry_dir as dirs
@@ -42,6 +43,7 @@ class FolderStore:
     """
 
     holds_objects: ClassVar[bool] = False
+    private = property(lambda self: only_owner_writes(self._root))  # (decision 0013)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = store_path(path, "FolderStore")
