@@ -11,6 +11,8 @@ from __future__ import annotations
 COMPARISONS: dict[str, str] = {
     "memory-hit": "benchmarks.memory:get_hit",
     "memory-miss": "benchmarks.memory:get_miss",
+    "memory-set": "benchmarks.memory:set_1k",
+    "memory-async-batches": "benchmarks.memory:async_and_batches",
     "coherence-memory-hit": "benchmarks.coherence:memory_hit",
     "coherence-memoize-hit": "benchmarks.coherence:memoize_hit",
     "metrics-overhead": "benchmarks.metrics:overhead",

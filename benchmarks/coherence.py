@@ -3,8 +3,9 @@
 The default stack, `Cache(MemoryStore, DiskStore)`, checks each memory hit against the disk
 store's generation table (one 8-byte read from shared memory): with ``coherence="auto"``
 against ``coherence="none"`` (no check), and against cachetools' `TTLCache.get`, which the
-memory tier must stay ahead of. Every cache holds the same 10,000 keys, 1 KiB bytes values,
-one-hour TTL; the memoize row calls a memoized ``x + 1`` over 1,000 int arguments.
+memory tier must stay ahead of, and `LRUCache.get` (no TTL). Every cache holds the same
+10,000 keys, 1 KiB bytes values, one-hour TTL; the memoize row calls a memoized ``x + 1``
+over 1,000 int arguments.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def memory_hit(settings: Settings) -> list[Row]:
         ttl_cache: cachetools.TTLCache[str, bytes] = cachetools.TTLCache(maxsize=ITEMS, ttl=TTL)
         ttl_cache.update(values)
         getters["cachetools.TTLCache"] = ttl_cache.get
+        lru_cache: cachetools.LRUCache[str, bytes] = cachetools.LRUCache(maxsize=ITEMS)
+        lru_cache.update(values)
+        getters["cachetools.LRUCache"] = lru_cache.get
         for name, get in getters.items():
             check_hits(get, values, name)
         ops = measure({n: get_loop(g, lookups) for n, g in getters.items()}, len(lookups),
@@ -61,6 +65,8 @@ def memory_hit(settings: Settings) -> list[Row]:
     return [
         speedup(what, (ON, ops[ON]), ("cachetools.TTLCache", ops["cachetools.TTLCache"]),
                 Target(">", 1), spread=max(ops.spread[ON], ops.spread["cachetools.TTLCache"])),
+        speedup(what, (ON, ops[ON]), ("cachetools.LRUCache (no TTL)", ops["cachetools.LRUCache"]),
+                Target(">=", 1), spread=max(ops.spread[ON], ops.spread["cachetools.LRUCache"])),
         speedup(what, (ON, ops[ON]), (OFF, ops[OFF]), spread=max(ops.spread[ON], ops.spread[OFF]),
                 note="the cost of the generation check on each hit"),
     ]  # fmt: skip

@@ -42,7 +42,7 @@ class MemoryMedium:
         if entry.expires_at is not None:
             expiry = clock.monotonic() + (entry.expires_at - clock.time())
         with store._lock:
-            store._data[key] = Slot(entry, expiry)
+            store._data[key] = Slot.of(entry, expiry)
             store._bytes += entry.size
             for tag in entry.tags:
                 store._tags.setdefault(tag, set()).add(key)

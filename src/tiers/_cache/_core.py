@@ -35,6 +35,7 @@ from ..errors import (
     StoreError,
 )
 from . import _coherence as coherence_rules
+from ._direct import install as install_fast_paths
 from ._options import CacheOptions, unexpected_options
 from ._tier import Tier
 
@@ -123,6 +124,7 @@ class CacheCore:
         self._open_channels()
         # the id its writes announce under, when it listens to announcements (else None)
         self._writer: bytes | None = self._origin if self._channels else None
+        self._uninstall_fast_paths = install_fast_paths(self)  # type: ignore[arg-type]
 
     def _open_channels(self) -> None:
         """Listen to the invalidations of each PUSH tier that guards faster ones."""

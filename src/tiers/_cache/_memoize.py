@@ -304,8 +304,7 @@ _FAST_PATH = """
     except TypeError:  # an unhashable argument: the full path, no alias
         return {await_}_tiers_memo.{call}(({values}), None)
     if _tiers_slot is not None:
-        _tiers_deadline = _tiers_slot.deadline
-        if _tiers_deadline is None or _tiers_deadline > _tiers_store.clock.monotonic():
+        if _tiers_slot.deadline > _tiers_store.monotonic():
             _tiers_gens = _tiers_slot.gens
             if _tiers_gens is None or _tiers_gens.view[_tiers_slot.gslot] == _tiers_slot.gstamp:
                 _tiers_slot.touched = True

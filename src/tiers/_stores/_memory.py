@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from ._protocol import Entry, StoreCounters
 from ._twins import inline, inline_iter
 
 _STRIPES = 256
+_NEVER = math.inf  # the deadline of a slot that never expires
 
 
 Guard = tuple[Generations, int, int]
@@ -23,26 +25,63 @@ Guard = tuple[Generations, int, int]
 
 
 class Slot:
-    """What the store keeps per key. Read without the lock by memoized functions' fast path
-    (see `link`), hence the flat shape: `deadline` (when to stop serving it: its expiry, or
-    earlier when it must be revalidated) and `gens`/`gslot`/`gstamp` (its guard) say whether
-    a found slot may be served."""
+    """What the store keeps per key. Read without the lock by the cache's fast paths (see
+    `slot_of`, `link`), hence the flat shape: `value`, `deadline` (when to stop serving it:
+    its expiry, or earlier when it must be revalidated) and `gens`/`gslot`/`gstamp` (its
+    guard) say whether a found slot may be served. Its `Entry` is made when first asked for:
+    a bare value written by `put` needs none until someone reads it through `get`."""
 
-    __slots__ = ("deadline", "entry", "expiry", "gens", "gslot", "gstamp", "touched", "value")
+    __slots__ = (
+        "_entry", "created_at", "deadline", "expires_at", "expiry", "gens", "gslot", "gstamp",
+        "size", "tags", "touched", "value",
+    )  # fmt: skip
+    gslot: int  # (set with `gens`)
+    gstamp: int
 
     def __init__(
-        self, entry: Entry, expiry: float | None, guard: Guard | None = None,
-        due: float | None = None,
+        self, value: Any, created_at: float, expires_at: float | None, size: int,
+        expiry: float | None,
     ) -> None:  # fmt: skip
-        self.entry = entry
-        self.value = entry.value
+        """A bare value's slot (see `put`); `of` makes one for an entry."""
+        self._entry: Entry | None = None
+        self.value = value
+        self.created_at = created_at
+        self.expires_at = expires_at
+        self.size = size
+        self.tags: tuple[str, ...] = ()
         self.expiry = expiry  # monotonic, or None
-        self.deadline = expiry if due is None or (expiry is not None and expiry < due) else due
-        self.gens: Generations | None = None
-        self.gslot = self.gstamp = 0
+        self.deadline = _NEVER if expiry is None else expiry  # (a float: one comparison)
+        self.gens: Generations | None = None  # (gslot and gstamp are set with it)
+        self.touched = False  # hit without the lock since it was last considered for eviction
+
+    @classmethod
+    def of(
+        cls, entry: Entry, expiry: float | None, guard: Guard | None = None,
+        due: float | None = None,
+    ) -> Slot:  # fmt: skip
+        """The slot of `entry`, expiring at monotonic `expiry`; `guard`: served only while its
+        table holds its stamp; `due`: revalidated from then on (if before `expiry`)."""
+        slot = cls(entry.value, entry.created_at, entry.expires_at, entry.size, expiry)
+        slot._entry = entry
+        slot.tags = entry.tags
+        if due is not None and (expiry is None or due < expiry):
+            slot.deadline = due
         if guard is not None:
-            self.gens, self.gslot, self.gstamp = guard
-        self.touched = False  # hit through a link since it was last considered for eviction
+            slot.gens, slot.gslot, slot.gstamp = guard
+        return slot
+
+    @property
+    def entry(self) -> Entry:
+        entry = self._entry
+        if entry is None:
+            entry = self._entry = Entry(
+                self.value, b"", self.created_at, self.expires_at, (), None, self.size
+            )
+        return entry
+
+    def revalidates(self) -> bool:
+        """Its deadline is a revalidation time (`due`), before its expiry."""
+        return self.deadline != (_NEVER if self.expiry is None else self.expiry)
 
     def live(self, now: float) -> bool:
         """Not expired, and not changed in the store its guard watches."""
@@ -76,15 +115,27 @@ class MemoryStore:
     def __init__(self, *, max_size: int | str | None = None, max_items: int | None = None) -> None:
         self.max_size = parse_size(max_size, "max_size")
         self.max_items = parse_count(max_items, "max_items")
-        self.clock: Clock = SYSTEM_CLOCK
+        self.clock = SYSTEM_CLOCK
         self._lock = threading.Lock()
         self._data: OrderedDict[str, Slot] = OrderedDict()
+        # key under a prefix -> slot, per prefix a cache asked for (`view`); kept with `_data`
+        self._views: dict[str, dict[str, Slot]] = {}
         self._tags: dict[str, set[str]] = {}
         self._links: dict[str, list[tuple[dict[Hashable, Slot], Hashable]]] = {}
         self._bytes = 0
         self._epochs = [0] * _STRIPES
         self._evictions = self._expirations = self._rejected = 0
         self.invalidated = 0  # copies found changed in the store their guard watches
+
+    @property
+    def clock(self) -> Clock:
+        """Where expiry reads the time (replaceable: a `FakeClock` in tests)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = clock
+        self.monotonic = clock.monotonic  # (one lookup on the fast paths)
 
     def __repr__(self) -> str:
         limits = [
@@ -105,8 +156,8 @@ class MemoryStore:
             if slot is None:
                 return None
             deadline = slot.deadline
-            if deadline is not None and deadline <= (now := self.clock.monotonic()):
-                if deadline != slot.expiry and slot.unexpired(now):
+            if deadline <= (now := self.clock.monotonic()):
+                if slot.revalidates() and slot.unexpired(now):
                     return None  # due for revalidation: kept for `due_copy`
                 self._drop(key, slot)
                 self._expirations += 1
@@ -143,12 +194,93 @@ class MemoryStore:
             if self.max_size is not None and entry.size > self.max_size:
                 self._rejected += 1
                 return False
-            self._data[key] = Slot(entry, deadline, guard, revalidate)
+            slot = self._data[key] = Slot.of(entry, deadline, guard, revalidate)
+            if self._views:
+                self._index(key, slot)
             self._bytes += entry.size
             for tag in entry.tags:
                 self._tags.setdefault(tag, set()).add(key)
             self._shrink()
             return True
+
+    def view(self, prefix: str) -> dict[str, Slot]:
+        """The slots of the keys under `prefix`, by the rest of their key, for readers that
+        take no lock (dict reads are atomic): the store adds and removes them with `_data`,
+        so a slot found is current but for its deadline and guard, which the reader checks
+        (as `link`'s readers do), marking it `touched` for eviction's second chance. A cache
+        reads its namespace through one; each costs a dict entry per key under `prefix`."""
+        with self._lock:
+            view = self._views.get(prefix)
+            if view is None:
+                start = len(prefix)
+                view = {k[start:]: slot for k, slot in self._data.items() if k.startswith(prefix)}
+                self._views[prefix] = view
+            return view
+
+    def put(self, key: str, value: Any, created_at: float, ttl: float | None, size: int) -> bool:
+        """`set` of a bare value: no tags, meta, epoch or guard, `ttl` finite seconds or None
+        (the cache's fast path has checked them). False if larger than `max_size`."""
+        return self.putter("")(key, value, created_at, ttl, size)
+
+    def putter(self, prefix: str) -> Callable[[str, Any, float, float | None, int], bool]:
+        """`put` of ``prefix + key`` as a function holding the store's parts in locals (the
+        cache's fast `set` calls it once per write: every lookup saved counts)."""
+        lock, data, epochs, links = self._lock, self._data, self._epochs, self._links
+        acquire, release, move_to_end = lock.acquire, lock.release, data.move_to_end
+        views = self._views
+        view = self.view(prefix) if prefix else {}
+
+        def put(name: str, value: Any, created_at: float, ttl: float | None, size: int) -> bool:
+            key = prefix + name
+            if ttl is None:
+                slot = Slot(value, created_at, None, size, None)
+            else:
+                slot = Slot(value, created_at, created_at + ttl, size, self.monotonic() + ttl)
+            acquire()  # (not `with`, which costs twice as much)
+            try:
+                old = data.get(key)
+                epochs[hash(key) % _STRIPES] += 1
+                if old is None:
+                    data[key] = slot
+                    self._bytes += size
+                elif old.tags or key in links:
+                    self._drop(key, old)  # (its tag memberships and aliases go)
+                    data[key] = slot
+                    self._bytes += size
+                else:  # (the common overwrite)
+                    data[key] = slot
+                    move_to_end(key)
+                    self._bytes += size - old.size
+                if len(views) == 1 and prefix in views:
+                    view[name] = slot
+                elif views:
+                    self._index(key, slot)
+                if self.max_size is None and (
+                    self.max_items is None or len(data) <= self.max_items
+                ):
+                    return True
+                return self._shrink_or_refuse(key, size)
+            finally:
+                release()
+
+        return put
+
+    def put_many(
+        self, items: list[tuple[str, Any, int]], created_at: float, ttl: float | None
+    ) -> int:
+        """`put` of (key, value, size) triples under one lock; how many were kept."""
+        if ttl is None:
+            expires_at = expiry = None
+        else:
+            expires_at, expiry = created_at + ttl, self.clock.monotonic() + ttl
+        kept = 0
+        bounded = self.max_size is not None or self.max_items is not None
+        put = self._put
+        with self._lock:
+            for key, value, size in items:
+                put(key, Slot(value, created_at, expires_at, size, expiry))
+                kept += self._shrink_or_refuse(key, size) if bounded else 1
+        return kept
 
     def delete(self, key: str) -> bool:
         with self._lock:
@@ -161,7 +293,7 @@ class MemoryStore:
 
     def clear(self, prefix: str = "") -> int:
         with self._lock:
-            self._epochs = [e + 1 for e in self._epochs]
+            self._epochs[:] = [e + 1 for e in self._epochs]
             now = self.clock.monotonic()
             doomed = [key for key in self._data if key.startswith(prefix)]
             return sum(self._drop(key, self._data[key]).unexpired(now) for key in doomed)
@@ -205,9 +337,9 @@ class MemoryStore:
         with self._lock:
             slot = self._data.get(key)
             now = self.clock.monotonic()
-            if slot is None or slot.deadline == slot.expiry or not slot.live(now):
+            if slot is None or not slot.revalidates() or not slot.live(now):
                 return None
-            return slot.entry if slot.deadline is not None and slot.deadline <= now else None
+            return slot.entry if slot.deadline <= now else None
 
     def renew(self, key: str, entry: Entry, due: float) -> bool:
         """`entry` (from `due_copy`) was found unchanged: serve it for `due` more seconds."""
@@ -244,11 +376,14 @@ class MemoryStore:
                 return False
             # a new Entry and slot: the old ones may be held by readers and linked indexes
             self._drop(key, slot)
-            due = None if slot.deadline == slot.expiry else slot.deadline
-            renewed = Slot(replace(slot.entry, expires_at=expires_at), deadline, slot.guard(), due)
+            due = slot.deadline if slot.revalidates() else None
+            entry = replace(slot.entry, expires_at=expires_at)
+            renewed = Slot.of(entry, deadline, slot.guard(), due)
             self._data[key] = renewed
-            self._bytes += slot.entry.size
-            for tag in slot.entry.tags:
+            if self._views:
+                self._index(key, renewed)
+            self._bytes += slot.size
+            for tag in slot.tags:
                 self._tags.setdefault(tag, set()).add(key)
             return True
 
@@ -264,7 +399,7 @@ class MemoryStore:
 
     def evict(self, tag: str, prefix: str = "") -> int:
         with self._lock:
-            self._epochs = [e + 1 for e in self._epochs]  # no copy in flight lands after it
+            self._epochs[:] = [e + 1 for e in self._epochs]  # no copy in flight lands after it
             now = self.clock.monotonic()
             doomed = [key for key in self._tags.get(tag, ()) if key.startswith(prefix)]
             return sum(self._drop(key, self._data[key]).unexpired(now) for key in doomed)
@@ -317,8 +452,8 @@ class MemoryStore:
         """Remove `key` (its slot, tags, links and epoch) and return its slot."""
         del self._data[key]
         self._epochs[hash(key) % _STRIPES] += 1
-        self._bytes -= slot.entry.size
-        for tag in slot.entry.tags:
+        self._bytes -= slot.size
+        for tag in slot.tags:
             members = self._tags.get(tag)
             if members is not None:
                 members.discard(key)
@@ -327,7 +462,48 @@ class MemoryStore:
         for index, alias in self._links.pop(key, ()):
             if index.get(alias) is slot:
                 del index[alias]
+        if self._views:
+            for prefix, view in self._views.items():
+                if key.startswith(prefix) and view.get(rest := key[len(prefix) :]) is slot:
+                    del view[rest]
         return slot
+
+    def _index(self, key: str, slot: Slot) -> None:
+        """`slot` is now `key`'s: so in every view whose prefix `key` has."""
+        for prefix, view in self._views.items():
+            if key.startswith(prefix):
+                view[key[len(prefix) :]] = slot
+
+    def _put(self, key: str, slot: Slot) -> None:
+        """Store `slot` as `key`'s, in place of any other, as the most recently used."""
+        data = self._data
+        old = data.get(key)
+        self._epochs[hash(key) % _STRIPES] += 1
+        if old is None:
+            data[key] = slot
+            self._bytes += slot.size
+        elif old.tags or key in self._links:
+            self._drop(key, old)  # (its tag memberships and aliases go; bumps the epoch)
+            data[key] = slot
+            self._bytes += slot.size
+        else:
+            data[key] = slot
+            data.move_to_end(key)
+            self._bytes += slot.size - old.size
+        if self._views:
+            self._index(key, slot)
+
+    def _shrink_or_refuse(self, key: str, size: int) -> bool:
+        """After `_put`: False (and `key` gone) if larger than `max_size`; else shrink."""
+        if self.max_size is not None and size > self.max_size:
+            self._drop(key, self._data[key])
+            self._rejected += 1
+            return False
+        if (self.max_items is not None and len(self._data) > self.max_items) or (
+            self.max_size is not None and self._bytes > self.max_size
+        ):
+            self._shrink()
+        return True
 
     def _shrink(self) -> None:
         """Evict least recently used entries until both bounds hold. A slot hit through a link

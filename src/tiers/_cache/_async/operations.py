@@ -346,6 +346,7 @@ class AsyncOps(AsyncSingleFlight):
         if self._closed:
             return
         self._closed = True
+        self._uninstall_fast_paths()
         self._close_channels()
         self._unbind_all()
         self._unlink_memos()

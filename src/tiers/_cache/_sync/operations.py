@@ -341,6 +341,7 @@ class SyncOps(SyncSingleFlight):
         if self._closed:
             return
         self._closed = True
+        self._uninstall_fast_paths()
         self._close_channels()
         self._unbind_all()
         self._unlink_memos()
