@@ -221,11 +221,11 @@ def test_damaged_metadata_json_is_a_counted_miss_and_removed(tmp_path: Path) -> 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="needs atheris")
 def test_every_atheris_target_runs_a_few_seconds_without_a_crash(tmp_path: Path) -> None:
-    """tests/fuzz/run.py: each target for 3 s, two at a time, in processes of their own."""
+    """tests/fuzz/run.py: each target for 2 s, two at a time, in processes of their own."""
     targets = sorted(p.name[len("fuzz_") : -3] for p in FUZZ.glob("fuzz_*.py"))
     assert targets == sorted(TARGETS), "one tests/fuzz/fuzz_<target>.py per target"
     done = subprocess.run(
-        [sys.executable, str(FUZZ / "run.py"), "--seconds", "3", "--jobs", "2",
+        [sys.executable, str(FUZZ / "run.py"), "--seconds", "2", "--jobs", "2",
          "--work", str(tmp_path)],
         capture_output=True, text=True, timeout=150, check=False,
     )  # fmt: skip
