@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._sizeof import estimate_size
+from .._stores._memory import NEVER
 from .._types import MISSING
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def install(cache: Cache) -> Callable[[], None]:
 
 def _reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[[], None]]:
     """`get` and `get_many` (and twins) reading the memory tier's slots without its lock, and
-    what makes them take the full path from then on (at close)."""
+    what makes `get` take the full path from then on (at close)."""
     cls = type(cache)
     first = cache._tiers[0]
     store = first.store
@@ -91,41 +92,92 @@ def _reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[[], No
     stale = first.stale  # (never rebound: emptied and refilled in place)
     slot_of = store.view(prefix).get
     slow_get, slow_get_async = cls.get.__get__(cache), cls.get_async.__get__(cache)
-    slow_many, slow_many_async = cls.get_many.__get__(cache), cls.get_many_async.__get__(cache)
+    serving = True
+    alone = len(cache._tiers) == 1
+
+    def miss(k: str) -> Any:
+        """`_lookup` of a key the view does not hold: the memory tier has no slot for it (a
+        miss there, counted; asked again by `_lookup` when tiers below may promote)."""
+        if alone:
+            first.misses += 1
+            return MISSING
+        return cache._lookup(k)
+
+    async def miss_async(k: str) -> Any:
+        if alone:
+            first.misses += 1
+            return MISSING
+        return await cache._lookup_async(k)
 
     def get(key: object, default: Any = None) -> Any:
         slot = slot_of(key) if type(key) is str else None
         if (
-            slot is not None and slot.deadline > store.monotonic()
+            slot is not None
+            and (slot.deadline is NEVER or slot.deadline > store.monotonic())
             and (slot.gens is None or slot.gens.view[slot.gslot] == slot.gstamp)
             and not (stale and prefix + key in stale)  # type: ignore[operator]
         ):  # fmt: skip
             slot.touched = True
             first.hits += 1
             return slot.value
+        if slot is None and serving and type(key) is str:  # not in the tier: the tiers below
+            value = miss(prefix + key)
+            if value is MISSING:
+                cache._misses += 1
+                return default
+            return value
         return slow_get(key, default)
 
     async def get_async(key: object, default: Any = None) -> Any:
         slot = slot_of(key) if type(key) is str else None
         if (
-            slot is not None and slot.deadline > store.monotonic()
+            slot is not None
+            and (slot.deadline is NEVER or slot.deadline > store.monotonic())
             and (slot.gens is None or slot.gens.view[slot.gslot] == slot.gstamp)
             and not (stale and prefix + key in stale)  # type: ignore[operator]
         ):  # fmt: skip
             slot.touched = True
             first.hits += 1
             return slot.value
+        if slot is None and serving and type(key) is str:  # not in the tier: the tiers below
+            value = await miss_async(prefix + key)
+            if value is MISSING:
+                cache._misses += 1
+                return default
+            return value
         return await slow_get_async(key, default)
+
+    def stop() -> None:
+        nonlocal slot_of, serving
+        slot_of = _NOTHING.get  # (a caller holding a function now always takes the full path)
+        serving = False
+
+    reads: dict[str, Callable[..., Any]] = {"get": get, "get_async": get_async}
+    return {**reads, **_batch_reads(cache)}, stop
+
+
+def _batch_reads(cache: Cache) -> dict[str, Callable[..., Any]]:
+    """`get_many` (and its twin): every key the view holds a servable slot for, as `get`
+    does; the others (all of them once the cache is closed) from the class's method."""
+    cls = type(cache)
+    first = cache._tiers[0]
+    store = first.store
+    prefix = cache._prefix
+    stale = first.stale
+    slot_of = store.view(prefix).get
+    slow_many, slow_many_async = cls.get_many.__get__(cache), cls.get_many_async.__get__(cache)
 
     def hits_of(keys: Iterable[Any]) -> tuple[dict[Any, Any], list[Any]]:
         """({key: value or MISSING}, keys to ask the full path for), in the order asked."""
         out: dict[Any, Any] = {}
         rest: list[Any] = []
+        if cache._closed:
+            return out, list(keys)
         now = store.monotonic()
         for key in keys:
             slot = slot_of(key) if type(key) is str else None
             if (
-                slot is not None and slot.deadline > now
+                slot is not None and (slot.deadline is NEVER or slot.deadline > now)
                 and (slot.gens is None or slot.gens.view[slot.gslot] == slot.gstamp)
                 and not (stale and prefix + key in stale)
             ):  # fmt: skip
@@ -149,15 +201,7 @@ def _reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[[], No
             out.update(await slow_many_async(rest, default))
         return out
 
-    def stop() -> None:
-        nonlocal slot_of
-        slot_of = _NOTHING.get  # (a caller holding a function now always takes the full path)
-
-    reads: dict[str, Callable[..., Any]] = {
-        "get": get, "get_async": get_async, "get_many": get_many,
-        "get_many_async": get_many_async,
-    }  # fmt: skip
-    return reads, stop
+    return {"get_many": get_many, "get_many_async": get_many_async}
 
 
 def _local_reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[[], None]]:
@@ -272,7 +316,7 @@ def _batch_writes(cache: Cache) -> dict[str, Callable[..., Any]]:
         for key, value in items.items():
             if type(key) is not str:
                 return None
-            out.append((prefix + key, value, sizeof(value)))
+            out.append((key, value, len(value) + _BYTES if type(value) is bytes else sizeof(value)))
         return out
 
     def set_many(
@@ -283,7 +327,7 @@ def _batch_writes(cache: Cache) -> dict[str, Callable[..., Any]]:
         if triples is None:
             slow_many(items, ttl=ttl, tags=tags, meta=meta)
             return
-        put_many(triples, cache._clock.time(), ttl_s)
+        put_many(prefix, triples, cache._clock.time(), ttl_s)
         first.sets += len(triples)
 
     async def set_many_async(
@@ -294,7 +338,7 @@ def _batch_writes(cache: Cache) -> dict[str, Callable[..., Any]]:
         if triples is None:
             await slow_many_async(items, ttl=ttl, tags=tags, meta=meta)
             return
-        put_many(triples, cache._clock.time(), ttl_s)
+        put_many(prefix, triples, cache._clock.time(), ttl_s)
         first.sets += len(triples)
 
     return {"set_many": set_many, "set_many_async": set_many_async}

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .._hashing import hash_key
+from .._stores._memory import NEVER
 from .._version import __version__
 
 if TYPE_CHECKING:
@@ -304,7 +305,8 @@ _FAST_PATH = """
     except TypeError:  # an unhashable argument: the full path, no alias
         return {await_}_tiers_memo.{call}(({values}), None)
     if _tiers_slot is not None:
-        if _tiers_slot.deadline > _tiers_store.monotonic():
+        _tiers_deadline = _tiers_slot.deadline
+        if _tiers_deadline is _tiers_never or _tiers_deadline > _tiers_store.monotonic():
             _tiers_gens = _tiers_slot.gens
             if _tiers_gens is None or _tiers_gens.view[_tiers_slot.gslot] == _tiers_slot.gstamp:
                 _tiers_slot.touched = True
@@ -336,6 +338,7 @@ def _generate(memo: Memo) -> Callable[..., Any]:
         "_tiers_memo": memo,
         "_tiers_store": memo.fast_tier.store if memo.fast_tier else None,
         "_tiers_type": type,
+        "_tiers_never": NEVER,
     }
     rendered: list[str] = []
     seen_keyword_only = False

@@ -17,7 +17,7 @@ from ._protocol import Entry, StoreCounters
 from ._twins import inline, inline_iter
 
 _STRIPES = 256
-_NEVER = math.inf  # the deadline of a slot that never expires
+NEVER = math.inf  # the deadline of a slot that never expires (this object: `is NEVER` is cheap)
 
 
 Guard = tuple[Generations, int, int]
@@ -50,7 +50,7 @@ class Slot:
         self.size = size
         self.tags: tuple[str, ...] = ()
         self.expiry = expiry  # monotonic, or None
-        self.deadline = _NEVER if expiry is None else expiry  # (a float: one comparison)
+        self.deadline = NEVER if expiry is None else expiry  # (a float: one comparison)
         self.gens: Generations | None = None  # (gslot and gstamp are set with it)
         self.touched = False  # hit without the lock since it was last considered for eviction
 
@@ -81,7 +81,7 @@ class Slot:
 
     def revalidates(self) -> bool:
         """Its deadline is a revalidation time (`due`), before its expiry."""
-        return self.deadline != (_NEVER if self.expiry is None else self.expiry)
+        return self.deadline != (NEVER if self.expiry is None else self.expiry)
 
     def live(self, now: float) -> bool:
         """Not expired, and not changed in the store its guard watches."""
@@ -223,64 +223,75 @@ class MemoryStore:
         return self.putter("")(key, value, created_at, ttl, size)
 
     def putter(self, prefix: str) -> Callable[[str, Any, float, float | None, int], bool]:
-        """`put` of ``prefix + key`` as a function holding the store's parts in locals (the
+        """`put` of ``prefix + name`` as a function holding the store's parts in locals (the
         cache's fast `set` calls it once per write: every lookup saved counts)."""
-        lock, data, epochs, links = self._lock, self._data, self._epochs, self._links
-        acquire, release, move_to_end = lock.acquire, lock.release, data.move_to_end
-        views = self._views
-        view = self.view(prefix) if prefix else {}
+        acquire, release = self._lock.acquire, self._lock.release
+        place = self._placer(prefix)
 
         def put(name: str, value: Any, created_at: float, ttl: float | None, size: int) -> bool:
-            key = prefix + name
             if ttl is None:
                 slot = Slot(value, created_at, None, size, None)
             else:
                 slot = Slot(value, created_at, created_at + ttl, size, self.monotonic() + ttl)
             acquire()  # (not `with`, which costs twice as much)
             try:
-                old = data.get(key)
-                epochs[hash(key) % _STRIPES] += 1
-                if old is None:
-                    data[key] = slot
-                    self._bytes += size
-                elif old.tags or key in links:
-                    self._drop(key, old)  # (its tag memberships and aliases go)
-                    data[key] = slot
-                    self._bytes += size
-                else:  # (the common overwrite)
-                    data[key] = slot
-                    move_to_end(key)
-                    self._bytes += size - old.size
-                if len(views) == 1 and prefix in views:
-                    view[name] = slot
-                elif views:
-                    self._index(key, slot)
-                if self.max_size is None and (
-                    self.max_items is None or len(data) <= self.max_items
-                ):
-                    return True
-                return self._shrink_or_refuse(key, size)
+                return place(prefix + name, name, slot)
             finally:
                 release()
 
         return put
 
     def put_many(
-        self, items: list[tuple[str, Any, int]], created_at: float, ttl: float | None
-    ) -> int:
-        """`put` of (key, value, size) triples under one lock; how many were kept."""
+        self, prefix: str, items: list[tuple[str, Any, int]], created_at: float,
+        ttl: float | None,
+    ) -> int:  # fmt: skip
+        """`put` of (name, value, size) triples (keys ``prefix + name``) under one lock; how
+        many were kept."""
         if ttl is None:
             expires_at = expiry = None
         else:
-            expires_at, expiry = created_at + ttl, self.clock.monotonic() + ttl
+            expires_at, expiry = created_at + ttl, self.monotonic() + ttl
+        place = self._placer(prefix)
         kept = 0
-        bounded = self.max_size is not None or self.max_items is not None
-        put = self._put
         with self._lock:
-            for key, value, size in items:
-                put(key, Slot(value, created_at, expires_at, size, expiry))
-                kept += self._shrink_or_refuse(key, size) if bounded else 1
+            for name, value, size in items:
+                kept += place(
+                    prefix + name, name, Slot(value, created_at, expires_at, size, expiry)
+                )
         return kept
+
+    def _placer(self, prefix: str) -> Callable[[str, str, Slot], bool]:
+        """What stores a slot as ``key = prefix + name``'s, most recently used, in place of
+        any other, then keeps the bounds; False if the slot alone is over `max_size` (it is
+        not kept). Lock held."""
+        data, epochs, links, views = self._data, self._epochs, self._links, self._views
+        move_to_end = data.move_to_end
+        view = self.view(prefix) if prefix else {}
+
+        def place(key: str, name: str, slot: Slot) -> bool:
+            old = data.get(key)
+            epochs[hash(key) % _STRIPES] += 1
+            size = slot.size
+            if old is None:
+                data[key] = slot
+                self._bytes += size
+            elif old.tags or key in links:
+                self._drop(key, old)  # (its tag memberships and aliases go)
+                data[key] = slot
+                self._bytes += size
+            else:  # (the common overwrite)
+                data[key] = slot
+                move_to_end(key)
+                self._bytes += size - old.size
+            if len(views) == 1 and prefix in views:
+                view[name] = slot
+            elif views:
+                self._index(key, slot)
+            if self.max_size is None and (self.max_items is None or len(data) <= self.max_items):
+                return True
+            return self._shrink_or_refuse(key, size)
+
+        return place
 
     def delete(self, key: str) -> bool:
         with self._lock:
@@ -474,27 +485,9 @@ class MemoryStore:
             if key.startswith(prefix):
                 view[key[len(prefix) :]] = slot
 
-    def _put(self, key: str, slot: Slot) -> None:
-        """Store `slot` as `key`'s, in place of any other, as the most recently used."""
-        data = self._data
-        old = data.get(key)
-        self._epochs[hash(key) % _STRIPES] += 1
-        if old is None:
-            data[key] = slot
-            self._bytes += slot.size
-        elif old.tags or key in self._links:
-            self._drop(key, old)  # (its tag memberships and aliases go; bumps the epoch)
-            data[key] = slot
-            self._bytes += slot.size
-        else:
-            data[key] = slot
-            data.move_to_end(key)
-            self._bytes += slot.size - old.size
-        if self._views:
-            self._index(key, slot)
-
     def _shrink_or_refuse(self, key: str, size: int) -> bool:
-        """After `_put`: False (and `key` gone) if larger than `max_size`; else shrink."""
+        """After a slot of `size` went in as `key`'s: False (and `key` gone) if larger than
+        `max_size`; else shrink to the bounds."""
         if self.max_size is not None and size > self.max_size:
             self._drop(key, self._data[key])
             self._rejected += 1
