@@ -113,7 +113,7 @@ def _reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[[], No
         slot = slot_of(key) if type(key) is str else None
         if (
             slot is not None
-            and (slot.deadline is NEVER or slot.deadline > store.monotonic())
+            and ((due := slot.deadline) is NEVER or due > store.monotonic())
             and (slot.gens is None or slot.gens.view[slot.gslot] == slot.gstamp)
             and not (stale and prefix + key in stale)  # type: ignore[operator]
         ):  # fmt: skip
@@ -132,7 +132,7 @@ def _reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[[], No
         slot = slot_of(key) if type(key) is str else None
         if (
             slot is not None
-            and (slot.deadline is NEVER or slot.deadline > store.monotonic())
+            and ((due := slot.deadline) is NEVER or due > store.monotonic())
             and (slot.gens is None or slot.gens.view[slot.gslot] == slot.gstamp)
             and not (stale and prefix + key in stale)  # type: ignore[operator]
         ):  # fmt: skip
@@ -177,7 +177,7 @@ def _batch_reads(cache: Cache) -> dict[str, Callable[..., Any]]:
         for key in keys:
             slot = slot_of(key) if type(key) is str else None
             if (
-                slot is not None and (slot.deadline is NEVER or slot.deadline > now)
+                slot is not None and ((due := slot.deadline) is NEVER or due > now)
                 and (slot.gens is None or slot.gens.view[slot.gslot] == slot.gstamp)
                 and not (stale and prefix + key in stale)
             ):  # fmt: skip
