@@ -131,7 +131,7 @@ def test_namespaces_sharing_one_store_see_only_their_keys() -> None:
     assert named.get("k") is None and plain.get("k") == "plain's"
     # a view made after the keys were written starts with them
     late = MemoryStore()
-    late.put("b:x", 1, START, None, 28)
+    late.putter("b:")("x", 1, START, None, 28)
     assert late.view("b:") == {"x": late._data["b:x"]}
     books_balance(store)
 
@@ -267,9 +267,10 @@ def test_threads_racing_leave_the_books_balanced() -> None:
 
 def test_a_plain_memory_store_put_is_a_set() -> None:
     store = MemoryStore(max_size=1000)
-    assert store.put("k", b"v", START, None, 40)
+    put = store.putter("")
+    assert put("k", b"v", START, None, 40)
     assert store.get("k").value == b"v"  # type: ignore[union-attr]
-    assert not store.put("big", b"x", START, 5.0, 2000)  # larger than max_size: refused
+    assert not put("big", b"x", START, 5.0, 2000)  # larger than max_size: refused
     assert store.get("big") is None
     assert store.stats().rejected == 1
     assert _direct.sizeof(b"abc") == len(b"abc") + _direct._BYTES

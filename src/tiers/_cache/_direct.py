@@ -44,8 +44,6 @@ _BYTES = sys.getsizeof(b"")  # what `sys.getsizeof` adds to a bytes' length
 _NUMBERS = frozenset((int, float))  # (not bool: a ttl of True is refused by the full path)
 _MAX_TTL = 1e15  # seconds; longer (or odd) ttls are checked and refused by the full path
 _NOTHING: dict[str, Any] = {}
-_READS = ("get", "get_async", "get_many", "get_many_async")
-_WRITES = ("set", "set_async", "set_many", "set_many_async")
 
 
 def install(cache: Cache) -> Callable[[], None]:
@@ -213,7 +211,7 @@ def _local_reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[
     tier = cache._tiers[0]
     store, breaker, stale = tier.store, tier.breaker, tier.stale
     prefix = cache._prefix
-    decode, private = cache._codec.decode, tier.private
+    decode = cache._decode  # (the rule of what a tier's entry may be: `Policy._decode`)
     slow_get = cls.get.__get__(cache)
     serving = True
 
@@ -227,7 +225,7 @@ def _local_reads(cache: Cache) -> tuple[dict[str, Callable[..., Any]], Callable[
                 tier.misses += 1
                 cache._misses += 1
                 return default
-            value = decode(k, entry.header, entry.value, private)
+            value = decode(tier, k, entry)
         except Exception:  # (failures and refusals are the full path's to count and handle)
             return slow_get(key, default)
         tier.hits += 1

@@ -26,10 +26,10 @@ Guard = tuple[Generations, int, int]
 
 class Slot:
     """What the store keeps per key. Read without the lock by the cache's fast paths (see
-    `slot_of`, `link`), hence the flat shape: `value`, `deadline` (when to stop serving it:
+    `view`, `link`), hence the flat shape: `value`, `deadline` (when to stop serving it:
     its expiry, or earlier when it must be revalidated) and `gens`/`gslot`/`gstamp` (its
     guard) say whether a found slot may be served. Its `Entry` is made when first asked for:
-    a bare value written by `put` needs none until someone reads it through `get`."""
+    a bare value written by `putter` needs none until someone reads it through `get`."""
 
     __slots__ = (
         "_entry", "created_at", "deadline", "expires_at", "expiry", "gens", "gslot", "gstamp",
@@ -42,7 +42,7 @@ class Slot:
         self, value: Any, created_at: float, expires_at: float | None, size: int,
         expiry: float | None,
     ) -> None:  # fmt: skip
-        """A bare value's slot (see `put`); `of` makes one for an entry."""
+        """A bare value's slot (see `putter`); `of` makes one for an entry."""
         self._entry: Entry | None = None
         self.value = value
         self.created_at = created_at
@@ -217,14 +217,11 @@ class MemoryStore:
                 self._views[prefix] = view
             return view
 
-    def put(self, key: str, value: Any, created_at: float, ttl: float | None, size: int) -> bool:
-        """`set` of a bare value: no tags, meta, epoch or guard, `ttl` finite seconds or None
-        (the cache's fast path has checked them). False if larger than `max_size`."""
-        return self.putter("")(key, value, created_at, ttl, size)
-
     def putter(self, prefix: str) -> Callable[[str, Any, float, float | None, int], bool]:
-        """`put` of ``prefix + name`` as a function holding the store's parts in locals (the
-        cache's fast `set` calls it once per write: every lookup saved counts)."""
+        """``put(name, value, created_at, ttl, size)``: a `set` of a bare value as the key
+        ``prefix + name``, with no tags, meta, epoch or guard and `ttl` finite seconds or None
+        (the caller has checked them); False if larger than `max_size`. A function holding
+        the store's parts in locals: the cache's fast `set` calls it once per write."""
         acquire, release = self._lock.acquire, self._lock.release
         place = self._placer(prefix)
 
@@ -245,8 +242,8 @@ class MemoryStore:
         self, prefix: str, items: list[tuple[str, Any, int]], created_at: float,
         ttl: float | None,
     ) -> int:  # fmt: skip
-        """`put` of (name, value, size) triples (keys ``prefix + name``) under one lock; how
-        many were kept."""
+        """The `putter` write of (name, value, size) triples (keys ``prefix + name``) under
+        one lock; how many were kept."""
         if ttl is None:
             expires_at = expiry = None
         else:
