@@ -55,7 +55,7 @@ def test_every_method_of_the_protocols_has_an_async_twin(kind: str, tmp_path: Pa
     for name in present:
         twin = getattr(cls, f"{name}_async", None)
         assert twin is not None, f"{cls.__name__}.{name} has no twin"
-        if name == "keys":
+        if name in ("keys", "scan"):
             assert inspect.isasyncgenfunction(twin), twin
         else:
             assert inspect.iscoroutinefunction(twin), twin
@@ -121,7 +121,7 @@ async def run_async(store: Any) -> list[Any]:
     found = []
     for name, args in scenario(store):
         twin = getattr(store, f"{name}_async")
-        if name == "keys":
+        if name in ("keys", "scan"):
             found.append(sorted([key async for key in twin(*args)]))
         else:
             found.append(seen(await twin(*args)))

@@ -19,13 +19,15 @@ CAPABILITIES = {
     if name.startswith("Supports") and isinstance(value, type)
 }
 # what each store offers (ObjectStore: locks only where its backend has conditional puts)
-SHARED = {"Info", "Touch", "Expire", "Tags", "Keys"}
+# and the walks `tiers` runs: scan everywhere, verify on the stores that keep bytes, usage
+# counters where an atomic increment is cheap)
+SHARED = {"Info", "Touch", "Expire", "Tags", "Keys", "Scan"}
 OFFERS = {
     "memory": SHARED | {"Pop", "Epoch"},
-    "disk": SHARED | {"Pop", "Locks", "FencedWrites", "Epoch"},
+    "disk": SHARED | {"Pop", "Locks", "FencedWrites", "Epoch", "Usage", "Verify"},
     "null": set(),
-    "object-memory": SHARED | {"Many", "Locks", "FencedWrites", "Revalidate"},
-    "object-file": SHARED | {"Many", "Revalidate"},
+    "object-memory": SHARED | {"Many", "Locks", "FencedWrites", "Revalidate", "Verify"},
+    "object-file": SHARED | {"Many", "Revalidate", "Verify"},
 }
 OFFERS["folder"] = OFFERS["disk"]
 

@@ -4,13 +4,17 @@ A store implements `Store` (the core, sync and ``_async``). Optional capabilitie
 protocols, each found when a cache opens (a store has one when it has all its methods):
 `SupportsInfo`, `SupportsTouch`, `SupportsExpire`, `SupportsTags`, `SupportsKeys`,
 `SupportsPop`, `SupportsMany`, `SupportsLocks`, `SupportsFencedWrites`, `SupportsRevalidate`
-(which answers `UNCHANGED`), `SupportsEpoch`. Each says what the cache does without it.
+(which answers `UNCHANGED`), `SupportsEpoch`; and the walks the ``tiers`` command runs:
+`SupportsScan`, `SupportsUsage` (`Usage`) and `SupportsVerify` (`Damage`). Each says what the
+cache does without it.
 """
 
 from ._clock import Clock
 from ._public import publish
 from ._stores._protocol import (
+    DAMAGE_KINDS,
     UNCHANGED,
+    Damage,
     Entry,
     Store,
     StoreCounters,
@@ -23,14 +27,20 @@ from ._stores._protocol import (
     SupportsMany,
     SupportsPop,
     SupportsRevalidate,
+    SupportsScan,
     SupportsTags,
     SupportsTouch,
+    SupportsUsage,
+    SupportsVerify,
     Unchanged,
+    Usage,
 )
 
 __all__ = [
+    "DAMAGE_KINDS",
     "UNCHANGED",
     "Clock",
+    "Damage",
     "Entry",
     "Store",
     "StoreCounters",
@@ -43,9 +53,13 @@ __all__ = [
     "SupportsMany",
     "SupportsPop",
     "SupportsRevalidate",
+    "SupportsScan",
     "SupportsTags",
     "SupportsTouch",
+    "SupportsUsage",
+    "SupportsVerify",
     "Unchanged",
+    "Usage",
 ]
 
 publish(__name__, globals(), __all__)

@@ -38,6 +38,7 @@ from . import _coherence as coherence_rules
 from ._direct import install as install_fast_paths
 from ._options import CacheOptions, unexpected_options
 from ._tier import Tier
+from ._usage import UsageReport, report_on_exit
 
 log = logging.getLogger("tiers")
 Meta = dict[str, Any] | Callable[[float], dict[str, Any]] | None
@@ -125,6 +126,8 @@ class CacheCore:
         # the id its writes announce under, when it listens to announcements (else None)
         self._writer: bytes | None = self._origin if self._channels else None
         self._uninstall_fast_paths = install_fast_paths(self)  # type: ignore[arg-type]
+        self._usage = UsageReport(self._tiers)
+        self._usage_at_exit = report_on_exit(self, self._usage)
 
     def _open_channels(self) -> None:
         """Listen to the invalidations of each PUSH tier that guards faster ones."""

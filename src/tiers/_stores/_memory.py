@@ -424,6 +424,16 @@ class MemoryStore:
     def count(self, prefix: str = "") -> int:
         return sum(1 for _ in self.keys(prefix))
 
+    def scan(self, prefix: str = "", tag: str | None = None) -> Iterator[tuple[str, Entry]]:
+        """(key, entry without its value) of each entry held, expired ones included (a
+        snapshot taken under the lock; the store records no reads: `accessed_at` is None)."""
+        with self._lock:
+            source = list(self._tags.get(tag, ())) if tag is not None else list(self._data)
+            snapshot = [(key, self._data[key]) for key in source]
+        for key, slot in snapshot:
+            if key.startswith(prefix):
+                yield key, slot.entry.without_value()
+
     # -- async twins: nothing here blocks, so they run inline (`_twins`) ---------------------
 
     get_async = inline(get)
@@ -437,6 +447,7 @@ class MemoryStore:
     expire_async = inline(expire)
     evict_async = inline(evict)
     keys_async = inline_iter(keys)
+    scan_async = inline_iter(scan)
     count_async = inline(count)
 
     async def set_async(

@@ -32,6 +32,8 @@ class Entry:
     `size`: bytes the entry accounts for in its store (an estimate for live objects).
     `version`: the store's token for these stored bytes where it has one (an object store's
     ETag), used to revalidate copies without transferring the value; None otherwise.
+    `accessed_at`: when the entry was last read, where the store records it (only `scan`
+    fills it in); None when the store does not know.
     """
 
     value: Any
@@ -42,6 +44,7 @@ class Entry:
     meta: Mapping[str, Any] | None = None
     size: int = 0
     version: str | None = field(default=None, kw_only=True)
+    accessed_at: float | None = field(default=None, kw_only=True)
 
     def without_value(self) -> Entry:
         """A copy carrying metadata only (what ``info`` returns)."""
@@ -71,6 +74,67 @@ class StoreCounters:
     rejected: int = 0
     items: int = 0
     bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Counters a store keeps across processes and runs (`SupportsUsage`): the calls caches
+    made on it, added when each cache closes or its process exits. `since`: epoch seconds of
+    the first count after the store was created or its counters were last reset (None: never
+    counted)."""
+
+    hits: int = 0
+    misses: int = 0
+    sets: int = 0
+    deletes: int = 0
+    errors: int = 0
+    since: float | None = None
+
+    def __add__(self, other: Usage) -> Usage:
+        starts = [t for t in (self.since, other.since) if t is not None]
+        return Usage(
+            hits=self.hits + other.hits, misses=self.misses + other.misses,
+            sets=self.sets + other.sets, deletes=self.deletes + other.deletes,
+            errors=self.errors + other.errors, since=min(starts) if starts else None,
+        )  # fmt: skip
+
+    def __bool__(self) -> bool:
+        return bool(self.hits or self.misses or self.sets or self.deletes or self.errors)
+
+
+DAMAGE_KINDS: Final = (
+    "checksum", "truncated", "unreadable", "missing", "orphan", "temp", "index", "leftover",
+)  # fmt: skip
+"""What `SupportsVerify.verify` reports, each a `Damage.problem`:
+
+- ``checksum``: an entry's bytes (record or value file) fail their checksum (a bit flip);
+- ``truncated``: an entry's bytes are shorter than recorded, or a record is cut off;
+- ``unreadable``: an entry, index page or metadata that cannot be parsed at all;
+- ``missing``: an entry whose value file or object is gone;
+- ``orphan``: a value file or object no entry refers to;
+- ``temp``: a leftover temporary file of a write that never finished;
+- ``index``: the store's index disagrees with its files (counts, totals, links);
+- ``leftover``: not damage: bookkeeping the store cleans up lazily, such as a tag index
+  member whose entry expired or was rewritten without the tag (Redis, object storage).
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """One problem `SupportsVerify.verify` found.
+
+    `problem`: one of `DAMAGE_KINDS`. `key`: the entry's key where known (None for orphans,
+    temp files and index problems). `location`: where it is, relative to the store (a file
+    name, an object name, a Redis key). `size`: bytes it takes. `detail`: one sentence.
+    `fixed`: True when ``verify(fix=True)`` removed or repaired it.
+    """
+
+    problem: str
+    key: str | None
+    location: str
+    size: int = 0
+    detail: str = ""
+    fixed: bool = False
 
 
 @runtime_checkable
@@ -157,6 +221,60 @@ class SupportsKeys(Protocol):
 
     def count(self, prefix: str = "") -> int: ...
     async def count_async(self, prefix: str = "") -> int: ...
+
+
+@runtime_checkable
+class SupportsScan(Protocol):
+    """Every entry present with its record head and no value, streamed: what ``tiers ls``,
+    ``stats``, ``prune`` and ``copy`` walk. DiskStore, FolderStore, RedisStore and ObjectStore
+    have it (reading record heads, never whole values); MemoryStore too. Memory stays bounded
+    however many entries there are. A store whose scan gives `Entry.accessed_at` says so with
+    a true ``records_access`` attribute (DiskStore; RedisStore unless its eviction policy is
+    LFU); ``tiers prune --unused-for`` refuses a store without it rather than guess."""
+
+    def scan(self, prefix: str = "", tag: str | None = None) -> Iterator[tuple[str, Entry]]:
+        """``(key, entry)`` for every entry whose key starts with `prefix` (and carries
+        `tag`), in no set order. Entries whose expiry has passed but which are still present
+        are included (their `Entry.expires_at` says so). `Entry.value` is None; `header`,
+        `created_at`, `expires_at`, `tags`, `meta` and `size` are filled in; `accessed_at`
+        where the store records reads."""
+        ...
+
+    def scan_async(
+        self, prefix: str = "", tag: str | None = None
+    ) -> AsyncIterator[tuple[str, Entry]]: ...
+
+
+@runtime_checkable
+class SupportsUsage(Protocol):
+    """Persistent usage counters (`Usage`): a cache adds its calls on the store to them when
+    it closes or its process exits, so ``tiers stats`` can show hits and misses of every
+    process that used the store. DiskStore, FolderStore and RedisStore have them; without
+    it, a store's hits and misses are known only to each process while it runs."""
+
+    def usage(self) -> Usage: ...
+    def add_usage(self, usage: Usage) -> None: ...
+    def reset_usage(self) -> None:
+        """Zero the usage counters, and the store's own counters (evictions, expirations,
+        rejected) where it keeps them."""
+        ...
+
+    async def usage_async(self) -> Usage: ...
+    async def add_usage_async(self, usage: Usage) -> None: ...
+    async def reset_usage_async(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsVerify(Protocol):
+    """A check of every stored byte (sync only): what ``tiers verify`` runs. DiskStore,
+    FolderStore, RedisStore and ObjectStore have it."""
+
+    def verify(self, fix: bool = False) -> Iterator[Damage]:
+        """Read every entry and the store's own files; yield each `Damage` found. With
+        `fix`, remove (or repair) each before yielding it, marked ``fixed=True``, so that a
+        second ``verify()`` finds nothing. Never raises for damage; raises `StoreError` only
+        when the store cannot be read at all."""
+        ...
 
 
 @runtime_checkable

@@ -350,6 +350,9 @@ class AsyncOps(AsyncSingleFlight):
         self._close_channels()
         self._unbind_all()
         self._unlink_memos()
+        if self._usage_at_exit is not None:
+            self._usage_at_exit.detach()
+            await self._usage.flush_async()
         for tier in self._tiers:
             if tier.owned:
                 await tier.store.close_async()

@@ -345,6 +345,9 @@ class SyncOps(SyncSingleFlight):
         self._close_channels()
         self._unbind_all()
         self._unlink_memos()
+        if self._usage_at_exit is not None:
+            self._usage_at_exit.detach()
+            self._usage.flush()
         for tier in self._tiers:
             if tier.owned:
                 tier.store.close()
