@@ -262,6 +262,9 @@ def unpack_header(raw: bytes, shard: int) -> Header:
 
 _REC = struct.Struct("<HBBHHIIIdQQ")  # magic, version, flags, lengths, created, size, hash
 _REC_MAGIC = 0x7452
+_FIXED = _REC.size
+_MIN_RECORD = _REC.size + 8  # (the fixed part and the check)
+_MAGIC_VERSION = (_REC_MAGIC, FORMAT_VERSION)
 MAX_RECORD = 1 << 30  # no record may claim more (its segment bounds it further)
 FILE_NAME_SIZE = 42
 _FILE_NAME = re.compile(rb"[0-9a-f]{42}\Z")
@@ -364,6 +367,33 @@ def unpack_entry(data: bytes, lkey: bytes) -> Entry:
     # positional: this runs on every disk hit, and keyword construction costs 3x more
     return Entry(data[pos + head_len : end], data[pos : pos + head_len], created, None, (),
                  None, size + head_len)  # fmt: skip
+
+
+def record_head(data: bytes, view: memoryview, at: int, length: int) -> tuple[str, Entry]:
+    """(key, entry without its value) of the record of `length` bytes at `at` in `data` (a
+    stretch of a segment; `view` a memoryview of it), read in place: what a scan needs, the
+    body neither copied nor decoded. `Damaged` if the record does not verify. The entry's
+    `value` is None, its expiry for the caller to set (it is in the slot). Hot in scans."""
+    end = at + length - 8
+    if length < _MIN_RECORD or end + 8 > len(data):
+        raise Damaged("record cut short")
+    if _xxh3(view[at:end]) != _check_at(data, end)[0]:
+        raise Damaged("record checksum mismatch")
+    (magic, version, flags, lkey_len, head_len, tags_len, meta_len, key_len, created, size,
+     _hash) = _rec_at(data, at)  # fmt: skip
+    pos = at + _FIXED + lkey_len
+    try:
+        if flags or tags_len or meta_len or key_len or (magic, version) != _MAGIC_VERSION:
+            rec = _record(data[at : end + 8], length - 8, None)  # (the general case, checked)
+            entry = Entry(None, rec.header, rec.created_at, None, rec.tags, rec.meta, rec.size)
+            return key_of(rec.lkey, rec.full_key), entry
+        if end - pos - head_len != size:
+            raise Damaged("inline body has the wrong size")
+        lkey = data[at + _FIXED : pos]  # (most records: no optional fields)
+        entry = Entry(None, data[pos : pos + head_len], created, None, (), None, size + head_len)
+        return ("" if lkey == EMPTY_KEY else lkey.decode("utf-8", "surrogatepass")), entry
+    except UnicodeDecodeError:
+        raise Damaged("record key is not UTF-8") from None
 
 
 def _record(data: bytes, end: int, lkey: bytes | None) -> Record:

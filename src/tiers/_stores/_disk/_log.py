@@ -61,6 +61,17 @@ class Log:
             return None
         return pread_exact(fd, length, offset)
 
+    def read_by_name(self, number: int, offset: int, length: int) -> bytes | None:
+        """`read` from the file named for the segment now (not a descriptor kept open, which
+        may be of a file since removed), never past its end; None if there is none, or it is
+        not ours."""
+        try:
+            file = open_ours(self._dir.fd, segment_name(number))
+        except (FileNotFoundError, NotOurs):
+            return None
+        size = os.fstat(file.fd).st_size  # (a forged length reads what is there, no more)
+        return pread_exact(file.fd, max(0, min(length, size - offset)), offset)
+
     def read_segment(self, number: int, end: int) -> bytes | None:
         fd = self._fd(number)
         return None if fd is None else pread_exact(fd, end, 0)

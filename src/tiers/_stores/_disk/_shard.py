@@ -172,12 +172,22 @@ class Shard:
         with self._locked_raw():
             self.table = self._open_or_salvage()
 
+    @property
+    def dir_fd(self) -> int:
+        """A descriptor of the shard's directory (open while the shard is)."""
+        return self._dir.fd
+
     # -- locking and (re)opening -------------------------------------------------------------
 
     def _locked_raw(self) -> _Held:
         """Hold the shard lock: the thread lock, and an exclusive `flock` of ``lock`` taken by
         the outermost holder in this thread and released when it lets go."""
         return _Held(self)
+
+    def exclusive(self) -> _Held:
+        """Hold the shard lock, the table as it is (`locked` reads its header, and salvages
+        it when damaged)."""
+        return self._locked_raw()
 
     def locked(self) -> _Locked:
         """Hold the shard lock; give the current table and its header (written by the
@@ -1079,6 +1089,18 @@ class Shard:
     def unlink_files(self, names: list[str]) -> None:
         if names:
             self._files.unlink(names)
+
+    def reset_counters(self) -> None:
+        """Zero the evictions, expirations and rejected counts."""
+        with self.locked() as (table, header):
+            header.evictions = header.expirations = header.rejected = 0
+            table.write_header(header)
+            self.rejected_on_open = 0
+
+    def reopen(self) -> None:
+        """Take the table by its name again (salvaged if it is damaged: see `_salvage`)."""
+        with self._locked_raw():
+            self.table = self._open_or_salvage()
 
     def recount(self) -> None:
         """Rebuild the table and its counters from the slots (a process that crashed in the

@@ -44,8 +44,11 @@ class ShardSet:
         self.layout = layout
         size = segment_max(max_size, layout.shards)
         self.shards: list[Shard] = []
+        self._unswept: set[int] = set()  # shards salvaged while opening, swept once all are
         for i in range(layout.shards):
             self.shards.append(Shard(i, layout.shard_dir(i), size, self, layout.generations))
+        for i in sorted(self._unswept):
+            files.sweep_shard(layout, i, self.owns_file)
         self.checked = time.monotonic()
         self._index_dir: Fd | None = None
 
@@ -74,7 +77,12 @@ class ShardSet:
         files.unlink(self.layout, names)
 
     def sweep_shard(self, shard: int) -> None:
-        """Remove the shard's value files no slot owns, whoever wrote them (after damage)."""
+        """Remove the shard's value files no slot owns, whoever wrote them (after damage).
+        While the shards are being opened, once they all are (until then `owns_file` cannot
+        tell, and would have every file of the shard removed)."""
+        if len(self.shards) < self.layout.shards:
+            self._unswept.add(shard)
+            return
         files.sweep_shard(self.layout, shard, self.owns_file)
 
     def totals(self) -> tuple[int, int, int, int, int]:

@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import itertools
 import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeVar
 
 import xxhash
 
@@ -29,9 +30,10 @@ from ..._units import parse_size
 from ...errors import StoreError
 from .._fs import forget_registrations, os_errors, store_error, store_path, unregister_all
 from .._generations import Generations
-from .._protocol import Entry, StoreCounters
+from .._protocol import Damage, Entry, StoreCounters, Usage
 from .._twins import in_thread, inline, iter_in_thread
 from . import _files as files
+from . import _usage as usage_file
 from ._budget import Budget
 from ._format import (
     DIRECT_KEY_MAX,
@@ -51,10 +53,13 @@ from ._format import (
     value_file_name,
 )
 from ._layout import Layout, open_layout
+from ._scan import scan_shard
 from ._shard import Shard
 from ._shards import CHECK_SECONDS, ShardSet, recover_leftovers
+from ._verify import verify as verify_store
 
 INLINE_MAX = 32 * 1024
+SCAN_BATCH = 4096  # entries `scan_async` reads in a worker thread at a time
 _STAMP: Final = 6  # positions in SlotFields
 _EXPIRES: Final = 7
 _VERSION: Final = 9
@@ -62,6 +67,7 @@ _LIVE_STORES: weakref.WeakSet[DiskStore] = weakref.WeakSet()  # to reopen after 
 _RETRY = object()
 _monotonic = time.monotonic
 _xxh3 = xxhash.xxh3_64_intdigest
+T = TypeVar("T")
 
 
 class DiskStore:
@@ -434,6 +440,23 @@ class DiskStore:
             for key, _slot, _position in found:
                 yield key
 
+    def scan(self, prefix: str = "", tag: str | None = None) -> Iterator[tuple[str, Entry]]:
+        """``(key, entry)`` of every entry present under `prefix` (with `tag`), expired ones
+        included, values None (`SupportsScan`), streamed shard by shard, each shard's records
+        read in file order (`_scan`). `Entry.accessed_at`: the last read the LRU order
+        recorded, from the slot's stamp: a store with `max_size` records a read of an entry
+        whose stamp is over a second old, written within a few seconds (or at close); None
+        when no read was recorded since the entry was written (always, without `max_size`:
+        reads then cost no write)."""
+        for shard in self._ready().shards:
+            batches = scan_shard(shard, prefix, tag)
+            while True:
+                with os_errors(self, "scan"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                yield from batch
+
     def count(self, prefix: str = "") -> int:
         if prefix:
             return sum(1 for _ in self.keys(prefix))
@@ -448,6 +471,46 @@ class DiskStore:
                 else:
                     total += sum(1 for _p, s, _t in shard.scan() if s.expires > now)
         return total
+
+    # -- usage counters and verification -----------------------------------------------------
+
+    def usage(self) -> Usage:
+        """The usage counters every process added (`SupportsUsage`; zeros when there are
+        none, or when their file is damaged)."""
+        self._ready()
+        with os_errors(self, "read the usage counters"):
+            return usage_file.read(self._layout.root)
+
+    def add_usage(self, usage: Usage) -> None:
+        """Add to the usage counters, atomically across processes (an exclusive `flock`)."""
+        usage_file.check(usage)
+        self._ready()
+        if not usage:
+            return  # (nothing counted: `since` does not start)
+        with os_errors(self, "add to the usage counters"):
+            usage_file.add(self._layout.root, usage, self.clock.time())
+
+    def reset_usage(self) -> None:
+        """Zero the usage counters and the store's evictions, expirations and rejected."""
+        index = self._ready()
+        with os_errors(self, "reset the usage counters"):
+            usage_file.reset(self._layout.root)
+            for shard in index.shards:
+                shard.reset_counters()
+
+    def verify(self, fix: bool = False) -> Iterator[Damage]:
+        """Every slot, record, value file and leftover of the store checked; each `Damage`
+        found, removed or repaired first with `fix` (see `_verify` for what is checked and
+        how). Files with no owner count once older than an hour (`GRACE_SECONDS`): younger,
+        they may be writes in progress in other processes."""
+        index = self._ready()
+        checks = verify_store(self._layout, index.shards, index.owns_file, fix)
+        while True:
+            with os_errors(self, "verify"):
+                damage = next(checks, None)
+            if damage is None:
+                return
+            yield damage
 
     # -- locks (single-flight across processes) -------------------------------------------
 
@@ -526,6 +589,9 @@ class DiskStore:
     evict_async = in_thread(evict)
     count_async = in_thread(count)
     keys_async = iter_in_thread(keys)
+    usage_async = inline(usage)
+    add_usage_async = in_thread(add_usage)
+    reset_usage_async = in_thread(reset_usage)
 
     # written out: these go to a thread only when there is a value file to read or write
 
@@ -545,12 +611,29 @@ class DiskStore:
             return await asyncio.to_thread(self.set, key, entry, epoch, stamp)
         return self.set(key, entry, epoch, stamp)
 
+    async def scan_async(
+        self, prefix: str = "", tag: str | None = None
+    ) -> AsyncIterator[tuple[str, Entry]]:
+        """`scan`, for ``async for``: read in a worker thread `SCAN_BATCH` entries at a time
+        (not listed whole first, as `iter_in_thread` would: memory stays bounded)."""
+        entries = self.scan(prefix, tag)
+        while True:
+            batch = await asyncio.to_thread(_take, entries, SCAN_BATCH)
+            for item in batch:
+                yield item
+            if len(batch) < SCAN_BATCH:
+                return
+
     async def set_if_held_async(
         self, key: str, entry: Entry, name: str, token: str, stamp: int | None = None
     ) -> bool:
         if memoryview(entry.value).nbytes > INLINE_MAX:
             return await asyncio.to_thread(self.set_if_held, key, entry, name, token, stamp)
         return self.set_if_held(key, entry, name, token, stamp)
+
+
+def _take(items: Iterator[T], count: int) -> list[T]:
+    return list(itertools.islice(items, count))
 
 
 def _rebuild(path: str, max_size: int | None, durable: bool) -> DiskStore:
