@@ -24,6 +24,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Iterator
 
 from ...errors import StorePermissionError
 from .._fs import (
@@ -117,6 +118,14 @@ def _read_all(fd: int, size: int) -> bytes:
         return read_exact(fd, size)
     except EOFError as exc:
         raise DataFileDamaged(str(exc)) from None
+
+
+def listed(dir_fd: int) -> Iterator[str]:
+    """The names in the directory `dir_fd`, read as they are needed: memory stays bounded
+    however many there are (names added or removed meanwhile may or may not be given)."""
+    with os.scandir(dir_fd) as found:
+        for item in found:
+            yield item.name
 
 
 def folder_sizes(root_fd: int, name: str) -> tuple[bool, int]:

@@ -28,6 +28,22 @@ def is_owned(info: os.stat_result) -> bool:
     return stat.S_ISREG(info.st_mode) and info.st_nlink == 1 and info.st_uid == euid
 
 
+def describe(info: os.stat_result) -> str:
+    """What a file that is not the store's own is, in a few words."""
+    if stat.S_ISLNK(info.st_mode):
+        return "a symlink (never followed)"
+    if stat.S_ISDIR(info.st_mode):
+        return "a directory"
+    if not stat.S_ISREG(info.st_mode):
+        return "a special file (a fifo, a socket or a device)"
+    euid = os.geteuid() if hasattr(os, "geteuid") else info.st_uid
+    if info.st_uid != euid:
+        return f"a file of another user (uid {info.st_uid})"
+    if info.st_nlink > 1:
+        return f"a file with {info.st_nlink} names (a hard link)"
+    return "a file"
+
+
 def open_owned(dir_fd: int, name: str, *, create: bool) -> int | None:
     """A read-write descriptor of the file `name` in `dir_fd`, mode 0600; None if there is
     none and not `create`. A link or anything else planted at `name` is removed first (and

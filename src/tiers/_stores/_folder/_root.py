@@ -7,6 +7,7 @@
     <root>/.locks/              one file per held lock
     <root>/.procs/<pid>         processes that have the store open (to find crashed writers)
     <root>/.stats.json          removal counters
+    <root>/.usage.json          usage counters (hits, misses, sets, deletes, errors)
     <root>/.gitignore, CACHEDIR.TAG
 
 Directories 0700, files 0600, a root of another user or a foreign non-empty directory refused:
@@ -39,7 +40,8 @@ MARKER = ".tiers-folder.json"
 PROCS = ".procs"
 SWEPT = ".swept"
 STALE_SECONDS = 24 * 3600
-OWN_NAMES = (MARKER, TMP, TRASH, LOCKS, PROCS, ".stats.json", ".generations.json",
+OWN_DIRS = (TMP, TRASH, LOCKS, PROCS)
+OWN_NAMES = (MARKER, *OWN_DIRS, ".stats.json", ".usage.json", ".generations.json",
              ".generations.lock")  # fmt: skip
 """What the store writes at the top of its root: if this process cannot write one of them,
 the store opens read-only."""
@@ -65,8 +67,8 @@ def open_folder_root(path: str | os.PathLike[str]) -> tuple[Path, str | None]:
                 f"this tiers reads {FORMAT!r} version {VERSION}"
             )
         if reason is None:
-            for name in (TMP, TRASH, LOCKS, PROCS):
-                _make_dir(root_fd, name, root)
+            for name in OWN_DIRS:
+                make_own_dir(root_fd, name, root)
             _fs.write_cosmetic_files(root_fd)
     finally:
         os.close(root_fd)
@@ -87,7 +89,7 @@ def _read_only_marker(root_fd: int, root: Path, reason: str) -> dict[str, object
 # -- the store's own folders ----------------------------------------------------------------
 
 
-def _make_dir(root_fd: int, name: str, root: Path) -> None:
+def make_own_dir(root_fd: int, name: str, root: Path) -> None:
     """mkdir 0700 (an existing one is checked, never changed: a real directory, ours, not a
     symlink)."""
     created = True
@@ -152,6 +154,12 @@ def _replace_empty(dir_fd: int, name: str) -> None:
     os.close(os.open(name, flags, 0o600, dir_fd=dir_fd))
 
 
+def abandoned(pid: int, info: os.stat_result, now: float) -> bool:
+    """Whether a temporary item of writer `pid` is left over: the writer no longer runs,
+    or the item is older than `STALE_SECONDS` (what `sweep` removes; `verify` reports)."""
+    return now - info.st_mtime > STALE_SECONDS or not _fs.pid_alive(pid)
+
+
 def sweep(root: Path, part: str) -> int:
     """Remove the items in ``root/part`` of writers no longer running (or older than a day)."""
     removed = 0
@@ -166,10 +174,10 @@ def sweep(root: Path, part: str) -> int:
             if pid is None:
                 continue
             try:
-                age = now - os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
-            if age > STALE_SECONDS or not _fs.pid_alive(pid):
+            if abandoned(pid, info, now):
                 with contextlib.suppress(OSError):
                     _fs.remove_tree(fd, name)
                     removed += 1

@@ -22,15 +22,17 @@ from ...errors import StoreError, StorePermissionError, TiersError
 from .._fs import open_dir, os_errors, store_path
 from .._generations import Generations
 from .._private import only_owner_writes
-from .._protocol import Entry, StoreCounters
+from .._protocol import Damage, Entry, StoreCounters, Usage
 from .._twins import in_thread, inline, iter_in_thread
 from . import _entry_dir as dirs
+from . import _usage
 from ._changes import Changes, slot_of
-from ._counters import Counters
+from ._counters import CounterFile
 from ._locks import LocalLocks, Locks
 from ._metadata import DamagedMetadata, Metadata, checksum, decode, encode
 from ._naming import ENTRY_DIR, data_file, entry_dir
 from ._root import open_folder_root, recover, register
+from ._verify import verify_folder
 
 
 class FolderStore:
@@ -52,8 +54,10 @@ class FolderStore:
         with os_errors(self, "open the store"):
             self._root, self._read_only = open_folder_root(self.path)
             read_only = self._read_only is not None
-            self._counters = Counters(self._root, read_only=read_only)
+            self._counters = CounterFile(self._root, read_only=read_only)
+            self._usage = _usage.usage_file(self._root, read_only=read_only)
             self._counters.create()
+            self._usage.create()
             self._locks: Locks | LocalLocks = LocalLocks() if read_only else Locks(self._root)
             root_fd = open_dir(self._root)
             try:
@@ -367,11 +371,67 @@ class FolderStore:
                 return False
         return self.set(key, entry, epoch, stamp)
 
+    # -- what `tiers ls`, `stats` and `verify` need: scans, usage, checks ----------------------
+
+    def scan(self, prefix: str = "", tag: str | None = None) -> Iterator[tuple[str, Entry]]:
+        """``(key, entry)`` of every entry present, expired ones included, with its metadata
+        and no value, read folder by folder as the root lists them (memory stays bounded).
+        `Entry.accessed_at` is None: the store records no reads (and a file's atime is no
+        record: relatime and noatime mounts do not keep it)."""
+        with self._at_root("scan the entries") as root_fd:
+            for _name, _raw, m in self._scan(root_fd, streamed=True):
+                if m is not None and m.key.startswith(prefix) and (tag is None or tag in m.tags):
+                    yield m.key, self._entry(m, None)
+
+    def usage(self) -> Usage:
+        """The usage counters every process added (`SupportsUsage`; zeros if damaged)."""
+        with self._at_root("read the usage counters"):
+            return _usage.as_usage(self._usage.read())
+
+    def add_usage(self, usage: Usage) -> None:
+        """Add `usage` to the counters, atomically across processes (under the exclusive
+        flock of ``.usage.json``). A read-only store cannot count: it drops it."""
+        _usage.check(usage)
+        if not usage or self._read_only is not None:
+            return
+        now = self.clock.time()
+        with self._at_root("count usage"):
+            self._usage.change(lambda values: _usage.added(values, usage, now))
+
+    def reset_usage(self) -> None:
+        """Zero the usage counters and the removal counters (evictions, expirations,
+        rejected)."""
+        self._writable("reset the counters")
+        with self._at_root("reset the counters"):
+            self._usage.reset()
+            self._counters.reset()
+
+    def verify(self, fix: bool = False) -> Iterator[Damage]:
+        """Check every entry and the store's own files (`_verify`, `_verify_root`); yield
+        each damage, first removed or repaired with `fix`. Leftovers of unfinished writes
+        count once the store's sweep would remove them (their writer is gone, or they are
+        a day old); lock files an hour after their lease ended."""
+        if fix:
+            self._writable("repair the store")
+        with self._at_root("verify the store"):
+            pass  # (a closed store, or a root that cannot be opened, fails here)
+        return self._verified(fix)
+
+    def _verified(self, fix: bool) -> Iterator[Damage]:
+        with self._at_root("verify the store") as root_fd:
+            files = (self._counters, self._usage)
+            now = self.clock.time()
+            yield from verify_folder(self._root, root_fd, self._changes, files, now, fix=fix)
+
     # -- scans and recovery ---------------------------------------------------------------
 
-    def _scan(self, root_fd: int) -> Iterator[tuple[str, bytes | None, Metadata | None]]:
-        """(folder name, metadata.json bytes, metadata if sound) of every entry folder."""
-        for name in _entry_names(root_fd):
+    def _scan(
+        self, root_fd: int, *, streamed: bool = False
+    ) -> Iterator[tuple[str, bytes | None, Metadata | None]]:
+        """(folder name, metadata.json bytes, metadata if sound) of every entry folder; the
+        names listed first (for the callers removing folders as they go) or `streamed`."""
+        names = _entry_names(root_fd) if not streamed else _streamed_entry_names(root_fd)
+        for name in names:
             try:
                 fd = dirs.open_entry(root_fd, name)
             except TiersError:
@@ -426,7 +486,15 @@ class FolderStore:
     renew_lock_async = in_thread(renew_lock)
     release_lock_async = in_thread(release_lock)
     set_if_held_async = in_thread(set_if_held)
+    scan_async = iter_in_thread(scan)
+    usage_async = in_thread(usage)
+    add_usage_async = in_thread(add_usage)
+    reset_usage_async = in_thread(reset_usage)
 
 
 def _entry_names(root_fd: int) -> list[str]:
     return [name for name in os.listdir(root_fd) if ENTRY_DIR.match(name)]
+
+
+def _streamed_entry_names(root_fd: int) -> Iterator[str]:
+    return (name for name in dirs.listed(root_fd) if ENTRY_DIR.match(name))
