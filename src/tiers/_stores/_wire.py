@@ -123,6 +123,28 @@ def unpack_head(data: bytes, record_size: int) -> tuple[Entry, str | None]:
     return entry, full_key
 
 
+def damage(data: bytes) -> tuple[str, str] | None:
+    """What is wrong with a whole record: (``"truncated"`` or ``"unreadable"``, a sentence),
+    the `Damage.problem` ``verify`` reports; None if `unpack` takes it. Truncated: cut off
+    before the end of its metadata. A body cut short or a flipped bit that still parses
+    cannot be told (the record has no checksum: the module's docstring)."""
+    if len(data) < FIXED.size:
+        if bytes(data[:2]) == MAGIC[: len(data[:2])]:
+            return "truncated", f"{len(data)} bytes: shorter than a record's fixed part"
+        return "unreadable", "not a tiers record"
+    try:
+        need = head_length(data)
+    except DamagedRecord as exc:
+        return "unreadable", str(exc)
+    if need > len(data):
+        return "truncated", f"{len(data)} bytes: its metadata alone takes {need}"
+    try:
+        unpack(data)
+    except DamagedRecord as exc:
+        return "unreadable", str(exc)
+    return None
+
+
 def expires_bytes(expires_at: float | None) -> bytes:
     """The 8 bytes at `EXPIRES_OFFSET` for this expiry (to patch a record in place)."""
     if expires_at is None:

@@ -5,21 +5,24 @@ A store is called through its methods (obspec's protocols, which obstore's store
 ``put_async`` (with ``mode``), ``delete``/``delete_async`` and ``list``/``list_async`` (with
 ``offset``). Every error becomes a `StoreError` here, except the ones a request answers with
 (not found: None; exists / precondition failed: False; not modified: `UNCHANGED`).
+Over obstore's local store, listings are walked here and links never followed (`_local`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ..._plans import run, run_async
-from ...errors import ConfigError, MissingDependencyError, StoreError
+from ...errors import ConfigError, MissingDependencyError, StoreError, StorePermissionError
 from .._protocol import UNCHANGED, Unchanged
-from ._requests import CHANGED, Changed, Delete, Found, Get, List, Put
+from . import _local
+from ._requests import CHANGED, Changed, Delete, Found, Get, List, Listing, Page, Put
 
 REMOTE_SCHEMES = frozenset({"s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"})
 SCHEMES = REMOTE_SCHEMES | {"file", "memory"}
@@ -165,13 +168,15 @@ def translated(exc: Exception, where: str, action: str) -> StoreError:
 # -- requests --------------------------------------------------------------------------------
 
 
-def _action(request: Get | Put | Delete | List) -> str:
+def _action(request: Get | Put | Delete | List | Page) -> str:
     if isinstance(request, Get):
         return f"read {request.path!r:.120}"
     if isinstance(request, Put):
         return f"write {request.path!r:.120}"
     if isinstance(request, Delete):
         return f"delete {request.paths[0]!r:.120}"
+    if isinstance(request, Page):
+        return f"list {request.listing.folder!r:.120}"
     return f"list {request.folder!r:.120}"
 
 
@@ -259,14 +264,14 @@ def _put_options(request: Put) -> dict[str, Any]:
     return {} if request.mode is None else {"mode": request.mode}
 
 
-def _keep(request: List, chunk: Any, into: list[tuple[str, int]], ordered: bool) -> bool:
-    """Add the objects of `chunk` under `request.start` to `into`; False when an ordered
-    listing has gone past them (nothing more to find)."""
+def _keep(start: str, chunk: Any, into: list[tuple[str, int]], ordered: bool) -> bool:
+    """Add the objects of `chunk` under `start` to `into`; False when an ordered listing
+    has gone past them (nothing more to find)."""
     for meta in chunk:
         path = meta["path"]
-        if path.startswith(request.start):
+        if path.startswith(start):
             into.append((path, int(meta["size"])))
-        elif ordered and path > request.start:
+        elif ordered and path > start:
             return False
     return True
 
@@ -299,10 +304,29 @@ class _Next:
     listing: Any
 
 
-_Step = _Call | _Next
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """The next chunk of a walk of a local directory (`_local.chunks`; None at its end)."""
+
+    chunks: Iterator[list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Unlink:
+    """Remove local files obstore cannot (`_local.remove`)."""
+
+    root: Any
+    paths: tuple[str, ...]
+
+
+_Step = _Call | _Next | _Walk | _Unlink
 
 
 def _perform(step: _Step) -> Any:
+    if isinstance(step, _Unlink):
+        return _local.remove(step.root, step.paths)
+    if isinstance(step, _Walk):
+        return next(step.chunks, None)
     if isinstance(step, _Next):
         return next(step.listing, None)
     called = getattr(step.target, step.method)(*step.args, **step.kwargs)
@@ -310,6 +334,10 @@ def _perform(step: _Step) -> Any:
 
 
 async def _perform_async(step: _Step) -> Any:
+    if isinstance(step, _Unlink):
+        return await asyncio.to_thread(_local.remove, step.root, step.paths)
+    if isinstance(step, _Walk):
+        return await asyncio.to_thread(next, step.chunks, None)
     if isinstance(step, _Next):
         return await anext(step.listing, None)
     called = getattr(step.target, step.method + "_async")(*step.args, **step.kwargs)
@@ -321,26 +349,38 @@ class Backend:
     Each kind of request is a plan (`tiers._plans`) of calls on the store, run blocking by
     `call` and awaited by `call_async`."""
 
-    __slots__ = ("ordered", "store", "where")
+    __slots__ = ("ordered", "root", "store", "where")
 
     def __init__(self, store: Any, where: str) -> None:
         self.store = store
         self.where = where
         self.ordered = is_ordered(store)
+        self.root = getattr(store, "prefix", None) if is_local(store) else None
+        """A local store's directory: its listings walk it, and its requests keep away
+        from links planted in it (`_local`, `_unlinked`)."""
 
-    def call(self, request: Get | Put | Delete | List) -> Any:
+    def call(self, request: Get | Put | Delete | List | Page) -> Any:
         try:
             return run(self._plan(request), _perform)
+        except StoreError:
+            raise
         except Exception as exc:
             raise translated(exc, self.where, _action(request)) from exc
 
-    async def call_async(self, request: Get | Put | Delete | List) -> Any:
+    async def call_async(self, request: Get | Put | Delete | List | Page) -> Any:
         try:
             return await run_async(self._plan(request), _perform_async)
+        except StoreError:
+            raise
         except Exception as exc:
             raise translated(exc, self.where, _action(request)) from exc
 
-    def _plan(self, request: Get | Put | Delete | List) -> Generator[_Step, Any, Any]:
+    def _plan(self, request: Get | Put | Delete | List | Page) -> Generator[_Step, Any, Any]:
+        if self.root is not None and not isinstance(request, (List, Page)):
+            kept = self._unlinked(request, self.root)
+            if kept is None:
+                return None
+            request = kept
         if isinstance(request, Get):
             if request.head or request.if_match is not None:
                 return (yield from self._get_checked(request))
@@ -349,7 +389,27 @@ class Backend:
             return (yield from self._put(request))
         if isinstance(request, Delete):
             return (yield from self._delete(request.paths))
+        if isinstance(request, Page):
+            return (yield from self._page(request.listing))
         return (yield from self._list(request))
+
+    def _unlinked(self, request: Get | Put | Delete, root: Any) -> Get | Put | Delete | None:
+        """On a local store, `request` kept from going through a link: a read through one
+        finds nothing (None: no request), a delete leaves the paths whose folders are links
+        (a link itself is removed, not its target), and a write through one raises."""
+        if isinstance(request, Delete):
+            parents = (path.rpartition("/")[0] for path in request.paths)
+            kept = tuple(p for p, up in zip(request.paths, parents, strict=True)
+                         if not up or _local.link_on(root, up) is None)  # fmt: skip
+            return Delete(kept)
+        if isinstance(request, Put):
+            parent = request.path.rpartition("/")[0]
+            if parent and _local.link_on(root, parent) is not None:
+                raise StorePermissionError(
+                    f"{self.where}: will not write {request.path!r:.120} through a link"
+                )
+            return request
+        return None if _local.link_on(root, request.path) is not None else request
 
     def _get(
         self, path: str, length: int | None = None, unless: str | None = None
@@ -405,6 +465,13 @@ class Backend:
         return _written_version(result)
 
     def _delete(self, paths: tuple[str, ...]) -> Generator[_Step, Any, None]:
+        if not paths:
+            return
+        if self.root is not None and any(_local.is_temp(path) for path in paths):
+            yield _Unlink(self.root, tuple(path for path in paths if _local.is_temp(path)))
+            paths = tuple(path for path in paths if not _local.is_temp(path))
+            if not paths:
+                return
         try:
             yield _Call(self.store, "delete", (list(paths),))
         except Exception as exc:  # some stores fail a batch on a missing path: one by one
@@ -419,9 +486,29 @@ class Backend:
 
     def _list(self, request: List) -> Generator[_Step, Any, list[tuple[str, int]]]:
         found: list[tuple[str, int]] = []
+        if self.root is not None:  # its objects, without following links
+            chunks = _Walk(_local.chunks(self.root, request.folder))
+            while (chunk := (yield chunks)) is not None:
+                objects = [o for o in chunk if o["size"] >= 0 and not _local.is_temp(o["path"])]
+                _keep(request.start, objects, found, ordered=False)
+            return found
         options = {"offset": request.offset, "chunk_size": 1000}
         listing = yield _Call(self.store, "list", (request.folder,), options)
         while (chunk := (yield _Next(listing))) is not None:
-            if not _keep(request, chunk, found, self.ordered):
+            if not _keep(request.start, chunk, found, self.ordered):
                 break
+        return found
+
+    def _page(self, listing: Listing) -> Generator[_Step, Any, list[tuple[str, int]]]:
+        found: list[tuple[str, int]] = []
+        if listing.done:
+            return found
+        if listing.handle is None and self.root is not None:
+            listing.handle = _Walk(_local.chunks(self.root, listing.folder))
+        elif listing.handle is None:
+            options = {"offset": listing.offset, "chunk_size": 1000}
+            listing.handle = _Next((yield _Call(self.store, "list", (listing.folder,), options)))
+        chunk = yield listing.handle
+        if chunk is None or not _keep(listing.start, chunk, found, self.ordered):
+            listing.done = True
         return found

@@ -17,6 +17,7 @@ and a name prefix stays a path prefix. A tag is the hex of tags up to `TAG_BYTES
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 PLAIN_BYTES = 400
@@ -45,6 +46,27 @@ def _digest(raw: bytes) -> str:
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
+_NAME = re.compile(rf"(?:[0-9a-f]{{2}})*_|[0-9a-f]{{{2 * PLAIN_BYTES}}}~[0-9a-f]{{32}}")
+_TAG = re.compile(rf"(?:[0-9a-f]{{2}}){{0,{TAG_BYTES}}}_|~[0-9a-f]{{32}}")
+_PROBE = re.compile(r"~clock\.[0-9a-f]{32}")
+
+
+def is_name(cut: str) -> bool:
+    """Whether `cut` (a path's part after its folder) is a name `name` gives."""
+    flat = cut.replace("/", "")
+    return bool(_NAME.fullmatch(flat)) and _cut(flat) == cut
+
+
+def is_tag_name(part: str) -> bool:
+    """Whether `part` is the folder name of a tag (`Layout.tag_folder`'s last part)."""
+    return bool(_TAG.fullmatch(part))
+
+
+def is_probe(part: str) -> bool:
+    """Whether `part` is a clock probe's name (`Layout.probe`, with a uuid4 hex nonce)."""
+    return bool(_PROBE.fullmatch(part))
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """The paths of one store under `root` ("" or a path without leading/trailing slashes)."""
@@ -70,6 +92,14 @@ class Layout:
         # servers (SeaweedFS) skip everything inside it
         offset = start[:-1] if raw else None
         return offset, start, len(raw) <= PLAIN_BYTES
+
+    def tags(self) -> str:
+        """The folder listed for tag markers."""
+        return self._join(TAGS)
+
+    def relative(self, path: str) -> str:
+        """`path` relative to the store's root (for messages)."""
+        return path[len(self.root) + 1 :] if self.root else path
 
     def tag_folder(self, tag: str) -> str:
         raw = _raw(tag)

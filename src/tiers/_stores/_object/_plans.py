@@ -67,9 +67,9 @@ def _record(key: str, entry: Entry, clock: ServerTime) -> bytes:
         raise TypeError(f"meta must be a dict of JSON values: {exc}") from exc
 
 
-def _decode(found: Found) -> tuple[Entry, str] | None:
+def decode(found: Found) -> tuple[Entry, str] | None:
     """(entry, its full key), or None for a damaged record. From a record read only in part
-    (`_read_heads`) the entry has no value. The entry's version is the object's."""
+    (`read_heads`) the entry has no value. The entry's version is the object's."""
     with contextlib.suppress(_wire.DamagedRecord, UnicodeDecodeError):
         if len(found.data) < found.size:
             entry, key = _wire.unpack_head(found.data, found.size)
@@ -87,7 +87,7 @@ def _checked(
     damaged records are misses to delete, and are counted."""
     if found is None:
         return None, False
-    decoded = _decode(found)
+    decoded = decode(found)
     if decoded is None or layout.entry(decoded[1]) != path:
         tally.add(rejected=1)  # damaged, or a record copied under another key's name
         return None, True
@@ -129,7 +129,7 @@ def revalidate(layout: Layout, key: str, version: str | None, clock: ServerTime,
 def info(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[Entry | None]:
     """The entry without its value, from the record's first bytes only."""
     path = layout.entry(key)
-    (found,) = yield from _read_heads([path])
+    (found,) = yield from read_heads([path])
     entry, drop = _checked(layout, path, found, key, clock.now(), tally)
     if drop:
         yield Delete((path,))
@@ -174,7 +174,7 @@ def delete(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[bo
     """True if a live entry was removed. The read and the delete are two requests: an entry
     written between them is deleted too, and the answer is about the one read."""
     path = layout.entry(key)
-    (found,) = yield from _read_heads([path])
+    (found,) = yield from read_heads([path])
     if found is None:
         return False
     entry, _drop = _checked(layout, path, found, key, clock.now(), tally)
@@ -266,7 +266,7 @@ HEAD_ATTEMPTS = 3
 """Times a head read in two parts is tried before the record is read whole."""
 
 
-def _read_heads(paths: list[str]) -> Plan[list[Found | None]]:
+def read_heads(paths: list[str]) -> Plan[list[Found | None]]:
     """Each record's first bytes, enough to decode all but its body: one ranged read, and a
     second for the few records whose metadata (a long key, a large meta) goes past
     `HEAD_BYTES`, conditional on the first's e_tag. A record rewritten between the two is
@@ -315,14 +315,14 @@ def scan(layout: Layout, prefix: str, clock: ServerTime, tally: Tally) -> Plan[S
     offset, start, _exact = layout.scan_offset(prefix)
     listed = yield List(layout.entries(), start, offset)
     paths = [path for path, _size in listed]
-    founds = yield from _read_heads(paths)
+    founds = yield from read_heads(paths)
     now = clock.now()
     found: Scanned = []
     damaged: list[str] = []
     for path, record in zip(paths, founds, strict=True):
         if record is None:
             continue
-        decoded = _decode(record)
+        decoded = decode(record)
         if decoded is None or layout.entry(decoded[1]) != path:
             damaged.append(path)
         elif decoded[1].startswith(prefix):
@@ -386,10 +386,10 @@ def _entries(layout: Layout, folder: str, markers: list[str], prefix: str) -> Pl
     """(entry path, key, entry) for the entries `markers` name whose key starts with
     `prefix`; key "" and entry None: no sound entry there."""
     paths = sorted({layout.entry_of_marker(folder, marker) for marker in markers})
-    founds = yield from _read_heads(paths)
+    founds = yield from read_heads(paths)
     result: Tagged = []
     for path, record in zip(paths, founds, strict=True):
-        decoded = None if record is None else _decode(record)
+        decoded = None if record is None else decode(record)
         if decoded is None:
             result.append((path, "", None))
         elif decoded[1].startswith(prefix):

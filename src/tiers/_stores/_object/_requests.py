@@ -4,7 +4,7 @@ them and get the replies back, so one piece of logic runs sync and async (`_stor
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -75,6 +75,28 @@ class List:
     offset: str | None = None
 
 
+@dataclass(slots=True, eq=False)
+class Listing:
+    """A listing read a page at a time (`Page`): the objects under the folder `folder`,
+    after `offset`, whose path starts with `start`. The backend keeps its place in
+    `handle`; `done` once it has given the last page."""
+
+    folder: str
+    start: str
+    offset: str | None = None
+    handle: Any = field(default=None, repr=False)
+    done: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """The next page of `listing` (up to 1000 objects, the store's chunk); reply: a list of
+    (path, size), empty once the listing is done (and possibly before: a page of objects
+    outside `start`)."""
+
+    listing: Listing
+
+
 @dataclass(frozen=True, slots=True)
 class Many:
     """Run requests concurrently; reply: the list of their replies, in order."""
@@ -82,6 +104,6 @@ class Many:
     requests: tuple[Get | Put | Delete, ...]
 
 
-Request = Get | Put | Delete | List | Many
+Request = Get | Put | Delete | List | Page | Many
 Plan = Generator[Request, Any, T]
 """An operation: yields requests, receives their replies, returns its result."""

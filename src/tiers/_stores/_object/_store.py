@@ -36,12 +36,12 @@ from ..._plans import run as drive
 from ..._plans import run_async as drive_async
 from ..._rules import positive_seconds
 from ...errors import StoreError
-from .._protocol import Entry, StoreCounters, Unchanged
+from .._protocol import Damage, Entry, StoreCounters, Unchanged
 from .._server_time import ServerTime
-from . import _locks, _plans, _probe
+from . import _locks, _plans, _probe, _scan, _verify
 from ._backend import Backend, check_store, is_local, open_url, split_url
 from ._paths import Layout
-from ._requests import Delete, Get, List, Many, Plan, Put, Request
+from ._requests import Delete, Get, List, Many, Page, Plan, Put, Request
 
 T = TypeVar("T")
 _CONCURRENCY = 16
@@ -69,6 +69,12 @@ class ObjectStore:
     to keep everything in. `timeout`: seconds a call may take, all its requests together
     (none is retried; the O(n) calls bound each request), so an unreachable, frozen or
     dripping server fails a call within it. Nothing is requested before the first operation.
+
+    No usage counters (`SupportsUsage`): object storage has no atomic increment, and adding
+    to one shared count is a read and a put conditional on it, which every other process's
+    put makes fail: processes closing together would retry in rounds, each costing two
+    requests, and obstore's local store has no conditional put at all. Hits and misses stay
+    with each process (`Cache.stats`).
     """
 
     holds_objects: ClassVar[bool] = False
@@ -218,7 +224,7 @@ class ObjectStore:
     async def _many_async(self, many: Many) -> list[Any]:
         limit = asyncio.Semaphore(_CONCURRENCY)
 
-        async def one(request: Get | Put | Delete | List) -> Any:
+        async def one(request: Get | Put | Delete | List | Page) -> Any:
             async with limit:
                 return await self._backend.call_async(request)
 
@@ -329,6 +335,31 @@ class ObjectStore:
 
     def _keys(self, prefix: str, tag: str | None) -> Plan[list[str]]:
         return self._timed(lambda t: _plans.keys(self._layout, prefix, tag, t, self._tally))
+
+    def scan(self, prefix: str = "", tag: str | None = None) -> Iterator[tuple[str, Entry]]:
+        """Every entry present under `prefix` (carrying `tag`), expired ones included, with
+        its metadata and no value: a listing page by page (1000 objects), each record's
+        first bytes by a ranged read (`_scan`), never its value. `Entry.accessed_at` is None
+        (object storage does not record reads)."""
+        walk = _scan.Walk(self._layout, prefix, tag)
+        while not walk.done:
+            yield from self._run(self._timed(walk.page), paged=True)
+
+    async def scan_async(
+        self, prefix: str = "", tag: str | None = None
+    ) -> AsyncIterator[tuple[str, Entry]]:
+        walk = _scan.Walk(self._layout, prefix, tag)
+        while not walk.done:
+            for item in await self._run_async(self._timed(walk.page), paged=True):
+                yield item
+
+    def verify(self, fix: bool = False) -> Iterator[Damage]:
+        """Read every record in full and check the tag markers and the locks folder
+        (`_verify`); with `fix`, remove or repair each damage before yielding it. Records
+        have no checksum: a bit flipped inside a value that still parses is not found here."""
+        check = _verify.Check(self._layout, fix)
+        while not check.done:
+            yield from self._run(self._timed(check.page), paged=True)
 
     def count(self, prefix: str = "") -> int:
         return len(self._run(self._keys(prefix, None), paged=True))

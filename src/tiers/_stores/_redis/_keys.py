@@ -1,13 +1,15 @@
 """Redis key names: entries, tag sets and locks under one prefix (pure functions, no I/O).
 
 ``<prefix>e:<key>`` holds an entry, ``<prefix>t:<digest of tag>`` the set of keys written with
-that tag, ``<prefix>l:<name>`` a lock. Keys are encoded UTF-8 with ``surrogatepass``, so any
-``str`` (NUL, lone surrogates, 10 000 characters) is a distinct Redis key.
+that tag, ``<prefix>l:<name>`` a lock, ``<prefix>u`` the usage counters (a hash). Keys are
+encoded UTF-8 with ``surrogatepass``, so any ``str`` (NUL, lone surrogates, 10 000
+characters) is a distinct Redis key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 _GLOB_SPECIAL = frozenset(b"*?[]\\")
 
@@ -37,13 +39,14 @@ def tag_marker(tag: str) -> bytes:
 class KeySpace:
     """The Redis names of one store's entries, tag sets and locks."""
 
-    __slots__ = ("entries", "locks", "prefix", "tags")
+    __slots__ = ("entries", "locks", "prefix", "tags", "usage")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = encode(prefix)
         self.entries = self.prefix + b"e:"
         self.tags = self.prefix + b"t:"
         self.locks = self.prefix + b"l:"
+        self.usage = self.prefix + b"u"
 
     def entry(self, key: str) -> bytes:
         return self.entries + encode(key)
@@ -65,3 +68,19 @@ class KeySpace:
 
     def tag_pattern(self) -> bytes:
         return glob_escape(self.tags) + b"*"
+
+    def lock_pattern(self) -> bytes:
+        return glob_escape(self.locks) + b"*"
+
+    def is_tag_set(self, redis_key: bytes) -> bool:
+        """Whether `redis_key` is a name `tag` gives (``t:`` and 32 hex digits)."""
+        return redis_key.startswith(self.tags) and bool(
+            _DIGEST.fullmatch(redis_key[len(self.tags) :])
+        )
+
+    def where(self, redis_key: bytes) -> str:
+        """`redis_key` relative to the prefix, for messages (undecodable bytes escaped)."""
+        return redis_key[len(self.prefix) :].decode("utf-8", "backslashreplace")
+
+
+_DIGEST = re.compile(rb"[0-9a-f]{32}")

@@ -159,6 +159,11 @@ class Operations:
         with self._lock:
             self.rejected += 1
 
+    def forget_damage(self) -> None:
+        """Zero `rejected` (`RedisStore.reset_usage`)."""
+        with self._lock:
+            self.rejected = 0
+
     # -- announcing writes ----------------------------------------------------------------
 
     def writer(self) -> bytes:

@@ -9,9 +9,10 @@ its timeout once more per page (`_deadline`), any other call just one.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from itertools import islice
 from typing import Any, TypeAlias, TypeVar
 
-from ._plans import CHUNK, Batch, Call, Request, Scan
+from ._plans import CHUNK, PAGE, Batch, Call, Cursor, Request, Scan
 
 T = TypeVar("T")
 Extend: TypeAlias = Callable[[], object] | None
@@ -23,7 +24,7 @@ def perform(client: Any, cluster: bool, extend: Extend = None) -> Callable[[Requ
 
     def one(request: Request) -> Any:
         nonlocal batches
-        if extend is not None and isinstance(request, Batch):
+        if extend is not None and isinstance(request, (Batch, Cursor)):
             batches += 1
             if batches > 1:
                 extend()
@@ -40,7 +41,7 @@ def perform_async(
 
     async def one(request: Request) -> Any:
         nonlocal batches
-        if extend is not None and isinstance(request, Batch):
+        if extend is not None and isinstance(request, (Batch, Cursor)):
             batches += 1
             if batches > 1:
                 extend()
@@ -78,7 +79,33 @@ def _do(request: Request, client: Any, cluster: bool, extend: Extend) -> Any:
             return pipe.execute()
     if isinstance(request, Scan):
         return _collect(client.scan_iter(match=request.match, count=CHUNK), extend)
+    if isinstance(request, Cursor):
+        if request.handle is None:
+            request.handle = _walk(client, request)
+        page = list(islice(request.handle, PAGE))
+        request.done = len(page) < PAGE
+        return page
     return _collect(client.sscan_iter(request.key, count=CHUNK), extend)
+
+
+async def _page_async(client: Any, cursor: Cursor) -> list[bytes]:
+    if cursor.handle is None:
+        cursor.handle = _walk(client, cursor)
+    page: list[bytes] = []
+    while len(page) < PAGE:
+        try:
+            page.append(await anext(cursor.handle))
+        except StopAsyncIteration:
+            cursor.done = True
+            break
+    return page
+
+
+def _walk(client: Any, cursor: Cursor) -> Any:
+    """redis-py's iterator (sync) or async iterator over what `cursor` walks."""
+    if cursor.members is not None:
+        return client.sscan_iter(cursor.members, count=PAGE)
+    return client.scan_iter(match=cursor.match, count=PAGE)
 
 
 def _collect(items: Iterator[T], extend: Extend) -> list[T]:
@@ -103,6 +130,8 @@ async def _do_async(request: Request, client: Any, cluster: bool, extend: Extend
             for call in request.calls:
                 _queue(pipe, call)
             return await pipe.execute()
+    if isinstance(request, Cursor):
+        return await _page_async(client, request)
     if isinstance(request, Scan):
         items = client.scan_iter(match=request.match, count=CHUNK)
     else:

@@ -2,8 +2,9 @@
 sync or async by `tiers._plans.run` / `run_async` with a performer from `_perform`.
 
 A plan yields `Call`, `Batch` (one pipeline; a transaction if `atomic`, on a single server),
-`Scan` (every key matching a pattern, over all primaries of a cluster) or `Members` (a set's
-members) and is sent back the reply; its return value is the operation's result.
+`Scan` (every key matching a pattern, over all primaries of a cluster), `Members` (a set's
+members) or `Cursor` (the next page of either, for walks that keep memory bounded) and is sent
+back the reply; its return value is the operation's result.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any, TypeAlias, TypeVar
 
 T = TypeVar("T")
 CHUNK = 1000
+PAGE = 500
+"""Keys a `Cursor` gives at a time (one pipeline of reads each)."""
 
 
 @dataclass(slots=True)
@@ -49,8 +52,26 @@ class Members:
     key: bytes
 
 
-Request: TypeAlias = Call | Batch | Scan | Members
+@dataclass(slots=True, eq=False)
+class Cursor:
+    """A walk a page at a time: each time a plan yields it, the next (up to `PAGE`) keys
+    matching `match` (``SCAN``, over all primaries of a cluster), or members of the set at
+    `members` (``SSCAN``); ``[]`` once `done`. The performer keeps its place in `handle`.
+    Like SCAN, it may give an item twice (the server resized its table meanwhile)."""
+
+    match: bytes = b""
+    members: bytes | None = None
+    handle: Any = None
+    done: bool = False
+
+
+Request: TypeAlias = Call | Batch | Scan | Members | Cursor
 Plan = Generator[Request, Any, T]
+
+
+def script(source: str, key: bytes, *args: Any) -> Call:
+    """An EVAL of `source` on the one key `key`."""
+    return Call("eval", (source, 1, key, *args))
 
 
 def chunks(items: list[T]) -> Iterator[list[T]]:

@@ -4,7 +4,8 @@
 Records follow `tiers._stores._wire`: expiry is the double at offset 12 (0 = never), the
 header length a uint16 at 20, the tag block length a uint32 at 22, the tags right after the
 34-byte fixed part and the header. ``ARGV[1]`` is "now" on the server's clock (as this process
-knows it: `.._server_time`), except in `SET`, `PUBLISH`, `DIGEST` and `SET_IF_DIGEST`. The
+knows it: `.._server_time`), except in `SET`, `PUBLISH`, `DIGEST`, `SET_IF_DIGEST` and the
+scripts of scans, verify and usage (`SCAN_HEAD`, `KIND`, `DROP_KIND`, `MEMBER`, `USAGE_ADD`). The
 ``*_PUBLISHING`` variants end with the PUBLISH of the channel and message that follow their
 arguments (`_invalidation`): the message goes out after the write, in the same command, so
 announcing a write costs no round trip. The rules the other stores share in Python are
@@ -218,3 +219,59 @@ return 1
 )
 """ARGV: the digest `DIGEST` read, record ('' to remove), PX. 1 if the record was still the
 one read and is now written (step 3): a successor's write in between makes it 0."""
+
+SCAN_HEAD = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return {0, '', -1} end
+if kind ~= 'string' then return {-1, '', -1} end
+local idle = -1
+if ARGV[1] == '1' then
+  local got = redis.pcall('OBJECT', 'IDLETIME', KEYS[1])
+  if type(got) == 'number' then idle = got end
+end
+local size = redis.call('STRLEN', KEYS[1])
+local head = redis.call('GETRANGE', KEYS[1], 0, 33)
+if #head == 34 then
+  local h, t, m, k = struct.unpack('<HI4I4I4', head, 21)
+  local need = 34 + h + t + m + k
+  if need > 34 and need <= size then head = redis.call('GETRANGE', KEYS[1], 0, need - 1) end
+end
+return {size, head, idle}
+"""
+"""ARGV: "1" for the idle time. {size, head, idle seconds}: the record's size, its bytes up
+to the end of its metadata (the fixed part alone if its lengths run past the record: never
+the body), and ``OBJECT IDLETIME`` read before the head touches the key (-1 under an LFU
+policy, which does not track it, or not asked). {0, '', -1}: no key; {-1, '', -1}: not a
+string."""
+
+KIND = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+local size = 0
+if kind == 'string' then size = redis.call('STRLEN', KEYS[1]) end
+return {kind, size}
+"""
+"""{the key's type ('none' if there is none), its length if a string (else 0)}."""
+
+DROP_KIND = """
+if redis.call('TYPE', KEYS[1])['ok'] ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])
+"""
+"""ARGV: a type. Delete the key only if it still has that type (not one written since)."""
+
+USAGE_ADD = """
+local names = {'hits', 'misses', 'sets', 'deletes', 'errors'}
+for i, name in ipairs(names) do
+  if ARGV[i + 1] ~= '0' then redis.call('HINCRBY', KEYS[1], name, ARGV[i + 1]) end
+end
+redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
+return 1
+"""
+"""ARGV: since, then hits, misses, sets, deletes, errors. Adds the counts to the usage hash in
+one step, and sets `since` if it is not set yet."""
+
+MEMBER = """
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'set' then return {kind, 0} end
+return {kind, redis.call('SISMEMBER', KEYS[1], ARGV[1])}
+"""
+"""ARGV: a member. {the key's type, 1 if it is a set holding the member else 0}."""

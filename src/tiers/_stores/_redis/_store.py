@@ -23,9 +23,9 @@ from ..._clock import SYSTEM_CLOCK, Clock
 from ..._plans import run, run_async
 from ...errors import StoreError
 from .. import _wire
-from .._protocol import Entry, StoreCounters
+from .._protocol import Damage, Entry, StoreCounters, Usage
 from .._server_time import ServerTime
-from . import _clients
+from . import _clients, _usage
 from . import _scripts as lua
 from ._deadline import DEADLINE, budget
 from ._errors import scrub
@@ -35,6 +35,8 @@ from ._ops import Operations
 from ._perform import perform, perform_async
 from ._plans import Plan
 from ._records import read
+from ._scan import Walk
+from ._verify import Check
 
 T = TypeVar("T")
 _DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -463,6 +465,24 @@ class RedisStore:
         ):
             yield key
 
+    def scan(self, prefix: str = "", tag: str | None = None) -> Iterator[tuple[str, Entry]]:
+        """Every entry present under `prefix` (carrying `tag`), expired ones included, with
+        its metadata and no value: pages of 500 keys, each one SCAN step and one pipeline
+        reading the records' heads, never their bodies (`_scan`). `Entry.accessed_at` is
+        the key's last access by anyone, this store's own walks included (Redis's idle
+        time); None under an LFU ``maxmemory-policy``. Each page is a call by the deadline."""
+        walk = Walk(self._ops, prefix, tag)
+        while not walk.done:
+            yield from self._run(walk.page, "scan", paged=True)
+
+    async def scan_async(
+        self, prefix: str = "", tag: str | None = None
+    ) -> AsyncIterator[tuple[str, Entry]]:
+        walk = Walk(self._ops, prefix, tag)
+        while not walk.done:
+            for item in await self._run_async(walk.page, "scan", paged=True):
+                yield item
+
     def count(self, prefix: str = "") -> int:
         return self._run(lambda now: self._ops.count(prefix, now), "count", paged=True)
 
@@ -482,6 +502,47 @@ class RedisStore:
 
     async def set_many_async(self, items: list[tuple[str, Entry]]) -> None:
         await self._run_async(lambda now: self._ops.set_many(items, now), "set", paged=True)
+
+    # -- usage and verify -----------------------------------------------------------------
+
+    def usage(self) -> Usage:
+        """The usage counters every process added (one hash, ``<prefix>u``)."""
+        return self._run(lambda _now: _usage.read(self._keys, self._time), "read usage")
+
+    async def usage_async(self) -> Usage:
+        return await self._run_async(lambda _now: _usage.read(self._keys, self._time), "read usage")
+
+    def add_usage(self, usage: Usage) -> None:
+        """Add `usage` to the counters, atomically (one script)."""
+        self._run(lambda now: _usage.add(self._keys, usage, now, self._time), "add usage")
+
+    async def add_usage_async(self, usage: Usage) -> None:
+        await self._run_async(
+            lambda now: _usage.add(self._keys, usage, now, self._time), "add usage"
+        )
+
+    def reset_usage(self) -> None:
+        """Zero the usage counters, and this store object's expirations and rejected (Redis
+        keeps no others: its evictions are unseen)."""
+        self._run(lambda _now: _usage.reset(self._keys), "reset usage")
+        self._reset_counters()
+
+    async def reset_usage_async(self) -> None:
+        await self._run_async(lambda _now: _usage.reset(self._keys), "reset usage")
+        self._reset_counters()
+
+    def _reset_counters(self) -> None:
+        self._expirations = 0
+        self._ops.forget_damage()
+
+    def verify(self, fix: bool = False) -> Iterator[Damage]:
+        """Read every record in full and check the tag sets, locks and usage counters
+        (`_verify`); with `fix`, remove or repair each damage before yielding it. Records
+        have no checksum: a bit flipped inside a value that still parses is not found here.
+        Each page is a call by the deadline."""
+        check = Check(self._ops, fix)
+        while not check.done:
+            yield from self._run(check.page, "verify", paged=True)
 
     # -- locks ----------------------------------------------------------------------------
 
