@@ -9,12 +9,13 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .._version import __version__
 from ..errors import TiersError
 from . import _demo
-from ._errors import CLIError
+from ._errors import USAGE, CLIError
+from ._output import FORMATS, Output
 
 NEEDS_RICH = 'tiers: the command line needs rich: pip install "tiers[cli]"'
 
@@ -24,7 +25,41 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         _say_error(f"{message} (see '{self.prog} --help')")
-        raise SystemExit(2)
+        raise SystemExit(USAGE)
+
+
+class Common:
+    """Option groups commands share (each an argparse parent)."""
+
+    def __init__(self) -> None:
+        self.store = argparse.ArgumentParser(add_help=False)
+        self.store.add_argument(
+            "--secret",
+            metavar="SECRET",
+            help="the entries' signing secret (default: $TIERS_SECRET, else this user's key file)",
+        )
+        self.output = argparse.ArgumentParser(add_help=False)
+        self.output.add_argument(
+            "--format",
+            choices=FORMATS,
+            default="table",
+            help="table (default; plain text when not a terminal), json or csv",
+        )
+        self.output.add_argument(
+            "--no-progress", action="store_true", help="no progress bar even on a terminal"
+        )
+        self.destructive = argparse.ArgumentParser(add_help=False)
+        self.destructive.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="print what would be removed and the bytes it would free; remove nothing",
+        )
+
+
+def _command_modules() -> list[Any]:
+    from . import _bench, _copy, _inspect, _remove, _verify
+
+    return [_inspect, _remove, _verify, _copy, _bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tiers",
         description="tiers: one cache API over memory, disk, folders, Redis and object storage.",
-        epilog="New here? Run 'tiers demo'.",
+        epilog=(
+            "STORE is a path (a DiskStore) or a URL: disk://, folder://, redis://, rediss://, "
+            "redis+cluster://, unix://, s3://, gs://, az://, file://. Exit status: 0 ok, 1 error, "
+            "2 usage, 3 verify found damage, 4 nothing matched. New here? Run 'tiers demo'."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"tiers {__version__}")
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
@@ -51,31 +90,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory at the end")
     demo.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    demo.set_defaults(run=None)
+    common = Common()
+    for module in _command_modules():
+        module.register(commands, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``tiers`` command; returns the exit status (0 ok, 1 failure, 2 usage)."""
+    """Run the ``tiers`` command; returns the exit status (0 ok, 1 failure, 2 usage,
+    3 damage found, 4 nothing matched)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command is None:
             parser.error("a command is required, e.g. 'tiers demo'")
+        if args.run is not None:
+            return _run_command(args)
         if args.child:
             if args.dir is None:
                 parser.error("--child needs --dir")
             print(json.dumps(_demo.child(Path(args.dir))))
             return 0
         return _run_demo(args.dir, args.keep)
-    except (CLIError, TiersError, OSError) as exc:
-        if isinstance(exc, BrokenPipeError):  # e.g. `tiers demo | head`
+    except (CLIError, TiersError, OSError, ValueError) as exc:
+        if isinstance(exc, BrokenPipeError):  # e.g. `tiers ls S | head`
             _silence_stdout()
-            return 1
+            return 0 if args.command != "demo" else 1
         _say_error(_describe(exc))
-        return 1
+        return exc.status if isinstance(exc, CLIError) else 1
     except KeyboardInterrupt:
         print("tiers: interrupted", file=sys.stderr)
         return 130
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """A store command: its output set up from the common options."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        print(NEEDS_RICH, file=sys.stderr)
+        return 1
+    form = getattr(args, "format", "table")
+    out = Output(form, progress=False if getattr(args, "no_progress", False) else None)
+    status: int = args.run(args, out)
+    sys.stdout.flush()
+    return status
 
 
 def _run_demo(directory: str | None, keep: bool) -> int:
