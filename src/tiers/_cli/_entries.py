@@ -20,6 +20,10 @@ from ..errors import ConfigError
 from ._errors import CLIError
 from ._output import Column
 
+NO_READS = (
+    "this store does not record when entries are read (a DiskStore does with max_size: give "
+    "disk://PATH?max_size=SIZE as your application opens it); use age or --older-than instead"
+)
 NAMESPACE_HELP = "the cache's namespace, as Cache(namespace=...) (default: none)"
 
 LS_COLUMNS = [

@@ -17,6 +17,7 @@ from .._stores._protocol import SupportsInfo, SupportsUsage, implements
 from ._entries import (
     LS_COLUMNS,
     NAMESPACE_HELP,
+    NO_READS,
     TABLE_COLUMNS,
     Decoder,
     header_facts,
@@ -279,10 +280,7 @@ def _check_fields(store: Any, filters: list[Filter], order: Sort | None) -> None
     """A store that records no reads cannot filter or sort by them: say so, not guess."""
     wants = any(f.field == "idle" for f in filters) or (order and order.field == "accessed")
     if wants and not getattr(store, "records_access", False):
-        raise CLIError(
-            f"{store!r} does not record when entries are read, so 'idle' and 'accessed' are "
-            "unknown there; use age or created instead"
-        )
+        raise CLIError(f"{store!r}: {NO_READS}, so 'idle' and 'accessed' are unknown there")
 
 
 def _listing(

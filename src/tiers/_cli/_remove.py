@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._stores._protocol import SupportsExpire, SupportsInfo, SupportsTags, implements
-from ._entries import NAMESPACE_HELP, expired, prefix_of, scan, shown
+from ._entries import NAMESPACE_HELP, NO_READS, expired, prefix_of, scan, shown
 from ._errors import NOTHING, USAGE, CLIError
 from ._filters import parse_bytes, parse_duration
 from ._output import Column, Output, human_size
@@ -202,10 +202,7 @@ def run_prune(args: argparse.Namespace, out: Output) -> int:
     tally = Tally(args.dry_run)
     with opened(args.store) as store:
         if unused is not None and not getattr(store, "records_access", False):
-            raise CLIError(
-                f"{args.store}: this store does not record when entries are read, so "
-                "--unused-for cannot be known; use --older-than"
-            )
+            raise CLIError(f"{args.store}: {NO_READS}, so --unused-for cannot be known")
         doomed = _prune_plan(store, out, args.store, older, unused, limit)
         if limit is not None and not getattr(store, "records_access", False):
             out.note("tiers: this store does not record reads: the oldest created go first")

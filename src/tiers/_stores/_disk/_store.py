@@ -347,6 +347,12 @@ class DiskStore:
             bytes=nbytes,
         )  # fmt: skip
 
+    @property
+    def records_access(self) -> bool:
+        """Whether reads are recorded (`scan` gives `Entry.accessed_at`): with `max_size`,
+        whose LRU order they keep; an entry never read since written has None."""
+        return self.max_size is not None
+
     def close(self) -> None:
         """Close the store. Operations already running in other threads finish on the files
         they opened (closed when the last of them ends); later calls raise StoreError."""

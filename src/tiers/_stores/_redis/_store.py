@@ -63,6 +63,9 @@ class RedisStore:
     """
 
     holds_objects: ClassVar[bool] = False
+    records_access: ClassVar[bool] = True
+    """`scan` gives `Entry.accessed_at` from the key's idle time (None under an LFU eviction
+    policy); any read counts, walks of tiers' own (scan, verify) included."""
 
     def __init__(
         self,
