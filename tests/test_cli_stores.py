@@ -350,14 +350,28 @@ def test_a_terminal_shows_a_table_and_a_progress_bar(tmp_path: Path, env: dict[s
     assert "no damage" in verified
 
 
-def _on_a_terminal(env: dict[str, str], *args: str) -> str:
-    """Run the command on a pseudo-terminal (stdout and stderr); all it wrote."""
+def test_clear_on_a_terminal_asks_first(tmp_path: Path, env: dict[str, str]) -> None:
+    disk = str(tmp_path / "disk")
+    fill(disk, env)
+    declined = _on_a_terminal(env, "clear", disk, answer=b"n\n", status=1)
+    assert "Remove 6 entries" in declined and "cancelled" in declined
+    assert len(keys_of(run_json(env, "ls", disk))) == 6
+    accepted = _on_a_terminal(env, "clear", disk, answer=b"y\n")
+    assert "removed 6 entries" in accepted
+    assert keys_of(run_json(env, "ls", disk)) == set()
+
+
+def _on_a_terminal(env: dict[str, str], *args: str, answer: bytes = b"", status: int = 0) -> str:
+    """Run the command on a pseudo-terminal (stdin, stdout and stderr), typing `answer`;
+    all it wrote."""
     main, child = pty.openpty()
     proc = subprocess.Popen(
         [*_entry_point(), *args], env={**env, "COLUMNS": "120", "TERM": "xterm-256color"},
         stdin=child, stdout=child, stderr=child, close_fds=True,
     )  # fmt: skip
     os.close(child)
+    if answer:
+        os.write(main, answer)
     chunks: list[bytes] = []
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -373,7 +387,7 @@ def _on_a_terminal(env: dict[str, str], *args: str) -> str:
         elif proc.poll() is not None:
             break
     os.close(main)
-    assert proc.wait(TIMEOUT) == 0, b"".join(chunks)
+    assert proc.wait(TIMEOUT) == status, b"".join(chunks)
     return b"".join(chunks).decode("utf-8", "replace")
 
 

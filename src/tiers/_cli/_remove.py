@@ -261,26 +261,32 @@ def run_clear(args: argparse.Namespace, out: Output) -> int:
     tally = Tally(args.dry_run)
     prefix = "" if args.namespace is None else prefix_of(args.namespace)
     with opened(args.store) as store:
-        with out.progress(f"clear {args.store}", store.stats().items or None) as advance:
-            found = []
-            for stored, entry in store.scan(prefix):
-                advance(1)
-                found.append((stored, entry.size))
-        if not args.dry_run and found:
-            _confirm(args, len(found), sum(size for _k, size in found))
-            store.clear(prefix)
-        rows = []
-        for stored, size in found:
-            tally.add(size)
-            rows.append({"key": shown(stored), "size": size, "removed": not args.dry_run})
-        _report(out, "clear", rows, tally, store)
+        if not args.dry_run:
+            _confirm(args, store, prefix)
+
+        def rows() -> Iterator[dict[str, Any]]:
+            """Each entry as the walk finds it, then the store cleared (streamed: a million
+            entries are never held)."""
+            with out.progress(f"clear {args.store}", store.stats().items or None) as advance:
+                for stored, entry in store.scan(prefix):
+                    advance(1)
+                    tally.add(entry.size)
+                    yield {"key": shown(stored), "size": entry.size, "removed": not args.dry_run}
+            if not args.dry_run:
+                store.clear(prefix)
+
+        _report(out, "clear", rows(), tally, store)
     return 0
 
 
-def _confirm(args: argparse.Namespace, count: int, nbytes: int) -> None:
+def _confirm(args: argparse.Namespace, store: Any, prefix: str) -> None:
     if args.yes:
         return
-    what = f"{count:,} entries ({human_size(nbytes)}) of {args.store}"
+    if prefix:
+        what = f"every entry of namespace {args.namespace!r} in {args.store}"
+    else:
+        counters = store.stats()
+        what = f"{counters.items:,} entries ({human_size(counters.bytes)}) of {args.store}"
     if not sys.stdin.isatty():
         raise CLIError(f"clear would remove {what}: add --yes to confirm", USAGE)
     sys.stderr.write(f"Remove {what}? [y/N] ")
