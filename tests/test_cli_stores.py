@@ -58,6 +58,8 @@ def env(tmp_path: Path) -> dict[str, str]:
     found = dict(os.environ)
     for name in ("FORCE_COLOR", "COLUMNS", "LINES", "TIERS_SECRET"):
         found.pop(name, None)
+    (tmp_path / "tmp").mkdir()
+    found["TMPDIR"] = str(tmp_path / "tmp")
     return found
 
 
@@ -216,6 +218,9 @@ class TestEveryStore:
         )  # fmt: skip
         assert blob.returncode == 0, blob.stderr
         assert blob.stdout == values["blob"]
+        saved = run(env, "get", spec, "blob", "-o", str(Path(env["TMPDIR"]) / "blob.bin"))
+        assert saved.returncode == 0, saved.stderr
+        assert (Path(env["TMPDIR"]) / "blob.bin").read_bytes() == values["blob"]
         text = run(env, "get", spec, "report:1")
         assert text.stdout.strip() == repr(values["report:1"])
         one_error(run(env, "get", spec, "nope"), 4)
@@ -409,3 +414,23 @@ def test_prune_unused_for_needs_a_store_that_records_reads(
     assert [r["key"] for r in pruned["entries"]] == ["unread"]  # never read: since written
     refused = one_error(run(env, "prune", str(path), "--unused-for", "1s"), 1)
     assert "max_size" in refused
+
+
+def test_verify_a_damaged_folder_store(tmp_path: Path, env: dict[str, str]) -> None:
+    root = tmp_path / "folder"
+    with tiers.Cache(f"folder://{root}") as cache:
+        for i in range(4):
+            cache.set(f"doc{i}", os.urandom(5000))
+    data = sorted(root.glob("doc0-*/data.*"))[0]
+    flipped = bytearray(data.read_bytes())
+    flipped[100] ^= 0x40
+    data.write_bytes(bytes(flipped))
+    os.truncate(sorted(root.glob("doc1-*/data.*"))[0], 10)
+    spec = f"folder://{root}"
+    damaged = run(env, "verify", spec, "--format", "json")
+    assert damaged.returncode == 3, damaged.stderr
+    found = {(p["problem"], p["key"]) for p in json.loads(damaged.stdout)["problems"]}
+    assert found == {("checksum", "doc0"), ("truncated", "doc1")}
+    assert run_json(env, "verify", spec, "--fix", "--dry-run", status=3)["fixed"] == 0
+    assert run_json(env, "verify", spec, "--fix")["fixed"] == 2
+    assert run_json(env, "verify", spec)["checked"] == 2
