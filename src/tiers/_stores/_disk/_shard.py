@@ -842,10 +842,16 @@ class Shard:
         when garbage outweighs what is live, and write the header (unless `written` and
         nothing changed since). Upkeep that fails for lack of space is left for later."""
         changed = False
+        # counts a damaged slot threw off (a slot that only looked like a tombstone, removed
+        # by verify): never written negative; the table is rebuilt, which counts it again
+        miscounted = min(header.used, header.tombs) < 0
+        header.items, header.live = max(header.items, 0), max(header.live, 0)
         try:
             capacity = self.table.capacity
-            if header.used * 4 > capacity * 3 or (
-                header.items * 5 < capacity and capacity >= 2 * capacity_for(header.items)
+            if (
+                miscounted
+                or header.used * 4 > capacity * 3
+                or (header.items * 5 < capacity and capacity >= 2 * capacity_for(header.items))
             ):  # (over 3/4 used: cleaned of tombstones, or bigger; under 1/5 live, after a
                 # probe chain overflowed or many entries went: smaller, as the limit counts it)
                 self._rebuild(header, capacity_for(header.items))
