@@ -128,136 +128,93 @@ def keys_of(listing: dict[str, Any]) -> set[str]:
     return {row["key"] for row in listing["entries"]}
 
 
-class TestEveryStore:
-    def test_ls_lists_each_entry_with_its_metadata(self, spec: str, env: dict[str, str]) -> None:
-        values = fill(spec, env)
-        listing = run_json(env, "ls", spec)
-        assert listing["command"] == "ls"
-        rows = {row["key"]: row for row in listing["entries"]}
-        assert set(values) <= set(rows)
-        assert all(rows[k]["name"] == k for k in values)
-        memo = [r["name"] for r in rows.values() if r["key"].startswith("demo.square")]
-        assert memo == ["demo.square(x=7)"], rows.keys()
-        assert rows["report:1"]["tags"] == ["reports"]
-        assert rows["blob"]["size"] >= 3000
-        assert rows["short"]["expires"] is not None and rows["blob"]["expires"] is None
-        for row in rows.values():
-            assert row["created"].endswith("Z")
-        if spec.startswith("s3://"):
-            assert all(row["accessed"] is None for row in rows.values())  # S3 cannot know
-        tagged = run_json(env, "ls", spec, "--tag", "reports")
-        assert keys_of(tagged) == {"report:1", "report:2"}
-        prefixed = run_json(env, "ls", spec, "--prefix", "report:")
-        assert keys_of(prefixed) == {"report:1", "report:2"}
-        big = run_json(env, "ls", spec, "--filter", "size>2kB")
-        assert keys_of(big) == {"blob"}
-        first = run_json(env, "ls", spec, "--sort", "size:desc", "--limit", "1")
-        assert keys_of(first) == {"blob"}
-        none = run(env, "ls", spec, "--filter", "size>1GB", "--format", "json")
-        assert none.returncode == 4
-        assert json.loads(none.stdout)["entries"] == []
+def test_every_command_on_every_store(spec: str, env: dict[str, str]) -> None:
+    """One store of each kind, filled by a cache, walked and emptied by the commands."""
+    values = fill(spec, env)
+    listing = run_json(env, "ls", spec)
+    assert listing["command"] == "ls"
+    rows = {row["key"]: row for row in listing["entries"]}
+    assert set(values) <= set(rows) and len(rows) == 6
+    assert all(rows[k]["name"] == k for k in values)
+    memo = [r for r in rows.values() if r["key"].startswith("demo.square")]
+    assert [r["name"] for r in memo] == ["demo.square(x=7)"]
+    assert rows["report:1"]["tags"] == ["reports"]
+    assert rows["blob"]["size"] >= 3000
+    assert rows["short"]["expires"] is not None and rows["blob"]["expires"] is None
+    assert all(row["created"].endswith("Z") for row in rows.values())
+    if spec.startswith("s3://"):
+        assert all(row["accessed"] is None for row in rows.values())  # S3 cannot know
+    assert keys_of(run_json(env, "ls", spec, "--tag", "reports")) == {"report:1", "report:2"}
 
-    def test_ls_quiet_piped_into_rm_removes_what_it_listed(
-        self, spec: str, env: dict[str, str]
-    ) -> None:
-        fill(spec, env)
-        listed = run(env, "ls", spec, "--tag", "reports", "-q")
-        assert listed.returncode == 0, listed.stderr
-        assert sorted(listed.stdout.split()) == ["report:1", "report:2"]
-        ls = subprocess.Popen(
-            [*_entry_point(), "ls", spec, "--tag", "reports", "-q"], env=env,
-            stdout=subprocess.PIPE,
-        )  # fmt: skip
-        rm = subprocess.run(
-            [*_entry_point(), "rm", spec, "-", "--format", "json"], env=env, stdin=ls.stdout,
-            capture_output=True, text=True, timeout=TIMEOUT, check=False,
-        )  # fmt: skip
-        assert ls.stdout is not None
-        ls.stdout.close()
-        assert ls.wait(TIMEOUT) == 0
-        assert rm.returncode == 0, rm.stderr
-        removed = json.loads(rm.stdout)
-        assert removed["removed"] == 2 and removed["bytes"] > 0
-        assert {r["key"] for r in removed["entries"]} == {"report:1", "report:2"}
-        left = keys_of(run_json(env, "ls", spec))
-        assert "report:1" not in left and "blob" in left
-        again = run(env, "rm", spec, "report:1")
-        assert again.returncode == 4
-
-    def test_stats_counts_entries_and_the_counters_of_closed_caches(
-        self, spec: str, env: dict[str, str]
-    ) -> None:
-        fill(spec, env)
-        found = run_json(env, "stats", spec)["stores"][0]
-        assert found["entries"] == 6
-        assert found["bytes"] > 3000
-        assert found["serializers"]
-        if spec.startswith("s3://"):
-            assert found["hits"] is None  # an object store keeps no counters: unknown
-            return
+    found = run_json(env, "stats", spec)["stores"][0]
+    assert found["entries"] == 6 and found["bytes"] > 3000 and found["serializers"]
+    if spec.startswith("s3://"):
+        assert found["hits"] is None  # an object store keeps no counters: unknown
+    else:
         assert found["hits"] >= 1 and found["misses"] >= 2 and found["sets"] == 6
         assert 0 < found["hit_ratio"] < 1
-        reset = run(env, "stats", spec, "--reset", "--format", "json")
-        assert reset.returncode == 0, reset.stderr
-        after = run_json(env, "stats", spec)["stores"][0]
-        assert after["hits"] == 0 and after["sets"] == 0
+        assert run(env, "stats", spec, "--reset").returncode == 0
+        assert run_json(env, "stats", spec)["stores"][0]["sets"] == 0
 
-    def test_show_and_get(self, spec: str, env: dict[str, str]) -> None:
-        values = fill(spec, env)
-        shown = run_json(env, "show", spec, "report:1")
-        assert shown["tags"] == ["reports"] and shown["serializer"].startswith("pickle")
-        memo_key = next(
-            r["key"] for r in run_json(env, "ls", spec)["entries"] if r["key"].startswith("demo")
-        )
-        memo = run_json(env, "show", spec, memo_key)
-        assert memo["name"] == "demo.square(x=7)" and memo["meta"]["function"] == "demo.square"
-        assert memo["meta"]["duration_s"] >= 0
-        blob = subprocess.run(
-            [*_entry_point(), "get", spec, "blob"], env=env, capture_output=True,
-            timeout=TIMEOUT, check=False,
-        )  # fmt: skip
-        assert blob.returncode == 0, blob.stderr
-        assert blob.stdout == values["blob"]
-        saved = run(env, "get", spec, "blob", "-o", str(Path(env["TMPDIR"]) / "blob.bin"))
-        assert saved.returncode == 0, saved.stderr
-        assert (Path(env["TMPDIR"]) / "blob.bin").read_bytes() == values["blob"]
-        text = run(env, "get", spec, "report:1")
-        assert text.stdout.strip() == repr(values["report:1"])
-        one_error(run(env, "get", spec, "nope"), 4)
-        wrong = run(env, "get", spec, "report:1", "--secret", "not-the-secret-of-the-writers")
-        assert "another secret" in one_error(wrong, 1) or "signature" in wrong.stderr
+    shown = run_json(env, "show", spec, memo[0]["key"])
+    assert shown["name"] == "demo.square(x=7)" and shown["meta"]["function"] == "demo.square"
+    assert shown["tags"] == [] and shown["serializer"].startswith("pickle")
+    blob = subprocess.run(
+        [*_entry_point(), "get", spec, "blob"], env=env, capture_output=True,
+        timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert blob.returncode == 0, blob.stderr
+    assert blob.stdout == values["blob"]
+    assert run(env, "get", spec, "report:1").stdout.strip() == repr(values["report:1"])
 
-    def test_evict_dry_run_then_for_real(self, spec: str, env: dict[str, str]) -> None:
-        fill(spec, env)
-        dry = run_json(env, "evict", spec, "--tag", "reports", "--dry-run")
-        assert dry["dry_run"] is True and dry["removed"] == 2 and dry["bytes"] > 0
-        assert {"report:1", "report:2"} <= keys_of(run_json(env, "ls", spec))
-        real = run_json(env, "evict", spec, "--tag", "reports")
-        assert real["removed"] == 2 and real["bytes"] == dry["bytes"]
-        assert not {"report:1", "report:2"} & keys_of(run_json(env, "ls", spec))
+    report = run_json(env, "verify", spec)
+    assert report["problems"] == [] and report["checked"] == 6 and report["damaged"] == 0
 
-    def test_clear_asks_for_yes_when_not_on_a_terminal(
-        self, spec: str, env: dict[str, str]
-    ) -> None:
-        fill(spec, env)
-        one_error(run(env, "clear", spec), 2)
-        assert len(keys_of(run_json(env, "ls", spec))) == 6
-        dry = run_json(env, "clear", spec, "--dry-run")
-        assert dry["removed"] == 6
-        cleared = run_json(env, "clear", spec, "--yes")
-        assert cleared["removed"] == 6
-        assert keys_of(run_json(env, "ls", spec)) == set()
+    dry = run_json(env, "evict", spec, "--tag", "reports", "--dry-run")
+    assert dry["dry_run"] is True and dry["removed"] == 2 and dry["bytes"] > 0
+    ls = subprocess.Popen(
+        [*_entry_point(), "ls", spec, "--tag", "reports", "-q"], env=env, stdout=subprocess.PIPE
+    )  # fmt: skip
+    rm = subprocess.run(
+        [*_entry_point(), "rm", spec, "-", "--format", "json"], env=env, stdin=ls.stdout,
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )  # fmt: skip
+    assert ls.stdout is not None
+    ls.stdout.close()
+    assert ls.wait(TIMEOUT) == 0
+    assert rm.returncode == 0, rm.stderr
+    removed = json.loads(rm.stdout)
+    assert removed["removed"] == 2 and removed["bytes"] == dry["bytes"]
+    assert {r["key"] for r in removed["entries"]} == {"report:1", "report:2"}
+    assert run(env, "rm", spec, "report:1").returncode == 4
 
-    def test_verify_a_healthy_store(self, spec: str, env: dict[str, str]) -> None:
-        fill(spec, env)
-        report = run_json(env, "verify", spec)
-        assert report["problems"] == [] and report["checked"] == 6 and report["damaged"] == 0
-        foreign = run(
-            env, "verify", spec, "--secret", "another-secret-entirely-0123", "--format", "json"
-        )
-        assert foreign.returncode == 0, foreign.stderr  # not damage: another secret's entries
-        counts = json.loads(foreign.stdout)["counts"]
-        assert counts.get("foreign", 0) >= 1
+    one_error(run(env, "clear", spec), 2)
+    cleared = run_json(env, "clear", spec, "--yes")
+    assert cleared["removed"] == 4
+    assert keys_of(run_json(env, "ls", spec)) == set()
+
+
+def test_listing_options_filters_and_values(tmp_path: Path, env: dict[str, str]) -> None:
+    spec = str(tmp_path / "disk")
+    values = fill(spec, env)
+    assert keys_of(run_json(env, "ls", spec, "--prefix", "report:")) == {"report:1", "report:2"}
+    assert keys_of(run_json(env, "ls", spec, "--filter", "size>2kB")) == {"blob"}
+    assert keys_of(run_json(env, "ls", spec, "--sort", "size:desc", "--limit", "1")) == {"blob"}
+    none = run(env, "ls", spec, "--filter", "size>1GB", "--format", "json")
+    assert none.returncode == 4
+    assert json.loads(none.stdout)["entries"] == []
+    saved = Path(env["TMPDIR"]) / "blob.bin"
+    assert run(env, "get", spec, "blob", "-o", str(saved)).returncode == 0
+    assert saved.read_bytes() == values["blob"]
+    one_error(run(env, "get", spec, "nope"), 4)
+    wrong = run(env, "get", spec, "report:1", "--secret", "not-the-secret-of-the-writers")
+    assert "another secret" in one_error(wrong, 1)
+    other = "another-secret-entirely-0123"
+    foreign = run(env, "verify", spec, "--secret", other, "--format", "json")
+    assert foreign.returncode == 0, foreign.stderr  # not damage: another secret's entries
+    assert json.loads(foreign.stdout)["counts"].get("foreign", 0) >= 1
+    dry = run_json(env, "clear", spec, "--dry-run")
+    assert dry["removed"] == 6 and len(keys_of(run_json(env, "ls", spec))) == 6
 
 
 def test_copy_seeds_a_shared_store_and_reruns_copy_nothing(
