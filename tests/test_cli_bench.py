@@ -5,11 +5,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from typing import Any
 import pytest
 
 import tiers
+from tests.test_cli import _entry_point
 from tiers._cli._bench import label
 from tiers._cli._stores import open_store
 
@@ -27,13 +26,6 @@ FAST = ("--seconds", "0.05", "--sizes", "1KB,64KB", "--no-progress")
 OPS = {"set", "get-hit", "get-miss"}
 THEIRS = {"alpha": [1, 2, 3], "tiers-bench/not-ours": "kept", "beta": b"\x00" * 5000}
 """Entries of the store's owner, in the default namespace: a bench must leave them alone."""
-
-
-def _entry_point() -> list[str]:
-    """The installed ``tiers`` script next to this interpreter (else ``python -m``)."""
-    script = Path(sys.executable).with_name("tiers")
-    found = str(script) if script.exists() else shutil.which("tiers")
-    return [found] if found else [sys.executable, "-m", "tiers._cli"]
 
 
 @pytest.fixture

@@ -7,9 +7,7 @@ import json
 import os
 import pty
 import select
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,15 +16,10 @@ from typing import Any
 import pytest
 
 import tiers
+from tests.test_cli import _entry_point
 
 TIMEOUT = 60
 KINDS = ("disk", "folder", "redis", "s3")
-
-
-def _entry_point() -> list[str]:
-    script = Path(sys.executable).with_name("tiers")
-    found = str(script) if script.exists() else shutil.which("tiers")
-    return [found] if found else [sys.executable, "-m", "tiers._cli"]
 
 
 def run(

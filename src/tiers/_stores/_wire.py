@@ -28,10 +28,14 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from .. import _rules
 from .._codec._documents import check_object, load_object
 from ._protocol import Entry
+
+T = TypeVar("T")
 
 MAGIC = b"T1"
 FIXED = struct.Struct("<2sBxddHIII")
@@ -154,3 +158,24 @@ def expires_bytes(expires_at: float | None) -> bytes:
 
 def _text(raw: bytes | memoryview) -> str:
     return bytes(raw).decode("utf-8", "surrogatepass")
+
+
+def batches(
+    records: Iterable[T], size: Callable[[T], int], max_bytes: int, max_count: int | None = None
+) -> list[list[T]]:
+    """`records` in order, in batches of at most `max_count` whose sizes add up to at most
+    `max_bytes` (a larger record alone): how `verify` reads whole records without holding
+    too many bytes at once."""
+    out: list[list[T]] = []
+    batch: list[T] = []
+    total = 0
+    for record in records:
+        n = size(record)
+        if batch and (len(batch) == max_count or total + n > max_bytes):
+            out.append(batch)
+            batch, total = [], 0
+        batch.append(record)
+        total += n
+    if batch:
+        out.append(batch)
+    return out

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from operator import itemgetter
 
 from ...errors import StorePermissionError
 from .. import _wire
@@ -109,7 +110,7 @@ class Check:
         found, records = yield from self._sort(
             self.entries, lambda path: is_name(path[cut:]), "an entry's name"
         )
-        for group in _groups(records):
+        for group in _wire.batches(records, itemgetter(1), GROUP_BYTES, GROUP):
             found += yield from self._records([path for path, _size in group])
         return found
 
@@ -248,19 +249,3 @@ def _named_key(layout: Layout, path: str) -> str | None:
         return bytes.fromhex(flat[:-1]).decode("utf-8", "surrogatepass")
     except ValueError:
         return None
-
-
-def _groups(records: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
-    """`records` in groups of at most `GROUP`, and `GROUP_BYTES` together (one larger alone)."""
-    groups: list[list[tuple[str, int]]] = []
-    group: list[tuple[str, int]] = []
-    total = 0
-    for record in records:
-        if group and (len(group) == GROUP or total + record[1] > GROUP_BYTES):
-            groups.append(group)
-            group, total = [], 0
-        group.append(record)
-        total += record[1]
-    if group:
-        groups.append(group)
-    return groups

@@ -25,6 +25,7 @@ these four are not looked at: they may be another application's.
 from __future__ import annotations
 
 import hashlib
+from operator import itemgetter
 
 from .. import _wire
 from .._protocol import Damage
@@ -87,7 +88,7 @@ class Check:
                 found.append((yield from self._drop(name, kind, "orphan", None, why, size)))
             else:
                 records.append((name, key, size))
-        for group in _by_bytes(records):
+        for group in _wire.batches(records, itemgetter(2), BATCH_BYTES):
             found += yield from self._records(group)
         return found
 
@@ -251,22 +252,6 @@ class Check:
         if self.fix:
             yield script(lua.DROP_KIND, name, kind.encode())
         return Damage(problem, key, self.ops.keys.where(name), size, detail, self.fix)
-
-
-def _by_bytes(records: list[tuple[bytes, str, int]]) -> list[list[tuple[bytes, str, int]]]:
-    """`records` in groups of at most `BATCH_BYTES` (a larger record alone)."""
-    groups: list[list[tuple[bytes, str, int]]] = []
-    group: list[tuple[bytes, str, int]] = []
-    total = 0
-    for record in records:
-        if group and total + record[2] > BATCH_BYTES:
-            groups.append(group)
-            group, total = [], 0
-        group.append(record)
-        total += record[2]
-    if group:
-        groups.append(group)
-    return groups
 
 
 def _key(member: bytes) -> str | None:
