@@ -122,7 +122,9 @@ class Stats:
 
     Totals: a get that any tier answered is one hit, a get no tier answered is one miss; the
     other counters are summed over tiers, and items/bytes are those of the most complete
-    (last) tier.
+    (last) tier. Of this process's calls with ``stale=``/``early=``: stale_served counts
+    stale values served, refreshes the background recomputations it ran, refresh_errors
+    those that raised (the stale value was kept).
     """
 
     hits: int
@@ -139,6 +141,9 @@ class Stats:
     lost_leases: int = 0
     foreign: int = 0
     tiers: tuple[TierStats, ...] = field(default_factory=tuple)
+    stale_served: int = 0
+    refreshes: int = 0
+    refresh_errors: int = 0
 
     @property
     def hit_rate(self) -> float:

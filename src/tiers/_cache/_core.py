@@ -36,6 +36,7 @@ from ..errors import (
 )
 from . import _coherence as coherence_rules
 from ._direct import install as install_fast_paths
+from ._freshness import Freshness, Refreshes, default_rng
 from ._options import CacheOptions, unexpected_options
 from ._tier import Tier
 from ._usage import UsageReport, report_on_exit
@@ -115,6 +116,9 @@ class CacheCore:
         self._lock_tier: Tier | None = lockers[-1] if lockers else None
         self._scan_tier = next((t for t in reversed(self._tiers) if t.can.keys), self._tiers[-1])
         self._flights = Flights()
+        self._refreshes = Refreshes()  # background refreshes of stale= / early= values
+        self._rng = default_rng()  # XFetch's draws
+        self._stale_served = self._refreshed = self._refresh_errors = 0
         self._memos: weakref.WeakSet[Any] = weakref.WeakSet()  # memoized functions (stats)
         self._memo_hits = 0  # fast-path hits of memoized functions that are gone
         self._binds: dict[str, weakref.finalize[Any, Any]] = {}
@@ -262,6 +266,15 @@ class CacheCore:
             tags=tuple(entry.tags), meta=entry.meta, tier=tier.index, store=tier.name,
         )  # fmt: skip
 
+    def _check_freshness(
+        self, ttl: object, stale: object, early: object, call: str
+    ) -> Freshness | None:
+        """A call's `stale=`/`early=` options, which need a ttl (its own or the cache's)."""
+        fresh = Freshness.check(stale, early)
+        if fresh is not None:
+            fresh.needs_ttl(self._ttl if ttl is MISSING else parse_ttl(ttl), call)
+        return fresh
+
     def _check_lease(self, lease: object) -> float:
         """A call's `lease` in seconds (None: the cache's)."""
         return self._lease if lease is None else positive_seconds("lease", lease)
@@ -298,7 +311,11 @@ class CacheCore:
         if fast:
             per_tier[0] = replace(per_tier[0], hits=per_tier[0].hits + fast)
         hits = sum(t.hits for t in per_tier)
-        return Stats.from_tiers(hits, self._misses, tuple(per_tier))
+        return replace(
+            Stats.from_tiers(hits, self._misses, tuple(per_tier)),
+            stale_served=self._stale_served, refreshes=self._refreshed,
+            refresh_errors=self._refresh_errors,
+        )  # fmt: skip
 
     # -- bind -------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 from .._hashing import hash_key
 from .._stores._memory import NEVER
 from .._version import __version__
+from ._options import CODE
 
 if TYPE_CHECKING:
     from ._cache import Cache
@@ -94,8 +95,8 @@ class Memo:
     path and the alias index of the memory tier."""
 
     __slots__ = (
-        "__weakref__", "cache", "fast_tier", "func", "hits", "index", "keyed", "name", "names",
-        "options", "plain", "prefix", "signature", "single",
+        "__weakref__", "cache", "code", "fast_tier", "func", "hits", "index", "keyed", "name",
+        "names", "options", "plain", "prefix", "signature", "single", "version",
     )  # fmt: skip
 
     def __init__(self, cache: Cache, func: Callable[..., Any], options: MemoOptions) -> None:
@@ -110,6 +111,13 @@ class Memo:
         self.keyed = [p.name for p in params if p.name not in ignore]
         self.plain = all(p.kind in _PLAIN for p in params)
         self.single = len(self.keyed) == 1
+        self.code: str | None = None  # with version="code": the hash of the code
+        if version == CODE:
+            from .._codeversion import code_hash  # (ast, only when asked for)
+
+            self.code = code_hash(func, options.depends)
+            version = f"code-{self.code}"
+        self.version = version
         self.prefix = f"{name}@{version}/" if version is not None else f"{name}/"
         self.hits = 0  # fast-path hits (counted by the generated wrapper)
         self.index: dict[Hashable, Any] = {}
@@ -166,7 +174,8 @@ class Memo:
         def meta(duration: float) -> dict[str, Any]:
             return {
                 "function": self.name,
-                "version": self.options.version,
+                "version": self.version,
+                **({"code": self.code} if self.code is not None else {}),
                 "duration_s": round(duration, 6),
                 "computed_at": datetime.fromtimestamp(clock.time(), timezone.utc).isoformat(
                     timespec="milliseconds"
@@ -207,7 +216,13 @@ class Memo:
         arguments = dict(zip(self.names, values, strict=True))
         stored, compute, meta = self._prepare(arguments)
         value = self.cache._get_or_compute(
-            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
+            stored,
+            compute,
+            self.options.ttl,
+            self.options.tags,
+            meta,
+            self.options.lease,
+            self.options.fresh,
         )
         self._link(alias, stored)
         return value
@@ -216,7 +231,13 @@ class Memo:
         arguments = dict(zip(self.names, values, strict=True))
         stored, compute, meta = self._prepare(arguments)
         value = await self.cache._get_or_compute_async(
-            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
+            stored,
+            compute,
+            self.options.ttl,
+            self.options.tags,
+            meta,
+            self.options.lease,
+            self.options.fresh,
         )
         self._link(alias, stored)
         return value
@@ -226,14 +247,26 @@ class Memo:
         arguments = self.bind(args, kwargs)
         stored, compute, meta = self._prepare(arguments)
         return self.cache._get_or_compute(
-            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
+            stored,
+            compute,
+            self.options.ttl,
+            self.options.tags,
+            meta,
+            self.options.lease,
+            self.options.fresh,
         )
 
     async def call_bound_async(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         arguments = self.bind(args, kwargs)
         stored, compute, meta = self._prepare(arguments)
         return await self.cache._get_or_compute_async(
-            stored, compute, self.options.ttl, self.options.tags, meta, self.options.lease
+            stored,
+            compute,
+            self.options.ttl,
+            self.options.tags,
+            meta,
+            self.options.lease,
+            self.options.fresh,
         )
 
     def _link(self, alias: Hashable | None, stored: str) -> None:
@@ -362,7 +395,7 @@ def _generate(memo: Memo) -> Callable[..., Any]:
     else:
         lookup = f"_tiers_index[({parts})]"
     is_async = inspect.iscoroutinefunction(memo.func)
-    fast = memo.fast_tier is not None and memo.options.key is None
+    fast = memo.fast_tier is not None and memo.options.key is None and memo.options.fresh is None
     source = (_FAST_PATH if fast else _FULL_PATH).format(
         async_="async " if is_async else "",
         await_="await " if is_async else "",

@@ -15,6 +15,7 @@ from .._types import MISSING
 from .._units import parse_ttl
 from ..errors import ConfigError
 from . import _coherence as coherence_rules
+from ._freshness import Freshness
 
 if TYPE_CHECKING:
     from ._cache import Cache
@@ -87,9 +88,14 @@ class MemoizeOptions(TypedDict, total=False):
     ignore: Iterable[str] | str  # parameters left out of the key
     key: Callable[..., Any] | None  # replaces the content hash of the arguments
     lease: float | None  # single-flight lease; default: the cache's
+    stale: Any  # seconds a value is served past its ttl while one caller refreshes it
+    early: bool | float  # XFetch: refresh hot values before they expire (True or a beta)
+    depends: Iterable[Any]  # with version="code": helpers (and constants) the code uses
 
 
 NAMES = frozenset(MemoizeOptions.__annotations__)
+CODE = "code"
+"""``version="code"``: the version is a hash of the function's code (and its `depends`)."""
 
 
 def check_names(call: str, options: Mapping[str, object]) -> None:
@@ -110,6 +116,8 @@ class MemoOptions:
     ignore: frozenset[str]
     key: Callable[..., Any] | None
     lease: float
+    fresh: Freshness | None
+    depends: tuple[Any, ...]
 
     @classmethod
     def check(cls, cache: Cache, call: str, options: Mapping[str, Any]) -> MemoOptions:
@@ -133,8 +141,14 @@ class MemoOptions:
         key = options.get("key")
         if key is not None and not callable(key):
             raise TypeError(f"key must be a callable or None, not {type(key).__qualname__!r}")
+        depends = options.get("depends", ())
+        if not isinstance(depends, (tuple, list)):
+            depends = (depends,)
+        if depends and version != CODE:
+            raise ValueError('depends= is used only with version="code"')
+        fresh = cache._check_freshness(ttl, options.get("stale"), options.get("early", False), call)
         return cls(
             ttl=ttl, tags=cache._check_tags(options.get("tags", ())), name=name,
             version=version, ignore=frozenset(ignore), key=key,
-            lease=cache._check_lease(options.get("lease")),
+            lease=cache._check_lease(options.get("lease")), fresh=fresh, depends=tuple(depends),
         )  # fmt: skip

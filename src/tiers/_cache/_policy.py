@@ -99,6 +99,17 @@ class Policy(CacheCore):
             fence.lease,
         )  # fmt: skip
 
+    def _refresh_failed(self, k: str, exc: Exception) -> None:
+        """A background refresh of `k` raised: counted and logged; the stale value stays."""
+        self._refresh_errors += 1
+        if self._closed:
+            return
+        log.warning(
+            "refreshing %r failed (%s: %s); its stale value is served until it expires, "
+            "and this process tries again after a backoff", self._user_key(k)[:200],
+            type(exc).__name__, exc,
+        )  # fmt: skip
+
     def _renewed(self, fence: Fence, k: str, held: bool) -> bool:
         """What a renewal of `fence`'s lease answered (logged when lost)."""
         if not held:

@@ -260,6 +260,8 @@ class AsyncOps(AsyncSingleFlight):
         tags: Any = (),
         meta: Any = None,
         lease: float | None = None,
+        stale: Any = None,
+        early: bool | float = False,
         **unexpected: NoReturn,
     ) -> Any:
         """The value of `key`, computing it with `factory()` once if it is missing.
@@ -270,6 +272,10 @@ class AsyncOps(AsyncSingleFlight):
         one keeps renewing it, and one that lost it anyway (paused, or `factory` holding the
         GIL past the lease) does not store its result over its successor's. If `factory`
         raises, every waiting caller gets the exception.
+
+        `stale` (seconds): for that long after `ttl`, callers get the old value at once while
+        one caller refreshes it in the background; `early` (True or XFetch's beta): refresh
+        hot values shortly before `ttl` (docs/memoize.md#freshness). Both need a ttl.
         """
         if unexpected:
             raise TypeError(unexpected_options("Cache.get_or_set()", unexpected))
@@ -279,8 +285,9 @@ class AsyncOps(AsyncSingleFlight):
         self._expires_at(ttl)  # validate now; the expiry itself counts from the computation
         checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
         lease_s = self._check_lease(lease)
+        fresh = self._check_freshness(ttl, stale, early, "Cache.get_or_set()")
         return await self._get_or_compute_async(
-            k, factory, ttl, checked_tags, checked_meta, lease_s
+            k, factory, ttl, checked_tags, checked_meta, lease_s, fresh
         )
 
     @asynccontextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..._flight import Flight, wait_async
@@ -26,6 +26,16 @@ async def call_factory_async(factory: Callable[[], Any]) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()  # referenced until done (else collectable)
+
+
+def start_background_async(run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+    """Run the coroutine `run()` makes as a task of the running loop, not awaited."""
+    task: asyncio.Task[None] = asyncio.get_running_loop().create_task(run(), name=name)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 async def to_thread_async(fn: Callable[..., _T], *args: Any) -> _T:

@@ -7,6 +7,13 @@ slowest tier with locks), renews it while computing, and stores its result only 
 lease is current (a `Fence`: see `_write_fenced_async` in `tiering`). When the lock tier
 fails, callers retry with backoff for a lease, then compute without it (counted).
 
+With `Freshness` options (``stale=``, ``early=``: see `.._freshness`), a caller that finds a
+stale value, or one XFetch picks, gets it at once and starts a *refresh* in the background (a
+thread, or a task for coroutines): at most one per key in this process, which computes only if
+it takes the lock tier's lock for the key without waiting (so one among processes), and stores
+under that lease. A refresh that fails is logged and counted; this process waits a backoff
+before trying again, and the old value is served until the stores drop it.
+
 Generated into ``_sync/single_flight.py`` by scripts/unasync.py.
 """
 
@@ -20,12 +27,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._flight import INTERRUPTED
+from ..._stores import Entry
 from ..._types import MISSING
 from .._core import Meta
+from .._freshness import Freshness, fresh_until, stale_since
 from .._tier import Fence, Tier
 from .prims import (
     call_factory_async,
     sleep_async,
+    start_background_async,
     start_renewer_async,
     wait_flight_async,
 )
@@ -37,10 +47,13 @@ class AsyncSingleFlight(AsyncTiering):
 
     async def _get_or_compute_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float,
+        lease: float, fresh: Freshness | None = None,
     ) -> Any:  # fmt: skip
         """`get_or_set` past argument checks (memoize checks its options once and calls this)."""
-        value = await self._lookup_async(k)
+        if fresh is None:
+            value = await self._lookup_async(k)
+        else:
+            value = await self._lookup_fresh_async(k, factory, ttl, tags, meta, lease, fresh)
         if value is not MISSING:
             return value
         self._misses += 1
@@ -56,7 +69,7 @@ class AsyncSingleFlight(AsyncTiering):
             try:
                 value = await self._lookup_async(k, counted=False) if handed_over else MISSING
                 if value is MISSING:
-                    value = await self._compute_async(k, factory, ttl, tags, meta, lease)
+                    value = await self._compute_async(k, factory, ttl, tags, meta, lease, fresh)
             except Exception as exc:
                 flight.set_exception(exc)
                 raise
@@ -69,38 +82,64 @@ class AsyncSingleFlight(AsyncTiering):
             finally:
                 self._flights.finish(k, flight)
 
+    async def _lookup_fresh_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness,
+    ) -> Any:  # fmt: skip
+        """`_lookup_async`, starting a background refresh of a value found stale or picked
+        by XFetch (the value is returned all the same)."""
+        found: list[Entry] = []
+        value = await self._lookup_async(k, found=found)
+        if value is not MISSING and found:
+            entry_meta = found[-1].meta
+            now = self._clock.time()
+            if fresh.due(entry_meta, now, self._rng):
+                if stale_since(entry_meta, now) is not None:
+                    self._stale_served += 1
+                self._refresh_soon_async(
+                    k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta)
+                )
+        return value
+
     async def _compute_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float,
+        lease: float, fresh: Freshness | None = None,
     ) -> Any:  # fmt: skip
         """Compute and store, holding the cross-process lock of the lock tier if there is one;
         the result is stored only while that lock's lease is current (see `Fence`)."""
         tier = self._lock_tier
         if tier is None:
-            return await self._produce_async(k, factory, ttl, tags, meta)
+            return await self._produce_async(k, factory, ttl, tags, meta, fresh)
         if not tier.breaker.allow():  # known to be failing: no lock to wait for
             tier.lock_fallbacks += 1
-            return await self._produce_async(k, factory, ttl, tags, meta)
+            return await self._produce_async(k, factory, ttl, tags, meta, fresh)
         name = "flight/" + k
         token = uuid.uuid4().hex
         taken, value = await self._take_lock_async(tier, k, name, token, lease)
         if not taken:
             if value is not MISSING:  # stored by the holder while we waited
                 return value
-            return await self._produce_async(k, factory, ttl, tags, meta)
+            return await self._produce_async(k, factory, ttl, tags, meta, fresh)
         fence = Fence(tier, name, token, lease, time.monotonic())
         try:
             value = await self._lookup_async(k, counted=False)  # stored by the previous holder?
             if value is not MISSING:
                 return value
-            renewer = start_renewer_async(lambda: self._renew_async(fence, k), lease / 3)
-            try:
-                return await self._produce_async(k, factory, ttl, tags, meta, fence)
-            finally:
-                renewer.stop()
+            return await self._produce_renewing_async(k, factory, ttl, tags, meta, fresh, fence)
         finally:
             with contextlib.suppress(Exception):
                 await tier.store.release_lock_async(name, token)
+
+    async def _produce_renewing_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        fresh: Freshness | None, fence: Fence,
+    ) -> Any:  # fmt: skip
+        """`_produce_async` under `fence`, renewing its lease every third of it meanwhile."""
+        renewer = start_renewer_async(lambda: self._renew_async(fence, k), fence.lease / 3)
+        try:
+            return await self._produce_async(k, factory, ttl, tags, meta, fresh, fence)
+        finally:
+            renewer.stop()
 
     async def _take_lock_async(
         self, tier: Tier, k: str, name: str, token: str, lease: float
@@ -138,11 +177,91 @@ class AsyncSingleFlight(AsyncTiering):
 
     async def _produce_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        fence: Fence | None = None,
+        fresh: Freshness | None = None, fence: Fence | None = None,
     ) -> Any:  # fmt: skip
         started = time.perf_counter()
         value = self._normalized(k, await call_factory_async(factory))
+        duration = time.perf_counter() - started
         if callable(meta):  # provenance: completed with the computation's duration
-            meta = meta(time.perf_counter() - started)
-        await self._store_async([(k, value)], self._expires_at(ttl), tags, meta, fence)
+            meta = meta(duration)
+        expires_at = self._expires_at(ttl)
+        if fresh is not None and expires_at is not None:
+            expires_at, meta = fresh.terms(expires_at, meta, duration)
+        await self._store_async([(k, value)], expires_at, tags, meta, fence)
         return value
+
+    # -- refreshing in the background (stale=, early=) --------------------------------------
+
+    def _refresh_soon_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None,
+    ) -> None:  # fmt: skip
+        """Start a background refresh of `k` unless one runs in this process or the last
+        one failed less than a backoff ago. `seen`: the fresh_until of the value found."""
+        if not self._refreshes.claim(k, time.monotonic()):
+            return
+        start_background_async(
+            lambda: self._refresh_async(k, factory, ttl, tags, meta, lease, fresh, seen),
+            "tiers-refresh",
+        )
+
+    async def _refresh_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None,
+    ) -> None:  # fmt: skip
+        """Recompute `k` in the background (see the module docstring); never raises."""
+        failed = True
+        try:
+            flight, leader = self._flights.join(k)
+            if not leader:  # a caller of this process computes it already
+                failed = False
+                return
+            try:
+                value = await self._refresh_locked_async(
+                    k, factory, ttl, tags, meta, lease, fresh, seen
+                )
+            except BaseException as exc:
+                flight.set_exception(exc)
+                raise
+            else:
+                flight.set_result(INTERRUPTED if value is MISSING else value)
+            finally:
+                self._flights.finish(k, flight)
+            failed = False
+        except Exception as exc:
+            self._refresh_failed(k, exc)
+        finally:
+            self._refreshes.done(k, failed, time.monotonic())
+
+    async def _refresh_locked_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None,
+    ) -> Any:  # fmt: skip
+        """The refreshed value, or MISSING when another caller (maybe in another process)
+        holds the key's lock or has refreshed it already."""
+        if self._closed:
+            return MISSING
+        tier = self._lock_tier
+        if tier is None or not tier.breaker.allow():
+            self._refreshed += 1
+            return await self._produce_async(k, factory, ttl, tags, meta, fresh)
+        name = "flight/" + k
+        token = uuid.uuid4().hex
+        try:
+            taken = await tier.store.acquire_lock_async(name, token, lease)
+        except Exception as exc:
+            self._failed(tier, exc, "take a lock")
+            raise
+        if not taken:  # its holder refreshes it (or computes it, the value having gone)
+            return MISSING
+        fence = Fence(tier, name, token, lease, time.monotonic())
+        try:
+            found: list[Entry] = []
+            value = await self._lookup_async(k, counted=False, found=found)
+            if value is not MISSING and found and fresh_until(found[-1].meta) != seen:
+                return value  # refreshed meanwhile by another process
+            self._refreshed += 1
+            return await self._produce_renewing_async(k, factory, ttl, tags, meta, fresh, fence)
+        finally:
+            with contextlib.suppress(Exception):
+                await tier.store.release_lock_async(name, token)

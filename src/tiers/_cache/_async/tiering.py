@@ -31,11 +31,13 @@ from .._tier import Fence, Tier
 class AsyncTiering(Policy):
     """Lookup, promotion and write-through over the tiers."""
 
-    async def _lookup_async(self, k: str, *, counted: bool = True) -> Any:
+    async def _lookup_async(
+        self, k: str, *, counted: bool = True, found: list[Entry] | None = None
+    ) -> Any:
         """The value of stored key `k` or MISSING; promotes what slower tiers return.
 
         `counted=False` for the repeated looks of a caller waiting for another's computation:
-        their misses are not new misses.
+        their misses are not new misses. `found`: the entry that answered is appended to it.
         """
         epochs: dict[int, int] | None = None
         for tier in self._tiers:
@@ -56,7 +58,7 @@ class AsyncTiering(Policy):
                 continue
             if tier.breaker.failures:
                 tier.breaker.success()  # a miss is an answer too: the failures were not consecutive
-            value = await self._answer_async(tier, k, entry, epochs, counted)
+            value = await self._answer_async(tier, k, entry, epochs, counted, found)
             if value is not MISSING:
                 return value
             epochs = self._epoch_before_copy(tier, k, epochs)  # a slower tier may promote
@@ -98,14 +100,14 @@ class AsyncTiering(Policy):
 
     async def _answer_async(
         self, tier: Tier, k: str, entry: Entry | None, epochs: dict[int, int] | None,
-        counted: bool = True,
+        counted: bool = True, found: list[Entry] | None = None,
     ) -> Any:  # fmt: skip
-        """The value `tier` answered for `k` (`entry`), copied into the faster tiers under
-        `epochs`; MISSING if it has none live (a copy due for revalidation is revalidated
-        first) or none that may be used (removed unless foreign, counted)."""
+        """The value `tier` answered for `k` (`entry`, appended to `found`), copied into the
+        faster tiers under `epochs`; MISSING if it has none live (a copy due for revalidation
+        is revalidated first) or none that may be used (removed unless foreign, counted)."""
         if entry is None:
             if tier.revalidating:
-                value = await self._revalidate_async(tier, k)
+                value = await self._revalidate_async(tier, k, found)
                 if value is not MISSING:
                     return value
             tier.misses += counted
@@ -116,11 +118,13 @@ class AsyncTiering(Policy):
             await self._refuse_async(tier, k, exc)
             return MISSING
         tier.hits += 1
+        if found is not None:
+            found.append(entry)
         if tier.index:
             await self._promote_async(tier, k, entry, value, epochs)
         return value
 
-    async def _revalidate_async(self, tier: Tier, k: str) -> Any:
+    async def _revalidate_async(self, tier: Tier, k: str, found: list[Entry] | None = None) -> Any:
         """The value of `tier`'s copy of `k` that is due for revalidation, once its guardian
         says it is unchanged (without sending it where the store can); the new value if it
         changed; MISSING if it is gone, or cannot be asked (the copy is then not served)."""
@@ -131,28 +135,32 @@ class AsyncTiering(Policy):
         epoch = tier.store.epoch(k) if tier.can.epoch else None
         try:
             if source.can.revalidate and copy.version is not None:
-                found = await source.store.revalidate_async(k, copy.version)
+                answer = await source.store.revalidate_async(k, copy.version)
             else:
-                found = await source.store.get_async(k)
+                answer = await source.store.get_async(k)
         except Exception as exc:
             self._failed(source, exc, "revalidate")
             return MISSING
-        if found is UNCHANGED:
+        if answer is UNCHANGED:
             tier.store.renew(k, copy, self._max_age)
             tier.hits += 1
+            if found is not None:
+                found.append(copy)
             return copy.value
-        if found is None:
+        if answer is None:
             await self._drop_async(tier, k)
             return MISSING
         try:
-            value = self._decode(source, k, found)
+            value = self._decode(source, k, answer)
         except Rejected as exc:
             await self._refuse_async(source, k, exc)
             await self._drop_async(tier, k)
             return MISSING
         source.hits += 1
+        if found is not None:
+            found.append(answer)
         await self._promote_async(
-            source, k, found, value, None if epoch is None else {tier.index: epoch}
+            source, k, answer, value, None if epoch is None else {tier.index: epoch}
         )
         return value
 

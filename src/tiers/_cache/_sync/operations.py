@@ -255,6 +255,8 @@ class SyncOps(SyncSingleFlight):
         tags: Any = (),
         meta: Any = None,
         lease: float | None = None,
+        stale: Any = None,
+        early: bool | float = False,
         **unexpected: NoReturn,
     ) -> Any:
         """The value of `key`, computing it with `factory()` once if it is missing.
@@ -265,6 +267,10 @@ class SyncOps(SyncSingleFlight):
         one keeps renewing it, and one that lost it anyway (paused, or `factory` holding the
         GIL past the lease) does not store its result over its successor's. If `factory`
         raises, every waiting caller gets the exception.
+
+        `stale` (seconds): for that long after `ttl`, callers get the old value at once while
+        one caller refreshes it in the background; `early` (True or XFetch's beta): refresh
+        hot values shortly before `ttl` (docs/memoize.md#freshness). Both need a ttl.
         """
         if unexpected:
             raise TypeError(unexpected_options("Cache.get_or_set()", unexpected))
@@ -274,8 +280,9 @@ class SyncOps(SyncSingleFlight):
         self._expires_at(ttl)  # validate now; the expiry itself counts from the computation
         checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
         lease_s = self._check_lease(lease)
+        fresh = self._check_freshness(ttl, stale, early, "Cache.get_or_set()")
         return self._get_or_compute(
-            k, factory, ttl, checked_tags, checked_meta, lease_s
+            k, factory, ttl, checked_tags, checked_meta, lease_s, fresh
         )
 
     @contextmanager

@@ -38,6 +38,11 @@ def call_factory(factory: Callable[[], Any]) -> Any:
     return result
 
 
+def start_background(run: Callable[[], None], name: str) -> None:
+    """Call `run()` in a daemon thread, not waited for."""
+    threading.Thread(target=run, name=name, daemon=True).start()
+
+
 def to_thread(fn: Callable[..., _T], *args: Any) -> _T:
     return fn(*args)
 

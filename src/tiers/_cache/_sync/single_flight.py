@@ -11,12 +11,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..._flight import INTERRUPTED
+from ..._stores import Entry
 from ..._types import MISSING
 from .._core import Meta
+from .._freshness import Freshness, fresh_until, stale_since
 from .._tier import Fence, Tier
 from .prims import (
     call_factory,
     sleep,
+    start_background,
     start_renewer,
     wait_flight,
 )
@@ -28,10 +31,13 @@ class SyncSingleFlight(SyncTiering):
 
     def _get_or_compute(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float,
+        lease: float, fresh: Freshness | None = None,
     ) -> Any:  # fmt: skip
         """`get_or_set` past argument checks (memoize checks its options once and calls this)."""
-        value = self._lookup(k)
+        if fresh is None:
+            value = self._lookup(k)
+        else:
+            value = self._lookup_fresh(k, factory, ttl, tags, meta, lease, fresh)
         if value is not MISSING:
             return value
         self._misses += 1
@@ -47,7 +53,7 @@ class SyncSingleFlight(SyncTiering):
             try:
                 value = self._lookup(k, counted=False) if handed_over else MISSING
                 if value is MISSING:
-                    value = self._compute(k, factory, ttl, tags, meta, lease)
+                    value = self._compute(k, factory, ttl, tags, meta, lease, fresh)
             except Exception as exc:
                 flight.set_exception(exc)
                 raise
@@ -60,38 +66,64 @@ class SyncSingleFlight(SyncTiering):
             finally:
                 self._flights.finish(k, flight)
 
+    def _lookup_fresh(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness,
+    ) -> Any:  # fmt: skip
+        """`_lookup_async`, starting a background refresh of a value found stale or picked
+        by XFetch (the value is returned all the same)."""
+        found: list[Entry] = []
+        value = self._lookup(k, found=found)
+        if value is not MISSING and found:
+            entry_meta = found[-1].meta
+            now = self._clock.time()
+            if fresh.due(entry_meta, now, self._rng):
+                if stale_since(entry_meta, now) is not None:
+                    self._stale_served += 1
+                self._refresh_soon(
+                    k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta)
+                )
+        return value
+
     def _compute(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float,
+        lease: float, fresh: Freshness | None = None,
     ) -> Any:  # fmt: skip
         """Compute and store, holding the cross-process lock of the lock tier if there is one;
         the result is stored only while that lock's lease is current (see `Fence`)."""
         tier = self._lock_tier
         if tier is None:
-            return self._produce(k, factory, ttl, tags, meta)
+            return self._produce(k, factory, ttl, tags, meta, fresh)
         if not tier.breaker.allow():  # known to be failing: no lock to wait for
             tier.lock_fallbacks += 1
-            return self._produce(k, factory, ttl, tags, meta)
+            return self._produce(k, factory, ttl, tags, meta, fresh)
         name = "flight/" + k
         token = uuid.uuid4().hex
         taken, value = self._take_lock(tier, k, name, token, lease)
         if not taken:
             if value is not MISSING:  # stored by the holder while we waited
                 return value
-            return self._produce(k, factory, ttl, tags, meta)
+            return self._produce(k, factory, ttl, tags, meta, fresh)
         fence = Fence(tier, name, token, lease, time.monotonic())
         try:
             value = self._lookup(k, counted=False)  # stored by the previous holder?
             if value is not MISSING:
                 return value
-            renewer = start_renewer(lambda: self._renew(fence, k), lease / 3)
-            try:
-                return self._produce(k, factory, ttl, tags, meta, fence)
-            finally:
-                renewer.stop()
+            return self._produce_renewing(k, factory, ttl, tags, meta, fresh, fence)
         finally:
             with contextlib.suppress(Exception):
                 tier.store.release_lock(name, token)
+
+    def _produce_renewing(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        fresh: Freshness | None, fence: Fence,
+    ) -> Any:  # fmt: skip
+        """`_produce_async` under `fence`, renewing its lease every third of it meanwhile."""
+        renewer = start_renewer(lambda: self._renew(fence, k), fence.lease / 3)
+        try:
+            return self._produce(k, factory, ttl, tags, meta, fresh, fence)
+        finally:
+            renewer.stop()
 
     def _take_lock(
         self, tier: Tier, k: str, name: str, token: str, lease: float
@@ -129,11 +161,91 @@ class SyncSingleFlight(SyncTiering):
 
     def _produce(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        fence: Fence | None = None,
+        fresh: Freshness | None = None, fence: Fence | None = None,
     ) -> Any:  # fmt: skip
         started = time.perf_counter()
         value = self._normalized(k, call_factory(factory))
+        duration = time.perf_counter() - started
         if callable(meta):  # provenance: completed with the computation's duration
-            meta = meta(time.perf_counter() - started)
-        self._store([(k, value)], self._expires_at(ttl), tags, meta, fence)
+            meta = meta(duration)
+        expires_at = self._expires_at(ttl)
+        if fresh is not None and expires_at is not None:
+            expires_at, meta = fresh.terms(expires_at, meta, duration)
+        self._store([(k, value)], expires_at, tags, meta, fence)
         return value
+
+    # -- refreshing in the background (stale=, early=) --------------------------------------
+
+    def _refresh_soon(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None,
+    ) -> None:  # fmt: skip
+        """Start a background refresh of `k` unless one runs in this process or the last
+        one failed less than a backoff ago. `seen`: the fresh_until of the value found."""
+        if not self._refreshes.claim(k, time.monotonic()):
+            return
+        start_background(
+            lambda: self._refresh(k, factory, ttl, tags, meta, lease, fresh, seen),
+            "tiers-refresh",
+        )
+
+    def _refresh(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None,
+    ) -> None:  # fmt: skip
+        """Recompute `k` in the background (see the module docstring); never raises."""
+        failed = True
+        try:
+            flight, leader = self._flights.join(k)
+            if not leader:  # a caller of this process computes it already
+                failed = False
+                return
+            try:
+                value = self._refresh_locked(
+                    k, factory, ttl, tags, meta, lease, fresh, seen
+                )
+            except BaseException as exc:
+                flight.set_exception(exc)
+                raise
+            else:
+                flight.set_result(INTERRUPTED if value is MISSING else value)
+            finally:
+                self._flights.finish(k, flight)
+            failed = False
+        except Exception as exc:
+            self._refresh_failed(k, exc)
+        finally:
+            self._refreshes.done(k, failed, time.monotonic())
+
+    def _refresh_locked(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None,
+    ) -> Any:  # fmt: skip
+        """The refreshed value, or MISSING when another caller (maybe in another process)
+        holds the key's lock or has refreshed it already."""
+        if self._closed:
+            return MISSING
+        tier = self._lock_tier
+        if tier is None or not tier.breaker.allow():
+            self._refreshed += 1
+            return self._produce(k, factory, ttl, tags, meta, fresh)
+        name = "flight/" + k
+        token = uuid.uuid4().hex
+        try:
+            taken = tier.store.acquire_lock(name, token, lease)
+        except Exception as exc:
+            self._failed(tier, exc, "take a lock")
+            raise
+        if not taken:  # its holder refreshes it (or computes it, the value having gone)
+            return MISSING
+        fence = Fence(tier, name, token, lease, time.monotonic())
+        try:
+            found: list[Entry] = []
+            value = self._lookup(k, counted=False, found=found)
+            if value is not MISSING and found and fresh_until(found[-1].meta) != seen:
+                return value  # refreshed meanwhile by another process
+            self._refreshed += 1
+            return self._produce_renewing(k, factory, ttl, tags, meta, fresh, fence)
+        finally:
+            with contextlib.suppress(Exception):
+                tier.store.release_lock(name, token)

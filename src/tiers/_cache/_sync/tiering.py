@@ -19,11 +19,13 @@ from .._tier import Fence, Tier
 class SyncTiering(Policy):
     """Lookup, promotion and write-through over the tiers."""
 
-    def _lookup(self, k: str, *, counted: bool = True) -> Any:
+    def _lookup(
+        self, k: str, *, counted: bool = True, found: list[Entry] | None = None
+    ) -> Any:
         """The value of stored key `k` or MISSING; promotes what slower tiers return.
 
         `counted=False` for the repeated looks of a caller waiting for another's computation:
-        their misses are not new misses.
+        their misses are not new misses. `found`: the entry that answered is appended to it.
         """
         epochs: dict[int, int] | None = None
         for tier in self._tiers:
@@ -44,7 +46,7 @@ class SyncTiering(Policy):
                 continue
             if tier.breaker.failures:
                 tier.breaker.success()  # a miss is an answer too: the failures were not consecutive
-            value = self._answer(tier, k, entry, epochs, counted)
+            value = self._answer(tier, k, entry, epochs, counted, found)
             if value is not MISSING:
                 return value
             epochs = self._epoch_before_copy(tier, k, epochs)  # a slower tier may promote
@@ -86,14 +88,14 @@ class SyncTiering(Policy):
 
     def _answer(
         self, tier: Tier, k: str, entry: Entry | None, epochs: dict[int, int] | None,
-        counted: bool = True,
+        counted: bool = True, found: list[Entry] | None = None,
     ) -> Any:  # fmt: skip
-        """The value `tier` answered for `k` (`entry`), copied into the faster tiers under
-        `epochs`; MISSING if it has none live (a copy due for revalidation is revalidated
-        first) or none that may be used (removed unless foreign, counted)."""
+        """The value `tier` answered for `k` (`entry`, appended to `found`), copied into the
+        faster tiers under `epochs`; MISSING if it has none live (a copy due for revalidation
+        is revalidated first) or none that may be used (removed unless foreign, counted)."""
         if entry is None:
             if tier.revalidating:
-                value = self._revalidate(tier, k)
+                value = self._revalidate(tier, k, found)
                 if value is not MISSING:
                     return value
             tier.misses += counted
@@ -104,11 +106,13 @@ class SyncTiering(Policy):
             self._refuse(tier, k, exc)
             return MISSING
         tier.hits += 1
+        if found is not None:
+            found.append(entry)
         if tier.index:
             self._promote(tier, k, entry, value, epochs)
         return value
 
-    def _revalidate(self, tier: Tier, k: str) -> Any:
+    def _revalidate(self, tier: Tier, k: str, found: list[Entry] | None = None) -> Any:
         """The value of `tier`'s copy of `k` that is due for revalidation, once its guardian
         says it is unchanged (without sending it where the store can); the new value if it
         changed; MISSING if it is gone, or cannot be asked (the copy is then not served)."""
@@ -119,28 +123,32 @@ class SyncTiering(Policy):
         epoch = tier.store.epoch(k) if tier.can.epoch else None
         try:
             if source.can.revalidate and copy.version is not None:
-                found = source.store.revalidate(k, copy.version)
+                answer = source.store.revalidate(k, copy.version)
             else:
-                found = source.store.get(k)
+                answer = source.store.get(k)
         except Exception as exc:
             self._failed(source, exc, "revalidate")
             return MISSING
-        if found is UNCHANGED:
+        if answer is UNCHANGED:
             tier.store.renew(k, copy, self._max_age)
             tier.hits += 1
+            if found is not None:
+                found.append(copy)
             return copy.value
-        if found is None:
+        if answer is None:
             self._drop(tier, k)
             return MISSING
         try:
-            value = self._decode(source, k, found)
+            value = self._decode(source, k, answer)
         except Rejected as exc:
             self._refuse(source, k, exc)
             self._drop(tier, k)
             return MISSING
         source.hits += 1
+        if found is not None:
+            found.append(answer)
         self._promote(
-            source, k, found, value, None if epoch is None else {tier.index: epoch}
+            source, k, answer, value, None if epoch is None else {tier.index: epoch}
         )
         return value
 
