@@ -11,7 +11,8 @@ import tiers.errors
 # The names `tiers` exports: its whole public API (errors live in `tiers.errors`, the store
 # suite in `tiers.testing`). A name added or dropped is a change of the public API: here too.
 PUBLIC = {
-    "Cache", "memoize", "hash_key", "MISSING", "EntryInfo", "Stats", "MemoryStore", "DiskStore",
+    "Cache", "memoize", "hash_key", "MISSING", "EntryInfo", "Explanation", "Stats", "MemoryStore",
+    "DiskStore",
     "FolderStore", "RedisStore", "ObjectStore", "NullStore", "CachingReadableStore",
     "default_cache", "__version__",
 }  # fmt: skip
@@ -47,7 +48,7 @@ def test_star_import_gives_exactly_all() -> None:
 def test_public_classes_present_themselves_as_tiers_members() -> None:
     for name in (
         "Cache", "MemoryStore", "DiskStore", "FolderStore", "RedisStore", "ObjectStore",
-        "NullStore", "EntryInfo", "Stats", "CachingReadableStore",
+        "NullStore", "EntryInfo", "Explanation", "Stats", "CachingReadableStore",
     ):  # fmt: skip
         cls = getattr(tiers, name)
         assert cls.__module__ == "tiers", name  # prints as tiers.Cache, not tiers._cache...

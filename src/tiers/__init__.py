@@ -8,6 +8,7 @@
 """
 
 from ._cache import Cache
+from ._cache._explain import Explanation
 from ._defaults import default_cache, memoize
 from ._hashing import hash_key
 from ._public import publish
@@ -22,6 +23,7 @@ __all__ = [
     "hash_key",
     "MISSING",
     "EntryInfo",
+    "Explanation",
     "Stats",
     "MemoryStore",
     "DiskStore",

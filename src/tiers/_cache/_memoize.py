@@ -21,13 +21,15 @@ import inspect
 import keyword
 import math
 import reprlib
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .._hashing import hash_key
 from .._stores._memory import NEVER
+from .._types import EntryInfo
 from .._version import __version__
+from ._explain import Explanation, entries, explain, prefixes
 from ._options import CODE
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ S = TypeVar("S")
 
 
 class Memoized(Protocol[P, R_co]):
-    """A memoized function: called as the original, plus `cache`, `key` and `invalidate`."""
+    """A memoized function: called as the original, plus `cache`, `key`, `invalidate`,
+    `clear`, `explain` and `entries`."""
 
     __name__: str
     __qualname__: str
@@ -65,9 +68,17 @@ class Memoized(Protocol[P, R_co]):
         """Delete the cached result of a call with these arguments; True if there was one."""
         ...
 
-    def clear(self) -> int:
-        """Delete every cached result of this function (this name and version), from every
-        tier; return how many."""
+    def clear(self, *, all_versions: bool = False) -> int:
+        """Delete every cached result of this function (this name and version; every
+        version with `all_versions`) from every tier; return how many."""
+        ...
+
+    def explain(self, *args: P.args, **kwargs: P.kwargs) -> Explanation:
+        """What a call with these arguments would do now, and why, without computing."""
+        ...
+
+    def entries(self, *, all_versions: bool = False) -> Iterator[EntryInfo]:
+        """This function's live entries (this version, or every one), with provenance."""
         ...
 
     # A memoized method: read from the class, the wrapper itself (``Cls.f.key(obj, x)``);
@@ -313,13 +324,23 @@ def decorate(cache: Cache, func: Callable[..., Any], options: MemoOptions) -> An
     def invalidate(*args: Any, **kwargs: Any) -> bool:
         return cache.delete(key_of(*args, **kwargs))
 
-    def clear() -> int:
-        return cache._clear_under(cache._prefix + memo.prefix)
+    def clear(*, all_versions: bool = False) -> int:
+        _check_flag("all_versions", all_versions)
+        return sum(cache._clear_under(p) for p in prefixes(memo, all_versions))
+
+    def explain_call(*args: Any, **kwargs: Any) -> Explanation:
+        return explain(memo, memo.bind(args, kwargs))
+
+    def entries_of(*, all_versions: bool = False) -> Iterator[EntryInfo]:
+        _check_flag("all_versions", all_versions)
+        return entries(memo, all_versions)
 
     wrapper.cache = cache  # type: ignore[attr-defined]
     wrapper.key = key_of  # type: ignore[attr-defined]
     wrapper.invalidate = invalidate  # type: ignore[attr-defined]
     wrapper.clear = clear  # type: ignore[attr-defined]
+    wrapper.explain = explain_call  # type: ignore[attr-defined]
+    wrapper.entries = entries_of  # type: ignore[attr-defined]
     wrapper.__tiers_memo__ = memo  # type: ignore[attr-defined]
     cache._memos.add(memo)
     return wrapper
@@ -427,6 +448,11 @@ def _generic(memo: Memo) -> Callable[..., Any]:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
 
 
 def _aliasable(alias: Hashable) -> bool:
