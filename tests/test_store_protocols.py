@@ -23,7 +23,7 @@ CAPABILITIES = {
 # counters where an atomic increment is cheap)
 SHARED = {"Info", "Touch", "Expire", "Tags", "Keys", "Scan"}
 OFFERS = {
-    "memory": SHARED | {"Pop", "Epoch"},
+    "memory": SHARED | {"Pop", "Epoch", "Update"},
     "disk": SHARED | {"Pop", "Locks", "FencedWrites", "Epoch", "Usage", "Verify"},
     "null": set(),
     "object-memory": SHARED | {"Many", "Locks", "FencedWrites", "Revalidate", "Verify"},

@@ -3,8 +3,9 @@
 A store implements `Store` (the core, sync and ``_async``). Optional capabilities are separate
 protocols, each found when a cache opens (a store has one when it has all its methods):
 `SupportsInfo`, `SupportsTouch`, `SupportsExpire`, `SupportsTags`, `SupportsKeys`,
-`SupportsPop`, `SupportsMany`, `SupportsLocks`, `SupportsFencedWrites`, `SupportsRevalidate`
-(which answers `UNCHANGED`), `SupportsEpoch`; and the walks the ``tiers`` command runs:
+`SupportsPop`, `SupportsUpdate` (read-modify-write, for counters), `SupportsMany`,
+`SupportsLocks`, `SupportsFencedWrites`, `SupportsRevalidate` (which answers `UNCHANGED`),
+`SupportsEpoch`; and the walks the ``tiers`` command runs:
 `SupportsScan`, `SupportsUsage` (`Usage`) and `SupportsVerify` (`Damage`). Each says what the
 cache does without it.
 """
@@ -30,6 +31,7 @@ from ._stores._protocol import (
     SupportsScan,
     SupportsTags,
     SupportsTouch,
+    SupportsUpdate,
     SupportsUsage,
     SupportsVerify,
     Unchanged,
@@ -56,6 +58,7 @@ __all__ = [
     "SupportsScan",
     "SupportsTags",
     "SupportsTouch",
+    "SupportsUpdate",
     "SupportsUsage",
     "SupportsVerify",
     "Unchanged",

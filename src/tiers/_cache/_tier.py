@@ -46,6 +46,7 @@ class Capabilities:
 
     info: bool
     pop: bool
+    update: bool  # read-modify-write in one atomic step (counters)
     touch: bool
     expire: bool
     evict: bool
@@ -64,6 +65,7 @@ class Capabilities:
         return cls(
             info=implements(store, p.SupportsInfo),
             pop=implements(store, p.SupportsPop),
+            update=implements(store, p.SupportsUpdate),
             touch=implements(store, p.SupportsTouch),
             expire=implements(store, p.SupportsExpire),
             evict=implements(store, p.SupportsTags),

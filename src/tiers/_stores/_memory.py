@@ -182,26 +182,33 @@ class MemoryStore:
         deadline = self._deadline(entry.expires_at)
         revalidate = None if due is None else self.clock.monotonic() + due
         with self._lock:
-            stripe = hash(key) % _STRIPES
-            stale = epoch is not None and self._epochs[stripe] != epoch
-            old = self._data.get(key)
-            if old is not None:
-                self._drop(key, old)  # (bumps the epoch)
-            else:
-                self._epochs[stripe] += 1
-            if stale:
-                return False  # written or deleted meanwhile: leave the key absent
-            if self.max_size is not None and entry.size > self.max_size:
-                self._rejected += 1
-                return False
-            slot = self._data[key] = Slot.of(entry, deadline, guard, revalidate)
-            if self._views:
-                self._index(key, slot)
-            self._bytes += entry.size
-            for tag in entry.tags:
-                self._tags.setdefault(tag, set()).add(key)
-            self._shrink()
-            return True
+            return self._put(key, entry, deadline, guard, revalidate, epoch)
+
+    def _put(
+        self, key: str, entry: Entry, deadline: float | None, guard: Guard | None,
+        revalidate: float | None, epoch: int | None,
+    ) -> bool:  # fmt: skip
+        """`set` with the lock held."""
+        stripe = hash(key) % _STRIPES
+        stale = epoch is not None and self._epochs[stripe] != epoch
+        old = self._data.get(key)
+        if old is not None:
+            self._drop(key, old)  # (bumps the epoch)
+        else:
+            self._epochs[stripe] += 1
+        if stale:
+            return False  # written or deleted meanwhile: leave the key absent
+        if self.max_size is not None and entry.size > self.max_size:
+            self._rejected += 1
+            return False
+        slot = self._data[key] = Slot.of(entry, deadline, guard, revalidate)
+        if self._views:
+            self._index(key, slot)
+        self._bytes += entry.size
+        for tag in entry.tags:
+            self._tags.setdefault(tag, set()).add(key)
+        self._shrink()
+        return True
 
     def view(self, prefix: str) -> dict[str, Slot]:
         """The slots of the keys under `prefix`, by the rest of their key, for readers that
@@ -375,6 +382,20 @@ class MemoryStore:
                 return None
             return slot.entry
 
+    def update(self, key: str, change: Callable[[Entry | None], Entry | None]) -> Entry | None:
+        """Replace the key's live entry by `change(entry)` under the store's lock (see
+        `SupportsUpdate`): `change` runs once, holding it, so it must be quick."""
+        with self._lock:
+            slot = self._data.get(key)
+            live = slot is not None and slot.live(self.clock.monotonic())
+            new = change(slot.entry if slot is not None and live else None)
+            if new is None:
+                return None
+            _rules.finite_times(new.created_at, new.expires_at)
+            if not self._put(key, new, self._deadline(new.expires_at), None, None, None):
+                return None  # refused: larger than max_size
+            return new
+
     def touch(self, key: str, expires_at: float | None) -> bool:
         _rules.finite_times(None, expires_at)
         deadline = self._deadline(expires_at)
@@ -443,6 +464,7 @@ class MemoryStore:
     close_async = inline(close)
     info_async = inline(info)
     pop_async = inline(pop)
+    update_async = inline(update)
     touch_async = inline(touch)
     expire_async = inline(expire)
     evict_async = inline(evict)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Final, Protocol, runtime_checkable
 
@@ -289,6 +289,30 @@ class SupportsPop(Protocol):
         ...
 
     async def pop_async(self, key: str) -> Entry | None: ...
+
+
+@runtime_checkable
+class SupportsUpdate(Protocol):
+    """Read-modify-write of one key as one atomic step, for counters (`Cache.incr`). Every
+    store of tiers has it: MemoryStore under its lock, DiskStore in one shard transaction,
+    FolderStore under its lock, RedisStore by WATCH/MULTI with retries, ObjectStore by
+    conditional puts with retries."""
+
+    def update(self, key: str, change: Callable[[Entry | None], Entry | None]) -> Entry | None:
+        """Replace the live entry of `key` (None if absent or expired) by `change(entry)`,
+        with no other write of the key landing in between, among every client of the store
+        (threads, processes, and machines for a shared store). `change` returning None writes
+        nothing. Returns what `change` returned for the write that landed.
+
+        `change` may be called more than once (an optimistic store calls it again after a
+        conflict), so it must depend on its argument only; an exception it raises propagates
+        and nothing is written. The write is a normal one for coherence: it bumps what `set`
+        bumps and announces what `set` announces."""
+        ...
+
+    async def update_async(
+        self, key: str, change: Callable[[Entry | None], Entry | None]
+    ) -> Entry | None: ...
 
 
 @runtime_checkable

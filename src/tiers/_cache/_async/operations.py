@@ -22,6 +22,8 @@ from ..._hashing import hash_key
 from ..._stores import StoreCounters
 from ..._stores._writer import writing
 from ..._types import MISSING, EntryInfo, Stats, TierHealth
+from ...errors import StoreFullError
+from .. import _counters as counters
 from .._core import file_bytes, write_temp_file
 from .._options import unexpected_options
 from .prims import (
@@ -161,6 +163,44 @@ class AsyncOps(AsyncSingleFlight):
                     raise KeyError(key)
                 return default
             return value
+
+    async def incr_async(
+        self, key: object, delta: int = 1, *, default: int | None = 0, ttl: Any = MISSING
+    ) -> int:
+        """Add `delta` to the int under `key` and return the new value, atomically: among
+        threads, processes, and machines sharing the counter's tier, no increment is lost.
+
+        The counter's authority is the slowest tier (docs/operations.md#counters): the
+        increment is one atomic step there, and the faster tiers drop their copies. A
+        missing counter starts at `default` (None: KeyError), expiring after `ttl` (default:
+        the cache's); an existing one keeps its expiry. TypeError if the value is not an int.
+        """
+        k, checked = self._key(key), counters.check_delta(delta, default)
+        expires_at = self._expires_at(ttl)
+        tier = counters.counter_tier(self)
+        change = counters.counting(self, tier, k, key, checked, default, expires_at)
+        with writing(self._writer):  # (its announcements name this cache)
+            try:
+                entry = await tier.store.update_async(k, change)
+            except (KeyError, TypeError):
+                raise
+            except Exception as exc:
+                self._failed(tier, exc, "increment")
+                raise
+            if entry is None:
+                raise StoreFullError(f"{tier.name} refused the counter {key!r}")
+            tier.sets += 1
+            self._unbind(k)
+            for above in self._tiers[: tier.index]:
+                await self._drop_async(above, k)
+            return counters.counted(self, tier, k, entry)
+
+    async def decr_async(
+        self, key: object, delta: int = 1, *, default: int | None = 0, ttl: Any = MISSING
+    ) -> int:
+        """`incr_async` by `-delta`."""
+        checked = counters.check_delta(delta, default)
+        return await self.incr_async(key, -checked, default=default, ttl=ttl)
 
     async def delete_async(self, key: object) -> bool:
         """Remove `key` from every tier; True if any tier had it live."""
