@@ -31,6 +31,8 @@ COMPARISONS: dict[str, str] = {
     "memoize-disk": "benchmarks.memoize:disk_hit",
     "memoize-numpy": "benchmarks.memoize:numpy_argument",
     "hash-key": "benchmarks.memoize:hash_keys",
+    "freshness-expiry": "benchmarks.freshness:expiry",
+    "freshness-hit": "benchmarks.freshness:hit_path",
     "redis-get-1k": "benchmarks.remote:redis_get_1k",
     "redis-get-many": "benchmarks.remote:redis_get_many",
     "redis-set-announced": "benchmarks.invalidation:set_cost",

@@ -313,7 +313,8 @@ class CacheCore:
         hits = sum(t.hits for t in per_tier)
         return replace(
             Stats.from_tiers(hits, self._misses, tuple(per_tier)),
-            stale_served=self._stale_served, refreshes=self._refreshed,
+            stale_served=self._stale_served + sum(m.stale_hits for m in list(self._memos)),
+            refreshes=self._refreshed,
             refresh_errors=self._refresh_errors,
         )  # fmt: skip
 

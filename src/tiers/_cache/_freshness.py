@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,8 +29,20 @@ DURATION: Final = "duration_s"
 BACKOFF_FIRST: Final = 1.0
 """Seconds a process waits before retrying a refresh that failed (doubled on each failure)."""
 BACKOFF_MAX: Final = 60.0
+BUSY_WAIT: Final = 0.25
+"""Seconds a process waits before trying again to refresh a key another caller was refreshing
+(its lock was taken): it is then soon refreshed, or, if that caller died, its lease ends."""
+
+STORED: Final = "stored"
+BUSY: Final = "busy"
+FAILED: Final = "failed"
+"""How a refresh ended: a new value stored; another caller held the key; an exception."""
 
 _RANDOM = random.Random()
+
+Relink = Callable[[], None]
+"""What memoize's fast path passes with a value it found due: called once its refresh is
+stored (so the fast path finds the new value at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,12 +104,15 @@ class Freshness:
 class Refreshes:
     """The keys this process refreshes now, and when each that failed may be tried again."""
 
-    __slots__ = ("_backoff", "_lock", "_running")
+    __slots__ = ("_backoff", "_held", "_lock", "_running")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._backoff: dict[str, tuple[float, float]] = {}  # key: (retry at, last delay)
+        # the entries found due while their key is refreshing, by id (held, so never reused):
+        # memoize's fast path serves them without asking again (see `serving`)
+        self._held: dict[int, tuple[str, Any]] = {}
 
     def claim(self, key: str, now: float) -> bool:
         """True if the caller should refresh `key` (and must call `done`)."""
@@ -110,14 +125,29 @@ class Refreshes:
             self._running.add(key)
             return True
 
-    def done(self, key: str, failed: bool, now: float) -> None:
-        """The refresh of `key` ended; after a failure the next waits a (doubled) backoff."""
+    def hold(self, key: str, entry: object) -> None:
+        """`entry` of `key` was found due: while `key` refreshes, `serving(entry)` is True."""
+        with self._lock:
+            if key in self._running:
+                self._held[id(entry)] = (key, entry)
+
+    def serving(self, entry: object) -> bool:
+        """Whether `entry` is served as it is while its key refreshes (no lock: one read)."""
+        return id(entry) in self._held
+
+    def done(self, key: str, outcome: str, now: float) -> None:
+        """The refresh of `key` ended with `outcome`: after a failure the next waits a
+        (doubled) backoff; when another caller held the key (`BUSY`), `BUSY_WAIT`."""
         with self._lock:
             self._running.discard(key)
-            if failed:
+            for held in [i for i, (k, _entry) in self._held.items() if k == key]:
+                del self._held[held]
+            if outcome == FAILED:
                 last = self._backoff.get(key)
                 delay = BACKOFF_FIRST if last is None else min(last[1] * 2, BACKOFF_MAX)
                 self._backoff[key] = (now + delay, delay)
+            elif outcome == BUSY:
+                self._backoff[key] = (now + BUSY_WAIT, 0.0)
             else:
                 self._backoff.pop(key, None)
 

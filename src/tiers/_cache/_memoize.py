@@ -21,19 +21,26 @@ import inspect
 import keyword
 import math
 import reprlib
+import threading
+import time
 from collections.abc import Callable, Hashable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .._hashing import hash_key
+from .._stores import Entry
 from .._stores._memory import NEVER
 from .._types import EntryInfo
 from .._version import __version__
+from ._async.prims import start_background_async
 from ._explain import Explanation, entries, explain, prefixes
+from ._freshness import BUSY_WAIT, fresh_until, stale_since
 from ._options import CODE
+from ._sync.prims import start_background
 
 if TYPE_CHECKING:
     from ._cache import Cache
+    from ._freshness import Freshness
     from ._options import MemoOptions
     from ._tier import Tier
 
@@ -99,6 +106,7 @@ _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
 _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
 _ARGS_REPR_MAX = 200
+_RETRY_MAX = 1024
 
 
 class Memo:
@@ -107,7 +115,8 @@ class Memo:
 
     __slots__ = (
         "__weakref__", "cache", "code", "fast_tier", "func", "hits", "index", "keyed", "name",
-        "names", "options", "plain", "prefix", "signature", "single", "version",
+        "names", "options", "pending", "pending_lock", "plain", "prefix", "retry", "signature",
+        "single", "stale_hits", "version",
     )  # fmt: skip
 
     def __init__(self, cache: Cache, func: Callable[..., Any], options: MemoOptions) -> None:
@@ -131,6 +140,12 @@ class Memo:
         self.version = version
         self.prefix = f"{name}@{version}/" if version is not None else f"{name}/"
         self.hits = 0  # fast-path hits (counted by the generated wrapper)
+        # entries the fast path found due, by id (held, so ids are not reused): those a
+        # worker refreshes now, and those to ask again about later (entry, when)
+        self.pending: dict[int, Entry] = {}
+        self.retry: dict[int, tuple[Entry, float]] = {}
+        self.pending_lock = threading.Lock()
+        self.stale_hits = 0  # stale values the fast path served (in the cache's stats)
         self.index: dict[Hashable, Any] = {}
         first = cache._tiers[0]
         self.fast_tier: Tier | None = first if first.can.link else None
@@ -140,6 +155,7 @@ class Memo:
         cache = getattr(self, "cache", None)
         if cache is not None:
             cache._memo_hits += getattr(self, "hits", 0)
+            cache._stale_served += getattr(self, "stale_hits", 0)
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -222,33 +238,26 @@ class Memo:
         func = self.func
         return stored, lambda: func(*positional, **keywords), self.provenance(arguments)
 
-    def call(self, values: tuple[Any, ...], alias: Hashable | None) -> Any:
-        """The full path of a call whose arguments are `values` (in parameter order)."""
+    def call(self, values: tuple[Any, ...], alias: Hashable | None, due: bool = False) -> Any:
+        """The full path of a call whose arguments are `values` (in parameter order); `due`:
+        the fast path found its value due for a refresh."""
         arguments = dict(zip(self.names, values, strict=True))
         stored, compute, meta = self._prepare(arguments)
+        options, relink = self.options, self._relinker(alias, stored) if due else None
         value = self.cache._get_or_compute(
-            stored,
-            compute,
-            self.options.ttl,
-            self.options.tags,
-            meta,
-            self.options.lease,
-            self.options.fresh,
+            stored, compute, options.ttl, options.tags, meta, options.lease, options.fresh, relink
         )
         self._link(alias, stored)
         return value
 
-    async def call_async(self, values: tuple[Any, ...], alias: Hashable | None) -> Any:
+    async def call_async(
+        self, values: tuple[Any, ...], alias: Hashable | None, due: bool = False
+    ) -> Any:
         arguments = dict(zip(self.names, values, strict=True))
         stored, compute, meta = self._prepare(arguments)
+        options, relink = self.options, self._relinker(alias, stored) if due else None
         value = await self.cache._get_or_compute_async(
-            stored,
-            compute,
-            self.options.ttl,
-            self.options.tags,
-            meta,
-            self.options.lease,
-            self.options.fresh,
+            stored, compute, options.ttl, options.tags, meta, options.lease, options.fresh, relink
         )
         self._link(alias, stored)
         return value
@@ -279,6 +288,88 @@ class Memo:
             self.options.lease,
             self.options.fresh,
         )
+
+    # -- background refreshes from the fast path (stale=, early=) ---------------------------
+
+    def refresh_later(self, values: tuple[Any, ...], alias: Hashable, entry: Entry) -> None:
+        """(The fast path of a sync function.) `entry` is due for a refresh: hand it to a
+        background worker, unless one has it, or tried less than `BUSY_WAIT` ago."""
+        if self._claim(entry):
+            start_background(lambda: self._refresh(values, alias, entry), "tiers-refresh")
+
+    def refresh_later_async(self, values: tuple[Any, ...], alias: Hashable, entry: Entry) -> None:
+        """`refresh_later` for a coroutine function: a task of the running loop."""
+        if self._claim(entry):
+            start_background_async(
+                lambda: self._refresh_async(values, alias, entry), "tiers-refresh"
+            )
+
+    def _claim(self, entry: Entry) -> bool:
+        with self.pending_lock:
+            if id(entry) in self.pending:
+                return False
+            again = self.retry.get(id(entry))
+            if again is not None and time.monotonic() < again[1]:
+                return False
+            self.pending[id(entry)] = entry
+            return True
+
+    def _refresh(self, values: tuple[Any, ...], alias: Hashable, entry: Entry) -> None:
+        stored = ""
+        try:
+            stored, compute, meta = self._prepare(dict(zip(self.names, values, strict=True)))
+            o, fresh = self.options, cast("Freshness", self.options.fresh)
+            done = self.cache._refresh_claimed(
+                stored, compute, o.ttl, o.tags, meta, o.lease, fresh,
+                fresh_until(entry.meta), self._relinker(alias, stored),
+            )  # fmt: skip
+        except Exception as exc:  # (the arguments cannot be hashed any more, a closed cache)
+            self.cache._refresh_failed(stored or self.cache._prefix + self.name, exc)
+            done = False
+        self._refreshed(entry, done)
+
+    async def _refresh_async(self, values: tuple[Any, ...], alias: Hashable, entry: Entry) -> None:
+        stored = ""
+        try:
+            stored, compute, meta = self._prepare(dict(zip(self.names, values, strict=True)))
+            o, fresh = self.options, cast("Freshness", self.options.fresh)
+            done = await self.cache._refresh_claimed_async(
+                stored, compute, o.ttl, o.tags, meta, o.lease, fresh,
+                fresh_until(entry.meta), self._relinker(alias, stored),
+            )  # fmt: skip
+        except Exception as exc:
+            self.cache._refresh_failed(stored or self.cache._prefix + self.name, exc)
+            done = False
+        self._refreshed(entry, done)
+
+    def _refreshed(self, entry: Entry, stored: bool) -> None:
+        """A worker is done with `entry`: if it stored no new value, the fast path asks
+        again no sooner than `BUSY_WAIT` from now (the cache's own backoff applies too)."""
+        with self.pending_lock:
+            self.pending.pop(id(entry), None)
+            if not stored:
+                self.retry[id(entry)] = (entry, time.monotonic() + BUSY_WAIT)
+                if len(self.retry) > _RETRY_MAX:  # entries long replaced: forget the oldest
+                    for old in list(self.retry)[: len(self.retry) // 2]:
+                        del self.retry[old]
+            else:
+                self.retry.pop(id(entry), None)
+
+    def due(self, entry: Entry | None, picked: bool = False) -> bool:
+        """(The fast path of a function with stale=/early=.) Whether a hit on `entry` must
+        take the full path: its value is stale or XFetch picks it (`picked`: the fast path
+        found so already), and no refresh of it runs yet."""
+        fresh = self.options.fresh
+        if entry is None or fresh is None:
+            return False
+        cache = self.cache
+        if cache._refreshes.serving(entry):  # found due before, and its refresh runs now
+            cache._stale_served += stale_since(entry.meta, cache._clock.time()) is not None
+            return False
+        return picked or fresh.due(entry.meta, cache._clock.time(), cache._rng)
+
+    def _relinker(self, alias: Hashable | None, stored: str) -> Callable[[], None]:
+        return lambda: self._link(alias, stored)
 
     def _link(self, alias: Hashable | None, stored: str) -> None:
         """Let the fast path find `stored` by `alias` (typed raw arguments) from now on."""
@@ -363,11 +454,33 @@ _FAST_PATH = """
         if _tiers_deadline is _tiers_never or _tiers_deadline > _tiers_store.monotonic():
             _tiers_gens = _tiers_slot.gens
             if _tiers_gens is None or _tiers_gens.view[_tiers_slot.gslot] == _tiers_slot.gstamp:
-                _tiers_slot.touched = True
+{fresh_check}                _tiers_slot.touched = True
                 _tiers_memo.hits += 1
                 return _tiers_slot.value
     return {await_}_tiers_memo.{call}(({values}), {alias})
 """
+
+# With stale=/early=: the hit is served; if its entry is stale, or XFetch picks it (one draw,
+# inline), a background worker refreshes it (`Memo.refresh_later`: hashing the arguments, the
+# locks and the computation all happen there). Values that are not floats (not written by
+# tiers) go to `Memo.due`, which checks them, and then the full path.
+_FRESH_CHECK = """\
+                _tiers_entry = _tiers_slot._entry
+                if _tiers_entry is not None and _tiers_entry.meta:
+                    _tiers_until = _tiers_entry.meta.get("fresh_until")
+                    if _tiers_until is not None:
+                        _tiers_took = _tiers_entry.meta.get("duration_s", 0.0)
+                        if _tiers_until.__class__ is float and _tiers_took.__class__ is float:
+                            _tiers_now = _tiers_cache._clock.time()
+                            if _tiers_now{xfetch} >= _tiers_until:
+                                if _tiers_now >= _tiers_until:
+                                    _tiers_memo.stale_hits += 1
+                                if _tiers_id(_tiers_entry) not in _tiers_pending:
+                                    _tiers_memo.{refresh}(({values}), {alias}, _tiers_entry)
+                        elif _tiers_memo.due(_tiers_entry):
+                            return {await_}_tiers_memo.{call}(({values}), {alias}, True)
+"""
+_XFETCH = " - _tiers_took * {beta!r} * _tiers_log(1.0 - _tiers_cache._rng.random())"
 
 # Without a memory tier to index (or with a key= callable, which must run on every call): the
 # same signature, so Python binds the arguments, straight to the full path.
@@ -390,9 +503,13 @@ def _generate(memo: Memo) -> Callable[..., Any]:
     namespace: dict[str, Any] = {
         "_tiers_index": memo.index,
         "_tiers_memo": memo,
+        "_tiers_cache": memo.cache,
         "_tiers_store": memo.fast_tier.store if memo.fast_tier else None,
         "_tiers_type": type,
         "_tiers_never": NEVER,
+        "_tiers_log": math.log,
+        "_tiers_id": id,
+        "_tiers_pending": memo.pending,
     }
     rendered: list[str] = []
     seen_keyword_only = False
@@ -416,7 +533,7 @@ def _generate(memo: Memo) -> Callable[..., Any]:
     else:
         lookup = f"_tiers_index[({parts})]"
     is_async = inspect.iscoroutinefunction(memo.func)
-    fast = memo.fast_tier is not None and memo.options.key is None and memo.options.fresh is None
+    fast = memo.fast_tier is not None and memo.options.key is None
     source = (_FAST_PATH if fast else _FULL_PATH).format(
         async_="async " if is_async else "",
         await_="await " if is_async else "",
@@ -426,6 +543,16 @@ def _generate(memo: Memo) -> Callable[..., Any]:
         alias=f"({parts})",
         call="call_async" if is_async else "call",
         values="".join(f"{n}, " for n in memo.names),
+        fresh_check=_FRESH_CHECK.format(
+            xfetch=_XFETCH.format(beta=memo.options.fresh.beta) if memo.options.fresh.beta else "",
+            await_="await " if is_async else "",
+            call="call_async" if is_async else "call",
+            refresh="refresh_later_async" if is_async else "refresh_later",
+            values="".join(f"{n}, " for n in memo.names),
+            alias=f"({parts})",
+        )
+        if memo.options.fresh is not None
+        else "",
     )
     exec(compile(source, f"<tiers memoize {memo.name}>", "exec"), namespace)  # noqa: S102
     made: Callable[..., Any] = namespace["memoized"]

@@ -28,12 +28,12 @@ async def call_factory_async(factory: Callable[[], Any]) -> Any:
     return result
 
 
-_BACKGROUND: set[asyncio.Task[Any]] = set()  # referenced until done (else collectable)
+_BACKGROUND: set[asyncio.Task[object]] = set()  # referenced until done (else collectable)
 
 
-def start_background_async(run: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
+def start_background_async(run: Callable[[], Coroutine[Any, Any, object]], name: str) -> None:
     """Run the coroutine `run()` makes as a task of the running loop, not awaited."""
-    task: asyncio.Task[None] = asyncio.get_running_loop().create_task(run(), name=name)
+    task: asyncio.Task[object] = asyncio.get_running_loop().create_task(run(), name=name)
     _BACKGROUND.add(task)
     task.add_done_callback(_BACKGROUND.discard)
 

@@ -26,11 +26,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..._codec import Rejected
 from ..._flight import INTERRUPTED
 from ..._stores import Entry
 from ..._types import MISSING
 from .._core import Meta
-from .._freshness import Freshness, fresh_until, stale_since
+from .._freshness import BUSY, FAILED, STORED, Freshness, Relink, fresh_until, stale_since
 from .._tier import Fence, Tier
 from .prims import (
     call_factory_async,
@@ -47,13 +48,15 @@ class AsyncSingleFlight(AsyncTiering):
 
     async def _get_or_compute_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness | None = None,
+        lease: float, fresh: Freshness | None = None, due: Relink | None = None,
     ) -> Any:  # fmt: skip
-        """`get_or_set` past argument checks (memoize checks its options once and calls this)."""
+        """`get_or_set` past argument checks (memoize checks its options once and calls this).
+        `due`: memoize's fast path found the value due for a refresh (XFetch drew already);
+        called once the refresh is stored (to index the new value)."""
         if fresh is None:
             value = await self._lookup_async(k)
         else:
-            value = await self._lookup_fresh_async(k, factory, ttl, tags, meta, lease, fresh)
+            value = await self._lookup_fresh_async(k, factory, ttl, tags, meta, lease, fresh, due)
         if value is not MISSING:
             return value
         self._misses += 1
@@ -84,21 +87,23 @@ class AsyncSingleFlight(AsyncTiering):
 
     async def _lookup_fresh_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness,
+        lease: float, fresh: Freshness, due: Relink | None = None,
     ) -> Any:  # fmt: skip
         """`_lookup_async`, starting a background refresh of a value found stale or picked
-        by XFetch (the value is returned all the same)."""
+        by XFetch (the value is returned all the same); `due`: picked already."""
         found: list[Entry] = []
         value = await self._lookup_async(k, found=found)
         if value is not MISSING and found:
             entry_meta = found[-1].meta
             now = self._clock.time()
-            if fresh.due(entry_meta, now, self._rng):
+            picked = due is not None and fresh_until(entry_meta) is not None
+            if picked or fresh.due(entry_meta, now, self._rng):
                 if stale_since(entry_meta, now) is not None:
                     self._stale_served += 1
                 self._refresh_soon_async(
-                    k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta)
+                    k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta), due
                 )
+                self._refreshes.hold(k, found[-1])
         return value
 
     async def _compute_async(
@@ -194,28 +199,40 @@ class AsyncSingleFlight(AsyncTiering):
 
     def _refresh_soon_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness, seen: float | None,
+        lease: float, fresh: Freshness, seen: float | None, relink: Relink | None = None,
     ) -> None:  # fmt: skip
         """Start a background refresh of `k` unless one runs in this process or the last
         one failed less than a backoff ago. `seen`: the fresh_until of the value found."""
         if not self._refreshes.claim(k, time.monotonic()):
             return
         start_background_async(
-            lambda: self._refresh_async(k, factory, ttl, tags, meta, lease, fresh, seen),
+            lambda: self._refresh_async(k, factory, ttl, tags, meta, lease, fresh, seen, relink),
             "tiers-refresh",
         )
 
+    async def _refresh_claimed_async(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None, relink: Relink | None = None,
+    ) -> bool:  # fmt: skip
+        """(From a background worker: memoize's fast path.) `_refresh_async` here and now,
+        unless a refresh of `k` runs in this process or waits out a backoff; True if a new
+        value was stored."""
+        if not self._refreshes.claim(k, time.monotonic()):
+            return False
+        return await self._refresh_async(k, factory, ttl, tags, meta, lease, fresh, seen, relink)
+
     async def _refresh_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness, seen: float | None,
-    ) -> None:  # fmt: skip
-        """Recompute `k` in the background (see the module docstring); never raises."""
-        failed = True
+        lease: float, fresh: Freshness, seen: float | None, relink: Relink | None = None,
+    ) -> bool:  # fmt: skip
+        """Recompute `k` in the background (see the module docstring); never raises. True
+        if a new value was stored, and then `relink` is called."""
+        outcome = FAILED
         try:
             flight, leader = self._flights.join(k)
             if not leader:  # a caller of this process computes it already
-                failed = False
-                return
+                outcome = BUSY
+                return False
             try:
                 value = await self._refresh_locked_async(
                     k, factory, ttl, tags, meta, lease, fresh, seen
@@ -227,11 +244,34 @@ class AsyncSingleFlight(AsyncTiering):
                 flight.set_result(INTERRUPTED if value is MISSING else value)
             finally:
                 self._flights.finish(k, flight)
-            failed = False
+            outcome = BUSY if value is MISSING else STORED
+            if relink is not None and outcome is STORED:
+                relink()
         except Exception as exc:
             self._refresh_failed(k, exc)
         finally:
-            self._refreshes.done(k, failed, time.monotonic())
+            self._refreshes.done(k, outcome, time.monotonic())
+        return outcome is STORED
+
+    async def _refreshed_elsewhere_async(self, tier: Tier, k: str, seen: float | None) -> Any:
+        """The value `tier` (the lock tier) holds for `k` if another caller refreshed it since
+        it was `seen` stale, copied into the faster tiers; else MISSING. Read from `tier`
+        itself: a faster tier's copy may lag behind it (until revalidated)."""
+        try:
+            entry = await tier.store.get_async(k)
+        except Exception as exc:
+            self._failed(tier, exc, "get")
+            return MISSING
+        if entry is None or fresh_until(entry.meta) == seen:
+            return MISSING
+        try:
+            value = self._decode(tier, k, entry)
+        except Rejected as exc:
+            await self._refuse_async(tier, k, exc)
+            return MISSING
+        if tier.index:
+            await self._promote_async(tier, k, entry, value, None)
+        return value
 
     async def _refresh_locked_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
@@ -256,10 +296,9 @@ class AsyncSingleFlight(AsyncTiering):
             return MISSING
         fence = Fence(tier, name, token, lease, time.monotonic())
         try:
-            found: list[Entry] = []
-            value = await self._lookup_async(k, counted=False, found=found)
-            if value is not MISSING and found and fresh_until(found[-1].meta) != seen:
-                return value  # refreshed meanwhile by another process
+            value = await self._refreshed_elsewhere_async(tier, k, seen)
+            if value is not MISSING:
+                return value
             self._refreshed += 1
             return await self._produce_renewing_async(k, factory, ttl, tags, meta, fresh, fence)
         finally:

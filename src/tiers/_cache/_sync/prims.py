@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -38,9 +39,47 @@ def call_factory(factory: Callable[[], Any]) -> Any:
     return result
 
 
-def start_background(run: Callable[[], None], name: str) -> None:
-    """Call `run()` in a daemon thread, not waited for."""
-    threading.Thread(target=run, name=name, daemon=True).start()
+class _Workers:
+    """Daemon threads that run background calls (refreshes), started as needed and kept:
+    handing a call to an idle one costs far less than starting a thread. At most `limit`;
+    past that, calls wait in the queue. Daemons: a refresh never holds up the exit."""
+
+    def __init__(self, limit: int) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], object], str]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._started = 0
+        self._limit = limit
+
+    def submit(self, run: Callable[[], object], name: str) -> None:
+        with self._lock:
+            spawn = self._idle == 0 and self._started < self._limit
+            if spawn:
+                self._started += 1
+            else:
+                self._idle -= 1  # (claimed: the next submit counts one fewer idle)
+        self._queue.put((run, name))
+        if spawn:
+            threading.Thread(target=self._work, name="tiers-background", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            run, name = self._queue.get()
+            thread = threading.current_thread()
+            thread.name = name
+            with contextlib.suppress(Exception):
+                run()
+            thread.name = "tiers-background"
+            with self._lock:
+                self._idle += 1
+
+
+_WORKERS = _Workers(limit=8)
+
+
+def start_background(run: Callable[[], object], name: str) -> None:
+    """Call `run()` in a daemon worker thread, not waited for."""
+    _WORKERS.submit(run, name)
 
 
 def to_thread(fn: Callable[..., _T], *args: Any) -> _T:

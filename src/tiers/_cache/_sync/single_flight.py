@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ..._codec import Rejected
 from ..._flight import INTERRUPTED
 from ..._stores import Entry
 from ..._types import MISSING
 from .._core import Meta
-from .._freshness import Freshness, fresh_until, stale_since
+from .._freshness import BUSY, FAILED, STORED, Freshness, Relink, fresh_until, stale_since
 from .._tier import Fence, Tier
 from .prims import (
     call_factory,
@@ -31,13 +32,15 @@ class SyncSingleFlight(SyncTiering):
 
     def _get_or_compute(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness | None = None,
+        lease: float, fresh: Freshness | None = None, due: Relink | None = None,
     ) -> Any:  # fmt: skip
-        """`get_or_set` past argument checks (memoize checks its options once and calls this)."""
+        """`get_or_set` past argument checks (memoize checks its options once and calls this).
+        `due`: memoize's fast path found the value due for a refresh (XFetch drew already);
+        called once the refresh is stored (to index the new value)."""
         if fresh is None:
             value = self._lookup(k)
         else:
-            value = self._lookup_fresh(k, factory, ttl, tags, meta, lease, fresh)
+            value = self._lookup_fresh(k, factory, ttl, tags, meta, lease, fresh, due)
         if value is not MISSING:
             return value
         self._misses += 1
@@ -68,21 +71,23 @@ class SyncSingleFlight(SyncTiering):
 
     def _lookup_fresh(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness,
+        lease: float, fresh: Freshness, due: Relink | None = None,
     ) -> Any:  # fmt: skip
         """`_lookup_async`, starting a background refresh of a value found stale or picked
-        by XFetch (the value is returned all the same)."""
+        by XFetch (the value is returned all the same); `due`: picked already."""
         found: list[Entry] = []
         value = self._lookup(k, found=found)
         if value is not MISSING and found:
             entry_meta = found[-1].meta
             now = self._clock.time()
-            if fresh.due(entry_meta, now, self._rng):
+            picked = due is not None and fresh_until(entry_meta) is not None
+            if picked or fresh.due(entry_meta, now, self._rng):
                 if stale_since(entry_meta, now) is not None:
                     self._stale_served += 1
                 self._refresh_soon(
-                    k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta)
+                    k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta), due
                 )
+                self._refreshes.hold(k, found[-1])
         return value
 
     def _compute(
@@ -178,28 +183,40 @@ class SyncSingleFlight(SyncTiering):
 
     def _refresh_soon(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness, seen: float | None,
+        lease: float, fresh: Freshness, seen: float | None, relink: Relink | None = None,
     ) -> None:  # fmt: skip
         """Start a background refresh of `k` unless one runs in this process or the last
         one failed less than a backoff ago. `seen`: the fresh_until of the value found."""
         if not self._refreshes.claim(k, time.monotonic()):
             return
         start_background(
-            lambda: self._refresh(k, factory, ttl, tags, meta, lease, fresh, seen),
+            lambda: self._refresh(k, factory, ttl, tags, meta, lease, fresh, seen, relink),
             "tiers-refresh",
         )
 
+    def _refresh_claimed(
+        self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
+        lease: float, fresh: Freshness, seen: float | None, relink: Relink | None = None,
+    ) -> bool:  # fmt: skip
+        """(From a background worker: memoize's fast path.) `_refresh_async` here and now,
+        unless a refresh of `k` runs in this process or waits out a backoff; True if a new
+        value was stored."""
+        if not self._refreshes.claim(k, time.monotonic()):
+            return False
+        return self._refresh(k, factory, ttl, tags, meta, lease, fresh, seen, relink)
+
     def _refresh(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
-        lease: float, fresh: Freshness, seen: float | None,
-    ) -> None:  # fmt: skip
-        """Recompute `k` in the background (see the module docstring); never raises."""
-        failed = True
+        lease: float, fresh: Freshness, seen: float | None, relink: Relink | None = None,
+    ) -> bool:  # fmt: skip
+        """Recompute `k` in the background (see the module docstring); never raises. True
+        if a new value was stored, and then `relink` is called."""
+        outcome = FAILED
         try:
             flight, leader = self._flights.join(k)
             if not leader:  # a caller of this process computes it already
-                failed = False
-                return
+                outcome = BUSY
+                return False
             try:
                 value = self._refresh_locked(
                     k, factory, ttl, tags, meta, lease, fresh, seen
@@ -211,11 +228,34 @@ class SyncSingleFlight(SyncTiering):
                 flight.set_result(INTERRUPTED if value is MISSING else value)
             finally:
                 self._flights.finish(k, flight)
-            failed = False
+            outcome = BUSY if value is MISSING else STORED
+            if relink is not None and outcome is STORED:
+                relink()
         except Exception as exc:
             self._refresh_failed(k, exc)
         finally:
-            self._refreshes.done(k, failed, time.monotonic())
+            self._refreshes.done(k, outcome, time.monotonic())
+        return outcome is STORED
+
+    def _refreshed_elsewhere(self, tier: Tier, k: str, seen: float | None) -> Any:
+        """The value `tier` (the lock tier) holds for `k` if another caller refreshed it since
+        it was `seen` stale, copied into the faster tiers; else MISSING. Read from `tier`
+        itself: a faster tier's copy may lag behind it (until revalidated)."""
+        try:
+            entry = tier.store.get(k)
+        except Exception as exc:
+            self._failed(tier, exc, "get")
+            return MISSING
+        if entry is None or fresh_until(entry.meta) == seen:
+            return MISSING
+        try:
+            value = self._decode(tier, k, entry)
+        except Rejected as exc:
+            self._refuse(tier, k, exc)
+            return MISSING
+        if tier.index:
+            self._promote(tier, k, entry, value, None)
+        return value
 
     def _refresh_locked(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,
@@ -240,10 +280,9 @@ class SyncSingleFlight(SyncTiering):
             return MISSING
         fence = Fence(tier, name, token, lease, time.monotonic())
         try:
-            found: list[Entry] = []
-            value = self._lookup(k, counted=False, found=found)
-            if value is not MISSING and found and fresh_until(found[-1].meta) != seen:
-                return value  # refreshed meanwhile by another process
+            value = self._refreshed_elsewhere(tier, k, seen)
+            if value is not MISSING:
+                return value
             self._refreshed += 1
             return self._produce_renewing(k, factory, ttl, tags, meta, fresh, fence)
         finally:
