@@ -1,4 +1,4 @@
-"""Atomic counters (`Cache.incr`/`decr`): the rules, without I/O.
+"""Atomic counters (`Cache.incr`/`decr`) and `Cache.setdefault`: the rules, without I/O.
 
 A counter lives in the cache's *counter tier*, the slowest tier whose store can update a key
 in one atomic step (`SupportsUpdate`), which is its authority: every increment is one
@@ -30,7 +30,8 @@ def check_delta(delta: object, default: object) -> int:
 
 
 def counter_tier(cache: Cache) -> Tier:
-    """The tier holding the cache's counters: its slowest that can update atomically."""
+    """The tier holding the cache's counters (and deciding `setdefault`): its slowest that
+    can update atomically."""
     for tier in reversed(cache._tiers):
         if tier.can.update:
             return tier
@@ -77,3 +78,25 @@ def counted(cache: Cache, tier: Tier, k: str, entry: Entry) -> int:
     """The value of the counter entry `tier` just wrote."""
     value: int = cache._decode(tier, k, entry)
     return value
+
+
+def adding(
+    cache: Cache, tier: Tier, k: str, value: Any, expires_at: float | None,
+    tags: tuple[str, ...], meta: dict[str, Any] | None, found: list[Any],
+) -> Callable[[Entry | None], Entry | None]:  # fmt: skip
+    """The change `tier.store.update` applies for `setdefault`: `value`'s entry if the key
+    holds nothing usable, else nothing (its value is left in `found`)."""
+
+    def change(entry: Entry | None) -> Entry | None:
+        found.clear()
+        if entry is not None:
+            try:
+                found.append(cache._decode(tier, k, entry))
+            except Rejected:
+                pass
+            else:
+                return None
+        live, shared, private = cache._entries(k, value, expires_at, tags, meta)
+        return cache._for_tier(tier, live, shared, private)
+
+    return change

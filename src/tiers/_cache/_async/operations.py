@@ -195,6 +195,42 @@ class AsyncOps(AsyncSingleFlight):
                 await self._drop_async(above, k)
             return counters.counted(self, tier, k, entry)
 
+    async def setdefault_async(
+        self, key: object, default: Any, *, ttl: Any = MISSING, tags: Any = (), meta: Any = None
+    ) -> Any:
+        """The value of `key`; if it has none, store `default` (with `ttl`, `tags`, `meta`, as
+        `set`) and return it. Atomic like `incr`: among callers racing on a missing key, one
+        stores its default and the others get that value."""
+        return (await self._setdefault_async(key, default, ttl=ttl, tags=tags, meta=meta))[1]
+
+    async def _setdefault_async(
+        self, key: object, default: Any, *, ttl: Any = MISSING, tags: Any = (), meta: Any = None
+    ) -> tuple[bool, Any]:
+        """`setdefault`, and whether it stored `default`."""
+        k = self._key(key)
+        expires_at = self._expires_at(ttl)
+        checked_tags, checked_meta = self._check_tags(tags), self._check_meta(meta)
+        tier = counters.counter_tier(self)
+        found: list[Any] = []
+        change = counters.adding(
+            self, tier, k, default, expires_at, checked_tags, checked_meta, found
+        )
+        with writing(self._writer):  # (its announcements name this cache)
+            try:
+                entry = await tier.store.update_async(k, change)
+            except Exception as exc:
+                self._failed(tier, exc, "set")
+                raise
+            if entry is None:
+                if found:
+                    return False, found[0]
+                raise StoreFullError(f"{tier.name} refused the value of {key!r}")
+            tier.sets += 1
+            self._unbind(k)
+            for above in self._tiers[: tier.index]:
+                await self._drop_async(above, k)
+            return True, self._normalized(k, default)
+
     async def decr_async(
         self, key: object, delta: int = 1, *, default: int | None = 0, ttl: Any = MISSING
     ) -> int:
