@@ -429,3 +429,40 @@ def test_entries_and_clear_reach_every_tier(any_cache: Cache) -> None:
     assert g(1) == 1 and any_cache.get(g.key(1)) == 1  # another function's entries stay
     with pytest.raises(TypeError, match="all_versions must be True or False"):
         f.clear(all_versions="yes")  # type: ignore[arg-type]
+
+
+def test_a_memoized_function_whose_refresh_fails_serves_stale_from_the_fast_path(
+    cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = [False]
+    runs: list[int] = []
+
+    @cache.memoize(ttl=0.3, stale=1.5)
+    def load(x: int) -> int:
+        runs.append(x)
+        if failing[0]:
+            raise RuntimeError("the origin is down")
+        return len(runs)
+
+    assert load(1) == 1
+    failing[0] = True
+    time.sleep(0.35)
+    with caplog.at_level(logging.WARNING, logger="tiers"):
+        for _ in range(50):  # stale hits on the fast path; one refresh tried, then a backoff
+            assert load(1) == 1
+        wait_for(lambda: cache.stats().refresh_errors == 1)
+        for _ in range(50):
+            assert load(1) == 1
+    assert len(runs) == 2 and load.__tiers_memo__.hits >= 99
+    assert cache.stats().stale_served >= 100
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("refreshing" in m and "failed" in m for m in logged)
+    failing[0] = False
+    time.sleep(1.05)  # the backoff (1 s) has passed: the next stale hit refreshes it
+    load(1)
+    wait_for(lambda: load(1) == 3)
+    time.sleep(0.35)
+    failing[0] = True
+    time.sleep(1.6)  # past ttl + stale: gone; the caller computes, and sees the error
+    with pytest.raises(RuntimeError, match="origin is down"):
+        load(1)
