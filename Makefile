@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install servers lint bench fuzz clean
+.PHONY: demo test install servers django-tests lint bench fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,12 @@ servers:
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
-test: install servers lint
+# Django's own cache tests (tests/cache/ of the pinned Django's sdist, into the git-ignored
+# .cache/django-tests/; skipped when already there), which tests/test_django_backend.py runs.
+django-tests: install
+	$(BIN)/python scripts/fetch_django_tests.py
+
+test: install servers django-tests lint
 	TIERS_REQUIRE_SERVERS=1 $(BIN)/pytest
 
 bench: install

@@ -42,6 +42,7 @@ COMPARISONS: dict[str, str] = {
     "readthrough-single-flight": "benchmarks.readthrough:one_path_coroutines",
     "readthrough-blocks": "benchmarks.readthrough:block_range",
     "readthrough-xarray": "benchmarks.readthrough_xarray:xarray_netcdf",
+    "django-get": "benchmarks.django:get_hit",
 }
 
 

@@ -24,9 +24,9 @@ CAPABILITIES = {
 SHARED = {"Info", "Touch", "Expire", "Tags", "Keys", "Scan"}
 OFFERS = {
     "memory": SHARED | {"Pop", "Epoch", "Update"},
-    "disk": SHARED | {"Pop", "Locks", "FencedWrites", "Epoch", "Usage", "Verify"},
+    "disk": SHARED | {"Pop", "Locks", "FencedWrites", "Epoch", "Usage", "Verify", "Update"},
     "null": set(),
-    "object-memory": SHARED | {"Many", "Locks", "FencedWrites", "Revalidate", "Verify"},
+    "object-memory": SHARED | {"Many", "Locks", "FencedWrites", "Revalidate", "Verify", "Update"},
     "object-file": SHARED | {"Many", "Revalidate", "Verify"},
 }
 OFFERS["folder"] = OFFERS["disk"]

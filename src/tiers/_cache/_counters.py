@@ -1,7 +1,7 @@
 """Atomic counters (`Cache.incr`/`decr`) and `Cache.setdefault`: the rules, without I/O.
 
-A counter lives in the cache's *counter tier*, the slowest tier whose store can update a key
-in one atomic step (`SupportsUpdate`), which is its authority: every increment is one
+A counter lives in the cache's *counter tier*, its slowest tier, whose store must update a key
+in one atomic step (`SupportsUpdate`); it is the counter's authority: every increment is one
 read-modify-write there, so none is lost among threads, processes, and machines sharing that
 tier. The faster tiers drop their copies after each increment (other processes' copies are
 refused by coherence, as after any write), and a later `get` reads the authority again.
@@ -30,14 +30,15 @@ def check_delta(delta: object, default: object) -> int:
 
 
 def counter_tier(cache: Cache) -> Tier:
-    """The tier holding the cache's counters (and deciding `setdefault`): its slowest that
-    can update atomically."""
-    for tier in reversed(cache._tiers):
-        if tier.can.update:
-            return tier
+    """The tier holding the cache's counters (and deciding `setdefault`): its slowest, which
+    must update atomically. A faster tier never stands in: its counts would be this
+    process's alone."""
+    last = cache._tiers[-1]
+    if last.can.update:
+        return last
     raise TypeError(
-        "no tier of this cache can update a key atomically (SupportsUpdate), so it cannot "
-        "keep counters"
+        f"{last.name} cannot update a key in one atomic step (SupportsUpdate), and a cache's "
+        "counters live in its slowest tier, so this cache cannot keep them"
     )
 
 

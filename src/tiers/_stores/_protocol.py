@@ -295,8 +295,9 @@ class SupportsPop(Protocol):
 class SupportsUpdate(Protocol):
     """Read-modify-write of one key as one atomic step, for counters (`Cache.incr`). Every
     store of tiers has it: MemoryStore under its lock, DiskStore in one shard transaction,
-    FolderStore under its lock, RedisStore by WATCH/MULTI with retries, ObjectStore by
-    conditional puts with retries."""
+    FolderStore under its lock, RedisStore by a compare-and-set script with retries,
+    ObjectStore by conditional puts with retries (where its backend has them). A cache keeps
+    counters only if its slowest tier has it."""
 
     def update(self, key: str, change: Callable[[Entry | None], Entry | None]) -> Entry | None:
         """Replace the live entry of `key` (None if absent or expired) by `change(entry)`,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
+from collections.abc import Callable
 
 import pytest
 
 from .._stores._protocol import (
+    Entry,
     Store,
+    SupportsEpoch,
     SupportsExpire,
     SupportsFencedWrites,
     SupportsInfo,
@@ -17,9 +21,16 @@ from .._stores._protocol import (
     SupportsPop,
     SupportsTags,
     SupportsTouch,
+    SupportsUpdate,
 )
 from ._base import StoreTestBase
 from ._clock import FakeClock
+
+Change = Callable[[Entry | None], Entry | None]
+
+
+class ChangeFailed(Exception):
+    """What a test's `change` raises (no store raises it)."""
 
 
 class CapabilityTests(StoreTestBase):
@@ -278,6 +289,204 @@ class CapabilityTests(StoreTestBase):
         store.set("e", self.entry(store, expires_at=clock.time() + 1))
         clock.advance(2)
         assert popper.pop("e") is None
+
+    # -- update (read-modify-write) ---------------------------------------------------------
+
+    def counting(self, store: Store) -> Change:
+        """A `change` adding 1 to a count kept as ASCII digits (absent: 0)."""
+
+        def change(entry: Entry | None) -> Entry:
+            count = 0 if entry is None else int(self.body_of(store, entry))
+            return self.entry(store, b"%d" % (count + 1))
+
+        return change
+
+    def test_update_of_an_absent_key_stores_what_change_returns(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """update of a key never written calls change(None), stores the entry it returns
+        (times, tags and meta included) and returns it."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+        seen: list[Entry | None] = []
+        expires = clock.time() + 60
+
+        def change(entry: Entry | None) -> Entry:
+            seen.append(entry)
+            return self.entry(store, b"1", expires_at=expires, tags=("t",), meta={"n": 1})
+
+        got = updater.update("k", change)
+        assert seen
+        assert all(entry is None for entry in seen)
+        assert got is not None
+        assert self.body_of(store, got) == b"1"
+        for kept in (self.assert_stored(store, "k", b"1"), self.assert_holds(store, "k", b"1")):
+            assert (kept.expires_at, tuple(kept.tags), kept.meta) == (expires, ("t",), {"n": 1})
+
+    def test_update_sees_the_current_entry(self, store: Store, clock: FakeClock) -> None:
+        """change gets the live entry (value, expiry, tags, meta), whether written through the
+        store or put in its medium; what it returns replaces it."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+        expires = clock.time() + 60
+        self.plant(
+            store, "k", self.entry(store, b"41", expires_at=expires, tags=("t",), meta={"m": 1})
+        )
+        seen: list[tuple[bytes, float | None, tuple[str, ...], object]] = []
+
+        def change(entry: Entry | None) -> Entry:
+            assert entry is not None
+            body = bytes(self.body_of(store, entry))
+            seen.append((body, entry.expires_at, tuple(entry.tags), entry.meta))
+            return self.entry(
+                store, b"%d" % (int(body) + 1), expires_at=entry.expires_at,
+                tags=tuple(entry.tags), meta=entry.meta,
+            )  # fmt: skip
+
+        assert updater.update("k", change) is not None
+        assert seen[-1] == (b"41", expires, ("t",), {"m": 1})
+        assert updater.update("k", change) is not None
+        assert seen[-1] == (b"42", expires, ("t",), {"m": 1})
+        kept = self.assert_stored(store, "k", b"43")
+        assert (kept.expires_at, tuple(kept.tags), kept.meta) == (expires, ("t",), {"m": 1})
+        self.assert_holds(store, "k", b"43")
+
+    def test_update_returning_none_writes_nothing(self, store: Store) -> None:
+        """change returning None leaves the key as it was (absent stays absent); update
+        returns None."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+        store.set("k", self.entry(store, b"1"))
+        assert updater.update("k", lambda entry: None) is None
+        self.assert_stored(store, "k", b"1")
+        self.assert_holds(store, "k", b"1")
+        assert updater.update("absent", lambda entry: None) is None
+        self.assert_not_stored(store, "absent")
+        self.assert_absent(store, "absent")
+
+    @pytest.mark.parametrize("error", [KeyError, TypeError, ChangeFailed, FileNotFoundError])
+    def test_update_passes_what_change_raises_and_writes_nothing(
+        self, store: Store, error: type[Exception]
+    ) -> None:
+        """An exception change raises reaches the caller as it is (an OS error included: it
+        is not the store's own) and nothing is written."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+        store.set("k", self.entry(store, b"1"))
+        raised: list[Exception] = []
+
+        def change(entry: Entry | None) -> Entry:
+            raised.append(error("from change"))
+            raise raised[-1]
+
+        for key in ("k", "absent"):
+            with pytest.raises(error) as caught:
+                updater.update(key, change)
+            assert caught.value is raised[-1]
+        self.assert_holds(store, "k", b"1")
+        self.assert_absent(store, "absent")
+        self.assert_not_stored(store, "absent")
+
+    def test_update_of_an_expired_entry_sees_none(self, store: Store, clock: FakeClock) -> None:
+        """An entry whose expiry passed is absent to change, and replaced."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+        store.set("k", self.entry(store, b"old", expires_at=clock.time() + 1))
+        clock.advance(2)
+        seen: list[Entry | None] = []
+
+        def change(entry: Entry | None) -> Entry:
+            seen.append(entry)
+            return self.entry(store, b"new")
+
+        assert updater.update("k", change) is not None
+        assert seen
+        assert all(entry is None for entry in seen)
+        assert self.assert_holds(store, "k", b"new").expires_at is None
+
+    def test_update_of_large_values(self, store: Store) -> None:
+        """Values of hundreds of KiB are read and written whole by update (a store keeping
+        big values apart), and shrink back."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+        if not self.supports_large_values:
+            pytest.skip("the store keeps small values only")
+        big, bigger = b"a" * 200_000, b"b" * 300_000
+        store.set("k", self.entry(store, big))
+        for before, after in ((big, bigger), (bigger, b"small")):
+
+            def change(entry: Entry | None, before: bytes = before, after: bytes = after) -> Entry:
+                assert entry is not None
+                assert self.body_of(store, entry) == before
+                return self.entry(store, after)
+
+            assert updater.update("k", change) is not None
+            self.assert_holds(store, "k", after)
+
+    def test_update_changes_the_epoch_as_set_does(self, store: Store) -> None:
+        """An update is a write: a copy checked against the key's epoch read before it stays
+        out afterwards."""
+        updater = self.need(store, SupportsUpdate, SupportsEpoch)
+        self.need_storage()
+        store.set("k", self.entry(store, b"1"))
+        epoch = updater.epoch("k")
+        assert updater.update("k", self.counting(store)) is not None
+        assert updater.epoch("k") != epoch
+        assert updater.set("k", self.entry(store, b"stale"), epoch=epoch) is False
+        got = store.get("k")
+        assert got is None or self.body_of(store, got) == b"2"
+
+    def test_update_async_is_update(self, store: Store) -> None:
+        """update_async updates as update does, passes what change raises, writes nothing
+        for None."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+
+        async def scenario() -> None:
+            for expected in (b"1", b"2", b"3"):
+                got = await updater.update_async("k", self.counting(store))
+                assert got is not None
+                assert self.body_of(store, got) == expected
+            assert await updater.update_async("k", lambda entry: None) is None
+
+            def fail(entry: Entry | None) -> Entry:
+                raise ChangeFailed
+
+            with pytest.raises(ChangeFailed):
+                await updater.update_async("k", fail)
+
+        asyncio.run(scenario())
+        self.assert_holds(store, "k", b"3")
+
+    def test_threads_updating_one_key_lose_no_update(self, store: Store) -> None:
+        """8 threads x 200 increments by update of one key: each lands once, none is lost
+        (the counts update returned are 1 to 1600, each once)."""
+        updater = self.need(store, SupportsUpdate)
+        self.need_storage()
+        change = self.counting(store)
+        counts: list[int] = []
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(8)
+
+        def work() -> None:
+            try:
+                barrier.wait()
+                for _ in range(200):
+                    got = updater.update("n", change)
+                    counts.append(int(self.body_of(store, got)))
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not any(thread.is_alive() for thread in threads)
+        assert not errors, f"update raised: {errors[0]!r}"
+        lost = 1600 - len(set(counts))
+        assert sorted(counts) == list(range(1, 1601)), f"{lost} of 1600 updates were lost"
+        self.assert_holds(store, "n", b"1600")
 
     # -- locks ----------------------------------------------------------------------------
 

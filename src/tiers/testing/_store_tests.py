@@ -17,9 +17,9 @@ class StoreTests(CoreTests, CapabilityTests, RobustnessTests):
     The `store` fixture installs a `FakeClock` (the `clock` fixture) on ``store.clock`` and
     closes the store afterwards. Tests of an optional capability skip unless the store is an
     instance of its protocol (`SupportsKeys`, `SupportsInfo`, `SupportsTouch`, `SupportsExpire`,
-    `SupportsTags`, `SupportsPop`, `SupportsLocks`, `SupportsFencedWrites`). Flags: `null`
-    (the store keeps nothing), `supports_large_values`, `persistent` (documented where
-    defined). A store with a ``max_size`` attribute is also checked to reject, and count,
+    `SupportsTags`, `SupportsPop`, `SupportsUpdate`, `SupportsLocks`, `SupportsFencedWrites`).
+    Flags: `null` (the store keeps nothing), `supports_large_values`, `persistent` (documented
+    where defined). A store with a ``max_size`` attribute is also checked to reject, and count,
     entries larger than it.
 
     So that a store is not only checked against itself, override two hooks that reach its

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Final, TypeVar
 
@@ -260,6 +260,19 @@ class DiskStore:
         The key's generation becomes `stamp` (default: a random one)."""
         _rules.finite_times(entry.created_at, entry.expires_at)
         index, shard, lkey, khash = self._route(key)
+        grown = self._put(index, shard, key, lkey, khash, entry, epoch, stamp)
+        if grown is None:
+            return False
+        self._grew(grown)
+        return True
+
+    def _put(
+        self, index: ShardSet, shard: Shard, key: str, lkey: bytes, khash: int, entry: Entry,
+        epoch: int | None, stamp: int | None,
+    ) -> int | None:  # fmt: skip
+        """Write the entry (its value file first, if it has one) and point its slot at it;
+        what the store's usage grew by, or None if refused (see `set`). The size limit is for
+        the caller to enforce (`_grew`), holding no shard lock: it evicts from any shard."""
         body = entry.value
         size = memoryview(body).nbytes
         in_file = size > INLINE_MAX
@@ -277,7 +290,7 @@ class DiskStore:
         if self.max_size is not None and cost + SLOT_SIZE > self.max_size:
             self._delete(shard, lkey, khash)
             self._count(shard, "rejected")
-            return False
+            return None
         expires = math.inf if entry.expires_at is None else entry.expires_at
         slot = Slot(
             khash, 0, 0, 0, LIVE | (IN_FILE if in_file else 0) | (LONG_KEY if long_key else 0),
@@ -296,14 +309,17 @@ class DiskStore:
         if removed is None:  # changed meanwhile: the copy stays out
             if file_name is not None:
                 files.unlink(self._layout, [file_name])
-            return False
+            return None
         index.unlink(removed.files)
-        if self.max_size is not None:  # the usage grew by the new record and file, less the
-            # old entry's file (its record stays, as garbage), and by a table rebuilt bigger
-            grown = cost - sum(s.cost - s.rlen for s in removed.slots) + removed.table_grown
+        # the usage grew by the new record and file, less the old entry's file (its record
+        # stays, as garbage), and by a table rebuilt bigger
+        return cost - sum(s.cost - s.rlen for s in removed.slots) + removed.table_grown
+
+    def _grew(self, grown: int) -> None:
+        """A write grew the store's usage by `grown` bytes: enforce `max_size`."""
+        if self.max_size is not None:
             with os_errors(self, "enforce max_size"):
                 self._budget.wrote(grown)
-        return True
 
     def delete(self, key: str) -> bool:
         _index, shard, lkey, khash = self._route(key)
@@ -413,6 +429,53 @@ class DiskStore:
             return rec
         finally:
             shard.unlink_files(removed.files)
+
+    def update(self, key: str, change: Callable[[Entry | None], Entry | None]) -> Entry | None:
+        """Replace the key's live entry by `change(entry)` in one shard transaction (see
+        `SupportsUpdate`): the shard lock, which every writer of the shard in every process
+        takes, is held from the read to the write, and `change` runs once, holding it (so it
+        must be quick). A value file is written as `set` writes it; `max_size` is enforced
+        after the lock is let go."""
+        index, shard, lkey, khash = self._route(key)
+        with contextlib.ExitStack() as held:
+            with os_errors(self, "update"):
+                held.enter_context(shard.exclusive())
+            new = change(self._current(shard, key, lkey, khash))
+            if new is None:
+                return None
+            _rules.finite_times(new.created_at, new.expires_at)
+            grown = self._put(index, shard, key, lkey, khash, new, None, None)
+        if grown is None:
+            return None  # refused: larger than max_size
+        self._grew(grown)
+        return new
+
+    def _current(self, shard: Shard, key: str, lkey: bytes, khash: int) -> Entry | None:
+        """(Under the shard lock.) The key's live entry with its value, as `get` reads it
+        (one expired or damaged is removed), but not moved up the LRU order: the caller is
+        about to rewrite it."""
+        try:
+            found = shard.lookup(lkey, khash)
+        except OSError as exc:
+            raise store_error(exc, self, "read") from exc
+        if found is None:
+            return None
+        position, slot, entry = found
+        if isinstance(entry, Record) and entry.full_key is not None and entry.full_key != key:
+            return None
+        expires = slot[_EXPIRES]
+        if expires <= self.clock.time():
+            shard.discard(position, slot[_VERSION], "expirations")
+            return None
+        if expires != math.inf:
+            entry.expires_at = expires
+        if not isinstance(entry, Record) or entry.file_name is None:
+            return entry
+        body = self._body(shard, position, slot, entry)
+        if body is None or body is _RETRY:  # (_RETRY: its file gone, under the lock: damage)
+            return None
+        entry.value = body
+        return entry
 
     def touch(self, key: str, expires_at: float | None) -> bool:
         _rules.finite_times(None, expires_at)
@@ -591,6 +654,7 @@ class DiskStore:
     release_lock_async = inline(release_lock)
     clear_async = in_thread(clear)
     pop_async = in_thread(pop)
+    update_async = in_thread(update)
     expire_async = in_thread(expire)
     evict_async = in_thread(evict)
     count_async = in_thread(count)

@@ -5,7 +5,9 @@ Protocol (every path walked by descriptor with O_NOFOLLOW from the root):
 - A write builds ``.tmp/<pid>.<random>/`` holding the data file and ``metadata.json``, then
   renames it to the entry's name. If the entry exists, it takes the folder's exclusive
   `flock`, moves the data file in (a new, unique name) and renames ``metadata.json`` over the
-  old one — the commit point — then removes every other file in the folder.
+  old one — the commit point — then removes every other file in the folder. A rewrite
+  (`rewrite`, for updates) skips the temporary folder: under the exclusive flock it creates
+  the new data file in the entry's folder and renames a new ``metadata.json`` over the old.
 - A read takes the folder's shared flock while it reads ``metadata.json`` and opens the data
   file it names, so it never sees a half-replaced entry, nor a data file removed under it.
 - A removal takes the exclusive lock and renames the folder into ``.trash/`` (one atomic step
@@ -170,6 +172,29 @@ def write(root_fd: int, name: str, data: str, body: Buffer, metadata: bytes) -> 
             raise
     finally:
         os.close(tmp_fd)
+
+
+def rewrite(root_fd: int, name: str, data: str, body: Buffer, metadata: bytes) -> None:
+    """`write`, rewriting an existing folder in place (no new folder: fewer steps): under its
+    exclusive lock, the data file goes in beside the old one, metadata.json is renamed over
+    the old one (the commit point), then the old data file is removed. A folder that is not
+    there, or whose new data file's name is taken, is written by `write`."""
+    with locked(root_fd, name, exclusive=True) as fd:
+        if fd is not None:
+            try:
+                create_file(fd, data, body)
+            except FileExistsError:
+                pass  # (a random name taken: `write` moves its file over that one)
+            else:
+                try:
+                    replace_metadata(root_fd, fd, metadata)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(data, dir_fd=fd)
+                    raise
+                remove_others(fd, data)
+                return
+    write(root_fd, name, data, body, metadata)
 
 
 def _commit(root_fd: int, tmp_fd: int, tname: str, tfd: int, name: str, data: str) -> None:

@@ -97,17 +97,23 @@ class FolderStore:
 
     @contextlib.contextmanager
     def _at_root(self, action: str, *, writing: bool = False) -> Iterator[int]:
-        """A descriptor of the root (checked: a real directory, not a symlink)."""
+        """A descriptor of the root (checked: a real directory, not a symlink); what the OS
+        says in the block is raised as a `StoreError` (`os_errors`)."""
+        with os_errors(self, action), self._root_open(writing) as root_fd:
+            yield root_fd
+
+    @contextlib.contextmanager
+    def _root_open(self, writing: bool) -> Iterator[int]:
+        """`_at_root`, the errors of the block left as they are."""
         if self._closed:
             raise StoreError(f"{self!r} is closed")
-        with os_errors(self, action):
-            if writing:
-                register(self._root)  # (again after a fork) before leaving anything behind
-            root_fd = open_dir(self._root)
-            try:
-                yield root_fd
-            finally:
-                os.close(root_fd)
+        if writing:
+            register(self._root)  # (again after a fork) before leaving anything behind
+        root_fd = open_dir(self._root)
+        try:
+            yield root_fd
+        finally:
+            os.close(root_fd)
 
     def _valid(self, raw: bytes | None, key: str | None, name: str) -> Metadata | None:
         """The metadata in `raw` if it is sound and belongs in folder `name` (and to `key`)."""
@@ -147,29 +153,38 @@ class FolderStore:
     def _read(self, key: str, *, with_value: bool) -> Entry | None:
         name = entry_dir(key)
         with self._at_root("read an entry") as root_fd:
-            kind = "rejected"
-            data_fd = -1
-            with dirs.locked(root_fd, name, exclusive=False) as fd:
-                if fd is None:
-                    return None
-                raw = dirs.read_metadata(fd)
-                m = self._valid(raw, key, name)
-                if m is not None and not m.live(self.clock.time()):
-                    kind = "expirations"
-                elif m is not None and not with_value:
-                    return self._entry(m, None)
-                elif m is not None:
-                    with contextlib.suppress(dirs.DataFileDamaged):
-                        data_fd = dirs.open_data(fd, m.data)
-            if m is not None and data_fd >= 0:
-                with contextlib.suppress(dirs.DataFileDamaged):
-                    body = dirs.read_data(data_fd, m.size)
-                    if checksum(body) == m.checksum:
-                        return self._entry(m, body)
-            if self._read_only is None:
+            entry, raw, kind = self._load(root_fd, key, name, with_value=with_value)
+            if kind is not None and self._read_only is None:
                 with contextlib.suppress(OSError, TiersError):  # a read never fails to clean up
                     self._remove_if(root_fd, name, raw, kind)
-            return None
+            return entry
+
+    def _load(
+        self, root_fd: int, key: str, name: str, *, with_value: bool
+    ) -> tuple[Entry | None, bytes | None, str | None]:
+        """(the live entry, its metadata.json bytes, None) of `key` in folder `name`; for a
+        folder that must go (damaged or expired), (None, its metadata.json bytes, the kind of
+        removal to count), for the caller to remove; (None, None, None) if there is none."""
+        kind = "rejected"
+        data_fd = -1
+        with dirs.locked(root_fd, name, exclusive=False) as fd:
+            if fd is None:
+                return None, None, None
+            raw = dirs.read_metadata(fd)
+            m = self._valid(raw, key, name)
+            if m is not None and not m.live(self.clock.time()):
+                kind = "expirations"
+            elif m is not None and not with_value:
+                return self._entry(m, None), raw, None
+            elif m is not None:
+                with contextlib.suppress(dirs.DataFileDamaged):
+                    data_fd = dirs.open_data(fd, m.data)
+        if m is not None and data_fd >= 0:
+            with contextlib.suppress(dirs.DataFileDamaged):
+                body = dirs.read_data(data_fd, m.size)
+                if checksum(body) == m.checksum:
+                    return self._entry(m, body), raw, None
+        return None, raw, kind
 
     def set(
         self, key: str, entry: Entry, epoch: int | None = None, stamp: int | None = None
@@ -178,20 +193,7 @@ class FolderStore:
         returned it (a copy from a slower tier then stays out). The key's generation becomes
         `stamp` (default: a random one)."""
         self._writable("store an entry")
-        body = entry.value
-        header = bytes(entry.header)
-        expires = entry.expires_at
-        _rules.finite_times(entry.created_at, expires)
-        data = data_file(header)
-        m = Metadata(
-            key, header, entry.created_at, expires, tuple(entry.tags),
-            dict(entry.meta) if entry.meta is not None else None, data,
-            memoryview(body).nbytes, checksum(body),
-        )  # fmt: skip
-        try:
-            metadata = encode(m)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"meta must be a dict of JSON values: {exc}") from exc
+        data, metadata = self._encoded(key, entry)
         name = entry_dir(key)
         with (
             self._at_root("write an entry", writing=True) as root_fd,
@@ -199,8 +201,25 @@ class FolderStore:
         ):
             if not unchanged:
                 return False
-            dirs.write(root_fd, name, data, body, metadata)
+            dirs.write(root_fd, name, data, entry.value, metadata)
         return True
+
+    @staticmethod
+    def _encoded(key: str, entry: Entry) -> tuple[str, bytes]:
+        """(the data file's name, metadata.json's bytes) of `entry` under `key`."""
+        body = entry.value
+        header = bytes(entry.header)
+        _rules.finite_times(entry.created_at, entry.expires_at)
+        data = data_file(header)
+        m = Metadata(
+            key, header, entry.created_at, entry.expires_at, tuple(entry.tags),
+            dict(entry.meta) if entry.meta is not None else None, data,
+            memoryview(body).nbytes, checksum(body),
+        )  # fmt: skip
+        try:
+            return data, encode(m)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"meta must be a dict of JSON values: {exc}") from exc
 
     def delete(self, key: str) -> bool:
         self._writable("delete an entry")
@@ -279,6 +298,30 @@ class FolderStore:
         if kind is not None:
             self._counters.add(kind)
         return found
+
+    def update(self, key: str, change: Callable[[Entry | None], Entry | None]) -> Entry | None:
+        """Replace the key's live entry by `change(entry)` (see `SupportsUpdate`) holding the
+        key's stripe of ``.generations.lock``, which every change of the key in every process
+        holds (`Changes.changing`), from the read to the write; `change` runs once, holding
+        it. The write is `set`'s, in place when the folder exists (`dirs.rewrite`); an expired
+        or damaged entry it replaces is counted as a read would count it. What `change`
+        raises passes as it is (outside `os_errors`)."""
+        self._writable("update an entry")
+        name = entry_dir(key)
+        with contextlib.ExitStack() as held:
+            with os_errors(self, "update an entry"):
+                root_fd = held.enter_context(self._root_open(writing=True))
+                held.enter_context(self._changes.changing(name))
+                current, _raw, kind = self._load(root_fd, key, name, with_value=True)
+            new = change(current)
+            if new is None:
+                return None
+            data, metadata = self._encoded(key, new)
+            with os_errors(self, "update an entry"):
+                dirs.rewrite(root_fd, name, data, new.value, metadata)
+        if kind is not None:
+            self._counters.add(kind)
+        return new
 
     def touch(self, key: str, expires_at: float | None) -> bool:
         _rules.finite_times(None, expires_at)
@@ -477,6 +520,7 @@ class FolderStore:
     close_async = inline(close)
     info_async = in_thread(info)
     pop_async = in_thread(pop)
+    update_async = in_thread(update)
     touch_async = in_thread(touch)
     expire_async = in_thread(expire)
     evict_async = in_thread(evict)

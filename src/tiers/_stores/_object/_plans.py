@@ -27,17 +27,20 @@ bytes of one object, never from halves of two.
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from time import monotonic
 
 from ... import _rules
+from ...errors import StoreError
 from .. import _wire
 from .._protocol import Entry, StoreCounters, Unchanged
 from .._server_time import ServerTime
 from . import _locks
 from ._paths import Layout
-from ._requests import CHANGED, Delete, Found, Get, List, Many, Plan, Put
+from ._requests import CHANGED, Delete, Found, Get, List, Many, Pause, Plan, Put
 
 Scanned = list[tuple[str, str, Entry | None]]
 """(object path, key, the entry if live else None) of entries found by a listing."""
@@ -47,16 +50,19 @@ Tagged = list[tuple[str, str, Entry | None]]
 
 @dataclass
 class Tally:
-    """What this store object removed: expired entries, damaged records."""
+    """What this store object removed (expired entries, damaged records), and the attempts
+    of its updates that lost a race (`conflicts`)."""
 
     expirations: int = 0
     rejected: int = 0
+    conflicts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, expirations: int = 0, rejected: int = 0) -> None:
+    def add(self, expirations: int = 0, rejected: int = 0, conflicts: int = 0) -> None:
         with self.lock:
             self.expirations += expirations
             self.rejected += rejected
+            self.conflicts += conflicts
 
 
 def _record(key: str, entry: Entry, clock: ServerTime) -> bytes:
@@ -168,6 +174,53 @@ def set_if_held(layout: Layout, key: str, entry: Entry, name: str, token: str,
     if markers:
         yield from _reindex(markers)
     return True
+
+
+UPDATE_ATTEMPTS = 100
+"""Conditional puts an `update` tries before giving up (each after losing a race)."""
+
+UPDATE_WAIT = 0.5
+"""The longest wait between two attempts of an update, in seconds."""
+
+
+def update(layout: Layout, key: str, change: Callable[[Entry | None], Entry | None],
+           clock: ServerTime, tally: Tally, where: str) -> Plan[Entry | None]:  # fmt: skip
+    """Replace the live entry of `key` by ``change(entry)``, optimistically: read the
+    record and its e_tag, compute, then put the new record on that e_tag (If-Match; create-
+    only, If-None-Match, where there was none), tag markers first and checked after as in
+    `set_many`. A put that fails its condition lost a race: wait (a uniform draw below the
+    attempt's own duration doubled at each conflict, at most `UPDATE_WAIT`) and start again,
+    at most `UPDATE_ATTEMPTS` times. What `change` raises goes through, nothing written."""
+    path = layout.entry(key)
+    took = 0.0
+    for attempt in range(UPDATE_ATTEMPTS):
+        if attempt:
+            tally.add(conflicts=1)
+            yield Pause(random.uniform(0.0, min(UPDATE_WAIT, took * 2 ** (attempt - 1))))
+        started = monotonic()
+        found = yield Get(path)
+        entry, _drop = _checked(layout, path, found, key, clock.now(), tally)
+        new = change(clock.local(entry))  # (expired, damaged: none, and overwritten)
+        if new is None:
+            return None
+        if found is not None and not found.e_tag:
+            raise StoreError(f"{where}: cannot update {path!r:.120}: the store gives no e_tag")
+        record = _record(key, new, clock)
+        markers = sorted({layout.marker(tag, path) for tag in new.tags})
+        if markers:
+            yield Many(tuple(Put(marker, b"") for marker in markers))
+        answer = yield Put(path, record, "create" if found is None else {"e_tag": found.e_tag})
+        if answer:
+            if isinstance(answer, str):
+                new.version = answer
+            if markers:
+                yield from _reindex(markers)
+            return new
+        took = monotonic() - started
+    raise StoreError(
+        f"{where}: cannot update {path!r:.120}: another client wrote it during each of "
+        f"{UPDATE_ATTEMPTS} attempts"
+    )
 
 
 def delete(layout: Layout, key: str, clock: ServerTime, tally: Tally) -> Plan[bool]:

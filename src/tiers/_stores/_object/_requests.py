@@ -104,6 +104,13 @@ class Many:
     requests: tuple[Get | Put | Delete, ...]
 
 
-Request = Get | Put | Delete | List | Page | Many
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait `seconds` before trying again (an update that lost a race); reply: None."""
+
+    seconds: float
+
+
+Request = Get | Put | Delete | List | Page | Many | Pause
 Plan = Generator[Request, Any, T]
 """An operation: yields requests, receives their replies, returns its result."""

@@ -23,6 +23,7 @@ import asyncio
 import pickle
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,10 +39,11 @@ from ..._rules import positive_seconds
 from ...errors import StoreError
 from .._protocol import Damage, Entry, StoreCounters, Unchanged
 from .._server_time import ServerTime
+from .._stripes import Stripes
 from . import _locks, _plans, _probe, _scan, _verify
 from ._backend import Backend, check_store, is_local, open_url, split_url
 from ._paths import Layout
-from ._requests import Delete, Get, List, Many, Page, Plan, Put, Request
+from ._requests import Delete, Get, List, Many, Page, Pause, Plan, Put, Request
 
 T = TypeVar("T")
 _CONCURRENCY = 16
@@ -110,6 +112,7 @@ class ObjectStore:
         self._time = ServerTime(repr(self), SYSTEM_CLOCK)
         if self._conditional:
             self._offer_locks()
+            self._offer_update()
 
     @property
     def clock(self) -> Clock:
@@ -191,6 +194,9 @@ class ObjectStore:
         """One request, or several at once. `inline`: here, bounded by the client's own
         timeout (a call's first); else on the pool, waited for until `deadline` (it ends by
         the client's timeout anyway)."""
+        if isinstance(request, Pause):
+            time.sleep(request.seconds)
+            return None
         requests = request.requests if isinstance(request, Many) else (request,)
         if inline and len(requests) <= 1:
             found = [self._backend.call(one) for one in requests]
@@ -217,6 +223,9 @@ class ObjectStore:
             raise self._late() from exc
 
     async def _perform_async(self, request: Request) -> Any:
+        if isinstance(request, Pause):
+            await asyncio.sleep(request.seconds)
+            return None
         if isinstance(request, Many):
             return await self._many_async(request)
         return await self._backend.call_async(request)
@@ -397,6 +406,47 @@ class ObjectStore:
 
     async def set_many_async(self, items: list[tuple[str, Entry]]) -> None:
         await self._run_async(self._timed(lambda t: _plans.set_many(self._layout, items, t)))
+
+    # -- updates: only where the store has conditional puts (not obstore's LocalStore) -------
+
+    # Set on the object (`_offer_update`) only where there are conditional puts, as the locks.
+    update: Callable[[str, Callable[[Entry | None], Entry | None]], Entry | None]
+    """Replace the live entry of a key by ``change(entry)`` atomically among every client of
+    the store (`SupportsUpdate`): a read, then a put conditional on the e_tag read (create-
+    only if there was none); one that fails its condition lost a race, and the update starts
+    again after a jittered wait (up to 100 attempts; `conflicts` counts the retries). Each
+    request is bounded by the client's timeout, as in the O(n) calls. Threads (coroutines)
+    of this store object updating one key take turns (`Stripes`): they race only other
+    clients. The write is a put like `set`'s: a new e_tag, tag markers indexed."""
+    update_async: Callable[
+        [str, Callable[[Entry | None], Entry | None]], Coroutine[Any, Any, Entry | None]
+    ]
+
+    def _offer_update(self) -> None:
+        self._turns = Stripes()
+        self.update, self.update_async = self._update, self._update_async
+
+    def _updating(self, key: str, change: Callable[[Entry | None], Entry | None]
+                  ) -> Plan[Entry | None]:  # fmt: skip
+        return self._timed(
+            lambda t: _plans.update(self._layout, key, change, t, self._tally, repr(self))
+        )
+
+    def _update(self, key: str, change: Callable[[Entry | None], Entry | None]) -> Entry | None:
+        with self._turns.of(key):  # this object's threads take turns: they race others only
+            return self._run(self._updating(key, change), paged=True)
+
+    async def _update_async(
+        self, key: str, change: Callable[[Entry | None], Entry | None]
+    ) -> Entry | None:
+        async with self._turns.of_async(key):
+            return await self._run_async(self._updating(key, change), paged=True)
+
+    @property
+    def conflicts(self) -> int:
+        """Attempts of `update` by this store object that lost a race (another client wrote
+        the key between its read and its put) and were retried."""
+        return self._tally.conflicts
 
     # -- locks: only where the store has conditional puts (not obstore's LocalStore) ---------
 

@@ -9,13 +9,17 @@ nodes that answer in any order, so `set_many`, `clear` and `evict` publish after
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import random
 import threading
+from collections.abc import Callable
 from time import monotonic
 from typing import Any, TypeVar
 
 from ... import _rules
 from ..._clock import SYSTEM_CLOCK
+from ...errors import StoreError
 from .. import _wire
 from .._protocol import Entry
 from .._server_time import ServerTime
@@ -23,7 +27,7 @@ from .._writer import WRITER
 from . import _scripts as lua
 from ._invalidation import keys_message, prefix_message
 from ._keys import KeySpace, decode, encode, tag_marker
-from ._plans import CHUNK, Batch, Call, Members, Plan, Scan, chunks
+from ._plans import CHUNK, Batch, Call, Members, Pause, Plan, Scan, chunks
 from ._records import (
     clock_arg,
     expired,
@@ -47,9 +51,25 @@ ones by a SET and a PUBLISH in one transaction, since a script copies its argume
 POLICY_EVERY = 30.0
 """Seconds between readings of the server's ``maxmemory-policy`` (it can change at runtime)."""
 
+UPDATE_ATTEMPTS = 100
+"""Compare-and-sets an `update` tries before giving up (each after losing a race)."""
+
+UPDATE_BACKOFF = (0.002, 0.05)
+"""Seconds an update waits before its third and later attempts: a uniform draw below the
+first ("full jitter"), a bound doubling with each conflict, at most the second."""
+
 _EVICTS_ANY_KEY = "allkeys-"
 """The policies that may evict a tag set when memory runs out: tag sets carry no TTL, so the
 volatile-* policies never take them."""
+
+
+class ChangeFailed(Exception):
+    """What an update's `change` raised, carried past the store's translation of redis-py
+    and OS errors into `StoreError`: `RedisStore.update` raises `error` itself."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _eval(script: str, key: bytes, *args: Any) -> Call:
@@ -80,6 +100,8 @@ class Operations:
         """The writing store's id, in every message."""
         self.rejected = 0
         """Damaged records this store object found (and removed): `stats().rejected`."""
+        self.conflicts = 0
+        """Attempts of `update` that lost a race (another client wrote the key in between)."""
         self._lock = threading.Lock()
         self.where = ""
         """The server, for messages."""
@@ -158,6 +180,10 @@ class Operations:
     def damaged(self) -> None:
         with self._lock:
             self.rejected += 1
+
+    def conflicted(self) -> None:
+        with self._lock:
+            self.conflicts += 1
 
     def forget_damage(self) -> None:
         """Zero `rejected` (`RedisStore.reset_usage`)."""
@@ -283,6 +309,83 @@ class Operations:
             raise
         if message is not None and not inside:
             yield self.announce(message)
+
+    def update(
+        self, key: str, change: Callable[[Entry | None], Entry | None], now: float
+    ) -> Plan[Entry | None]:
+        """Replace the live entry of `key` by ``change(entry)``, optimistically: GET the
+        record, compute, then write only if the record is still the one read (`lua.UPDATE`,
+        a compare-and-set on its SHA-1, which also indexes the tags and announces the write
+        as `set` does). A conflict's answer is the record there now: the first is retried
+        at once from it; later ones after a jittered wait (`UPDATE_BACKOFF`) and a new GET
+        (what was answered before the wait is likely stale after it), at most
+        `UPDATE_ATTEMPTS` attempts in all. What `change` raises goes through, nothing
+        written."""
+        redis_key = self.keys.entry(key)
+        data = yield Call("get", (redis_key,))
+        for attempt in range(UPDATE_ATTEMPTS):
+            if attempt:
+                self.conflicted()
+                if attempt > 1:
+                    base, cap = UPDATE_BACKOFF
+                    yield Pause(random.uniform(0.0, min(cap, base * 2 ** (attempt - 2))))
+                    data = yield Call("get", (redis_key,))
+                now = self.time.now()
+            try:
+                new = change(self.current(data, now))
+            except Exception as exc:
+                raise ChangeFailed(exc) from None
+            if new is None:
+                return None
+            before = b"" if data is None else _digest(data)
+            done, data = yield from self.swap(key, new, before, now)
+            if done:
+                return new
+        raise StoreError(
+            f"Redis at {self.where} failed to update: another client wrote the key during "
+            f"each of {UPDATE_ATTEMPTS} attempts"
+        )
+
+    def current(self, data: bytes | None, now: float) -> Entry | None:
+        """The live entry in `data` (local times); a damaged record is none (and counted):
+        the update's compare-and-set replaces it."""
+        if data is None:
+            return None
+        try:
+            return self.local(read(data, now))
+        except _wire.DamagedRecord:
+            self.damaged()
+            return None
+
+    def swap(
+        self, key: str, entry: Entry, before: bytes, now: float
+    ) -> Plan[tuple[bool, bytes | None]]:
+        """Write `entry` as `set` does, only if the record's SHA-1 is still `before` (b"":
+        no record): (True, None); else (False, the record there now). On a cluster the tag
+        sets are in other slots: added after the script."""
+        _rules.finite_times(entry.created_at, entry.expires_at)
+        redis_key = self.keys.entry(key)
+        entry = self.remote(entry)
+        record, px = b"", b""
+        if not expired(entry, now):
+            record = _wire.pack(entry)
+            ttl = server_ttl_ms(entry.expires_at, now, self.slack)
+            px = b"" if ttl is None else str(ttl).encode()
+        tag_keys = [self.keys.tag(tag) for tag in entry.tags] if record else []
+        later = self.cluster and bool(tag_keys)  # tag sets, then the announcement, after
+        keys = (redis_key,) if self.cluster else (redis_key, *tag_keys)
+        message = self.note([key])
+        channel = b"" if later or message is None else self.channel or b""
+        args = (before, record, px, encode(key), channel, message or b"")
+        answer = yield Call("eval", (lua.UPDATE, len(keys), *keys, *args))
+        if isinstance(answer, list):
+            return False, (answer[0] if answer else None)
+        if later:
+            calls = [Call("sadd", (tag_key, encode(key))) for tag_key in tag_keys]
+            if message is not None:
+                calls.append(self.announce(message, redis_key))
+            yield Batch(calls)
+        return True, None
 
     def get_many(self, keys: list[str], now: float) -> Plan[list[Entry | None]]:
         if not keys:
@@ -483,6 +586,11 @@ class Operations:
         if calls:
             yield Batch(calls)
         return True
+
+
+def _digest(record: bytes) -> bytes:
+    """The SHA-1 (hex) of a record, as Lua's ``redis.sha1hex`` gives it."""
+    return hashlib.sha1(record, usedforsecurity=False).hexdigest().encode()
 
 
 def encode_back(member: bytes) -> str:

@@ -2,17 +2,20 @@
 
 `perform` and `perform_async` give the step performer that `tiers._plans.run` and
 `run_async` drive a plan with. Given `extend`, it is called for every page of work past the
-first (each further pipeline, each further `CHUNK` keys of a scan): an O(n) operation gets
-its timeout once more per page (`_deadline`), any other call just one.
+first (each further pipeline, each further `CHUNK` keys of a scan) and for every `Pause`
+(each further attempt of an update): an O(n) operation gets its timeout once more per page
+(`_deadline`), an update once more per attempt, any other call just one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from itertools import islice
 from typing import Any, TypeAlias, TypeVar
 
-from ._plans import CHUNK, PAGE, Batch, Call, Cursor, Request, Scan
+from ._plans import CHUNK, PAGE, Batch, Call, Cursor, Pause, Request, Scan
 
 T = TypeVar("T")
 Extend: TypeAlias = Callable[[], object] | None
@@ -24,6 +27,8 @@ def perform(client: Any, cluster: bool, extend: Extend = None) -> Callable[[Requ
 
     def one(request: Request) -> Any:
         nonlocal batches
+        if extend is not None and isinstance(request, Pause):
+            extend()
         if extend is not None and isinstance(request, (Batch, Cursor)):
             batches += 1
             if batches > 1:
@@ -41,6 +46,8 @@ def perform_async(
 
     async def one(request: Request) -> Any:
         nonlocal batches
+        if extend is not None and isinstance(request, Pause):
+            extend()
         if extend is not None and isinstance(request, (Batch, Cursor)):
             batches += 1
             if batches > 1:
@@ -79,6 +86,9 @@ def _do(request: Request, client: Any, cluster: bool, extend: Extend) -> Any:
             return pipe.execute()
     if isinstance(request, Scan):
         return _collect(client.scan_iter(match=request.match, count=CHUNK), extend)
+    if isinstance(request, Pause):
+        time.sleep(request.seconds)
+        return None
     if isinstance(request, Cursor):
         if request.handle is None:
             request.handle = _walk(client, request)
@@ -132,6 +142,9 @@ async def _do_async(request: Request, client: Any, cluster: bool, extend: Extend
             return await pipe.execute()
     if isinstance(request, Cursor):
         return await _page_async(client, request)
+    if isinstance(request, Pause):
+        await asyncio.sleep(request.seconds)
+        return None
     if isinstance(request, Scan):
         items = client.scan_iter(match=request.match, count=CHUNK)
     else:

@@ -3,8 +3,9 @@ sync or async by `tiers._plans.run` / `run_async` with a performer from `_perfor
 
 A plan yields `Call`, `Batch` (one pipeline; a transaction if `atomic`, on a single server),
 `Scan` (every key matching a pattern, over all primaries of a cluster), `Members` (a set's
-members) or `Cursor` (the next page of either, for walks that keep memory bounded) and is sent
-back the reply; its return value is the operation's result.
+members), `Cursor` (the next page of either, for walks that keep memory bounded) or `Pause`
+(a wait before a retry) and is sent back the reply; its return value is the operation's
+result.
 """
 
 from __future__ import annotations
@@ -65,7 +66,15 @@ class Cursor:
     done: bool = False
 
 
-Request: TypeAlias = Call | Batch | Scan | Members | Cursor
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Wait `seconds` before trying again (an update that lost a race); reply: None. The
+    call's deadline moves on by a timeout: each attempt gets its own."""
+
+    seconds: float
+
+
+Request: TypeAlias = Call | Batch | Scan | Members | Cursor | Pause
 Plan = Generator[Request, Any, T]
 
 

@@ -1,16 +1,16 @@
 """Lua scripts, each on one key (so every one runs unchanged on a Redis Cluster), but
-`SET_IF_HELD` (single server only).
+`SET_IF_HELD` (single server only) and `UPDATE` given tag sets (single server only).
 
 Records follow `tiers._stores._wire`: expiry is the double at offset 12 (0 = never), the
 header length a uint16 at 20, the tag block length a uint32 at 22, the tags right after the
 34-byte fixed part and the header. ``ARGV[1]`` is "now" on the server's clock (as this process
-knows it: `.._server_time`), except in `SET`, `PUBLISH`, `DIGEST`, `SET_IF_DIGEST` and the
-scripts of scans, verify and usage (`SCAN_HEAD`, `KIND`, `DROP_KIND`, `MEMBER`, `USAGE_ADD`). The
-``*_PUBLISHING`` variants end with the PUBLISH of the channel and message that follow their
-arguments (`_invalidation`): the message goes out after the write, in the same command, so
-announcing a write costs no round trip. The rules the other stores share in Python are
-restated here in Lua: ``live`` is `tiers._rules.live`, `ACQUIRE` `tiers._rules.may_take` and
-``holds`` `tiers._rules.holds`.
+knows it: `.._server_time`), except in `SET`, `PUBLISH`, `DIGEST`, `SET_IF_DIGEST`, `UPDATE`
+and the scripts of scans, verify and usage (`SCAN_HEAD`, `KIND`, `DROP_KIND`, `MEMBER`,
+`USAGE_ADD`). The ``*_PUBLISHING`` variants end with the PUBLISH of the channel and message
+that follow their arguments (`_invalidation`): the message goes out after the write, in the
+same command, so announcing a write costs no round trip. The rules the other stores share in
+Python are restated here in Lua: ``live`` is `tiers._rules.live`, `ACQUIRE`
+`tiers._rules.may_take` and ``holds`` `tiers._rules.holds`.
 """
 
 from __future__ import annotations
@@ -219,6 +219,32 @@ return 1
 )
 """ARGV: the digest `DIGEST` read, record ('' to remove), PX. 1 if the record was still the
 one read and is now written (step 3): a successor's write in between makes it 0."""
+
+UPDATE = (
+    _WRITE
+    + """
+local v = redis.call('GET', KEYS[1])
+local d = ''
+if v then d = redis.sha1hex(v) end
+if d ~= ARGV[1] then
+  if v then return {v} end
+  return {}
+end
+write(KEYS[1], ARGV[2], ARGV[3])
+if ARGV[2] ~= '' then
+  for i = 2, #KEYS do redis.call('SADD', KEYS[i], ARGV[4]) end
+end
+if ARGV[5] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return 1
+"""
+)
+"""KEYS: the entry, then its tag sets (none on a cluster: other slots). ARGV: the SHA-1 (hex)
+of the record read ('' if there was none), the new record ('' to remove: it is expired), PX
+('' for none), tag set member, channel ('' for no announcement), message. The compare-and-set
+of `RedisStore.update`: 1 if the record was still the one read and is now replaced (its
+record, then its tag members, then the announcement: the steps of `set`), in one step. If
+another client wrote it in between, nothing is written and the answer is what is there now:
+{record}, or {} if there is none (the next attempt needs no GET)."""
 
 SCAN_HEAD = """
 local kind = redis.call('TYPE', KEYS[1])['ok']

@@ -25,13 +25,14 @@ from ...errors import StoreError
 from .. import _wire
 from .._protocol import Damage, Entry, StoreCounters, Usage
 from .._server_time import ServerTime
+from .._stripes import Stripes
 from . import _clients, _usage
 from . import _scripts as lua
 from ._deadline import DEADLINE, budget
 from ._errors import scrub
 from ._invalidation import Invalidation, Watch, channel
 from ._keys import KeySpace
-from ._ops import Operations
+from ._ops import ChangeFailed, Operations
 from ._perform import perform, perform_async
 from ._plans import Plan
 from ._records import read
@@ -57,9 +58,9 @@ class RedisStore:
     The O(n) calls (clear, keys, count, expire, evict, stats, a large set_many) get it once
     more for each further 1000 keys they go through.
 
-    Every write (set, set_many, delete, pop, touch, evict, clear; not expire, whose copies
-    expire by themselves) publishes what it changed on the channel ``<prefix>i``, for the
-    `watch` of other processes; `origin` tells them apart.
+    Every write (set, set_many, update, delete, pop, touch, evict, clear; not expire, whose
+    copies expire by themselves) publishes what it changed on the channel ``<prefix>i``, for
+    the `watch` of other processes; `origin` tells them apart.
     """
 
     holds_objects: ClassVar[bool] = False
@@ -112,6 +113,7 @@ class RedisStore:
         self._async: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._expirations = 0
+        self._turns = Stripes()
 
     @property
     def clock(self) -> Clock:
@@ -351,6 +353,42 @@ class RedisStore:
 
     async def set_async(self, key: str, entry: Entry) -> bool:
         return await self._run_async(lambda now: self._ops.set(key, entry, now), "set")
+
+    def update(self, key: str, change: Callable[[Entry | None], Entry | None]) -> Entry | None:
+        """Replace the live entry of `key` by ``change(entry)`` atomically among every client
+        of the server (`SupportsUpdate`): a GET, then a script writing only if the record is
+        still the one read, else answering the record there now, computed on again (at once
+        the first time, then after jittered waits and a new GET; up to 100 attempts, each by
+        the deadline; `conflicts` counts the retries). Threads (coroutines) of this store
+        object updating one key take turns (`Stripes`): they race only other clients. The
+        write is indexed and announced as `set`'s. One key, one slot: the same on a cluster.
+        What `change` raises goes through as it is (never a `StoreError`)."""
+        with self._turns.of(key):
+            try:
+                return self._run(
+                    lambda now: self._ops.update(key, change, now), "update", paged=True
+                )
+            except ChangeFailed as failed:
+                error = failed.error
+        raise error  # as `change` raised it (out of the except: its context stays its own)
+
+    async def update_async(
+        self, key: str, change: Callable[[Entry | None], Entry | None]
+    ) -> Entry | None:
+        async with self._turns.of_async(key):
+            try:
+                return await self._run_async(
+                    lambda now: self._ops.update(key, change, now), "update", paged=True
+                )
+            except ChangeFailed as failed:
+                error = failed.error
+        raise error
+
+    @property
+    def conflicts(self) -> int:
+        """Attempts of `update` by this store object that lost a race (another client wrote
+        the key between its read and its write) and were retried."""
+        return self._ops.conflicts
 
     def delete(self, key: str) -> bool:
         return self._run(lambda now: self._ops.delete(key, now), "delete")
