@@ -31,7 +31,7 @@ from tiers._stores._redis import RedisStore
 from tiers.errors import ConfigError, StoreError
 
 TIMEOUT = 0.3
-BOUND = TIMEOUT * 1.1 + 0.1  # the budget, 10 %, and scheduling on a loaded 2-core machine
+BOUND = TIMEOUT * 1.1 + 0.25  # the budget, 10 %, and scheduling on a loaded 2-core machine
 
 VALUES = {key: key.encode() * 4 + bytes([i]) * 1024 for i, key in enumerate("abcdx")}
 
