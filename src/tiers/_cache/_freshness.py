@@ -104,15 +104,12 @@ class Freshness:
 class Refreshes:
     """The keys this process refreshes now, and when each that failed may be tried again."""
 
-    __slots__ = ("_backoff", "_held", "_lock", "_running")
+    __slots__ = ("_backoff", "_lock", "_running")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._backoff: dict[str, tuple[float, float]] = {}  # key: (retry at, last delay)
-        # the entries found due while their key is refreshing, by id (held, so never reused):
-        # memoize's fast path serves them without asking again (see `serving`)
-        self._held: dict[int, tuple[str, Any]] = {}
 
     def claim(self, key: str, now: float) -> bool:
         """True if the caller should refresh `key` (and must call `done`)."""
@@ -125,23 +122,11 @@ class Refreshes:
             self._running.add(key)
             return True
 
-    def hold(self, key: str, entry: object) -> None:
-        """`entry` of `key` was found due: while `key` refreshes, `serving(entry)` is True."""
-        with self._lock:
-            if key in self._running:
-                self._held[id(entry)] = (key, entry)
-
-    def serving(self, entry: object) -> bool:
-        """Whether `entry` is served as it is while its key refreshes (no lock: one read)."""
-        return id(entry) in self._held
-
     def done(self, key: str, outcome: str, now: float) -> None:
         """The refresh of `key` ended with `outcome`: after a failure the next waits a
         (doubled) backoff; when another caller held the key (`BUSY`), `BUSY_WAIT`."""
         with self._lock:
             self._running.discard(key)
-            for held in [i for i, (k, _entry) in self._held.items() if k == key]:
-                del self._held[held]
             if outcome == FAILED:
                 last = self._backoff.get(key)
                 delay = BACKOFF_FIRST if last is None else min(last[1] * 2, BACKOFF_MAX)

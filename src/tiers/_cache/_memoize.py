@@ -34,7 +34,7 @@ from .._types import EntryInfo
 from .._version import __version__
 from ._async.prims import start_background_async
 from ._explain import Explanation, entries, explain, prefixes
-from ._freshness import BUSY_WAIT, fresh_until, stale_since
+from ._freshness import BUSY_WAIT, fresh_until
 from ._options import CODE
 from ._sync.prims import start_background
 
@@ -315,32 +315,33 @@ class Memo:
             return True
 
     def _refresh(self, values: tuple[Any, ...], alias: Hashable, entry: Entry) -> None:
-        stored = ""
         try:
-            stored, compute, meta = self._prepare(dict(zip(self.names, values, strict=True)))
-            o, fresh = self.options, cast("Freshness", self.options.fresh)
-            done = self.cache._refresh_claimed(
-                stored, compute, o.ttl, o.tags, meta, o.lease, fresh,
-                fresh_until(entry.meta), self._relinker(alias, stored),
-            )  # fmt: skip
+            done = self.cache._refresh_claimed(*self._refresh_terms(values, alias, entry))
         except Exception as exc:  # (the arguments cannot be hashed any more, a closed cache)
-            self.cache._refresh_failed(stored or self.cache._prefix + self.name, exc)
+            self.cache._refresh_failed(self.cache._prefix + self.prefix, exc)
             done = False
         self._refreshed(entry, done)
 
     async def _refresh_async(self, values: tuple[Any, ...], alias: Hashable, entry: Entry) -> None:
-        stored = ""
         try:
-            stored, compute, meta = self._prepare(dict(zip(self.names, values, strict=True)))
-            o, fresh = self.options, cast("Freshness", self.options.fresh)
-            done = await self.cache._refresh_claimed_async(
-                stored, compute, o.ttl, o.tags, meta, o.lease, fresh,
-                fresh_until(entry.meta), self._relinker(alias, stored),
-            )  # fmt: skip
+            terms = self._refresh_terms(values, alias, entry)
+            done = await self.cache._refresh_claimed_async(*terms)
         except Exception as exc:
-            self.cache._refresh_failed(stored or self.cache._prefix + self.name, exc)
+            self.cache._refresh_failed(self.cache._prefix + self.prefix, exc)
             done = False
         self._refreshed(entry, done)
+
+    def _refresh_terms(self, values: tuple[Any, ...], alias: Hashable, entry: Entry) -> tuple[
+        str, Callable[[], Any], Any, tuple[str, ...], Any, float, Freshness, float | None,
+        Callable[[], None],
+    ]:  # fmt: skip
+        """The arguments of `Cache._refresh_claimed` for a refresh of `entry`."""
+        stored, compute, meta = self._prepare(dict(zip(self.names, values, strict=True)))
+        o = self.options
+        return (
+            stored, compute, o.ttl, o.tags, meta, o.lease, cast("Freshness", o.fresh),
+            fresh_until(entry.meta), self._relinker(alias, stored),
+        )  # fmt: skip
 
     def _refreshed(self, entry: Entry, stored: bool) -> None:
         """A worker is done with `entry`: if it stored no new value, the fast path asks
@@ -355,18 +356,12 @@ class Memo:
             else:
                 self.retry.pop(id(entry), None)
 
-    def due(self, entry: Entry | None, picked: bool = False) -> bool:
-        """(The fast path of a function with stale=/early=.) Whether a hit on `entry` must
-        take the full path: its value is stale or XFetch picks it (`picked`: the fast path
-        found so already), and no refresh of it runs yet."""
-        fresh = self.options.fresh
-        if entry is None or fresh is None:
-            return False
-        cache = self.cache
-        if cache._refreshes.serving(entry):  # found due before, and its refresh runs now
-            cache._stale_served += stale_since(entry.meta, cache._clock.time()) is not None
-            return False
-        return picked or fresh.due(entry.meta, cache._clock.time(), cache._rng)
+    def due(self, entry: Entry) -> bool:
+        """(The fast path of a function with stale=/early=, for an entry whose freshness is
+        not two floats.) Whether a hit on `entry` must take the full path: it is stale, or
+        XFetch picks it (`Freshness.due` checks the values)."""
+        fresh, cache = self.options.fresh, self.cache
+        return fresh is not None and fresh.due(entry.meta, cache._clock.time(), cache._rng)
 
     def _relinker(self, alias: Hashable | None, stored: str) -> Callable[[], None]:
         return lambda: self._link(alias, stored)

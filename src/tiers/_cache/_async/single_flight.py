@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..._codec import Rejected
 from ..._flight import INTERRUPTED
 from ..._stores import Entry
 from ..._types import MISSING
@@ -103,7 +102,6 @@ class AsyncSingleFlight(AsyncTiering):
                 self._refresh_soon_async(
                     k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta), due
                 )
-                self._refreshes.hold(k, found[-1])
         return value
 
     async def _compute_async(
@@ -264,14 +262,7 @@ class AsyncSingleFlight(AsyncTiering):
             return MISSING
         if entry is None or fresh_until(entry.meta) == seen:
             return MISSING
-        try:
-            value = self._decode(tier, k, entry)
-        except Rejected as exc:
-            await self._refuse_async(tier, k, exc)
-            return MISSING
-        if tier.index:
-            await self._promote_async(tier, k, entry, value, None)
-        return value
+        return await self._answer_async(tier, k, entry, None, counted=False)
 
     async def _refresh_locked_async(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,

@@ -15,6 +15,7 @@ Generated into ``_sync/tiering.py`` by scripts/unasync.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..._codec import Rejected
@@ -258,6 +259,27 @@ class AsyncTiering(Policy):
                     continue
                 written = True
                 self._wrote(tier, encoded)
+
+    async def _update_async(
+        self, tier: Tier, k: str, change: Callable[[Entry | None], Entry | None], action: str
+    ) -> Entry | None:
+        """`tier.store.update` of `k` (the counter tier's atomic step: `_counters`); what it
+        wrote, after which the faster tiers drop their copies. What `change` raises for the
+        caller (KeyError, TypeError) passes; any other error counts as the tier's."""
+        with writing(self._writer):  # (its announcements name this cache)
+            try:
+                entry: Entry | None = await tier.store.update_async(k, change)
+            except (KeyError, TypeError):
+                raise
+            except Exception as exc:
+                self._failed(tier, exc, action)
+                raise
+            if entry is not None:
+                tier.sets += 1
+                self._unbind(k)
+                for above in self._tiers[: tier.index]:
+                    await self._drop_async(above, k)
+            return entry
 
     async def _bypassed_async(self, tier: Tier, keys: list[str]) -> bool:
         """True if a write of `keys` skips `tier`: its breaker is open (its copies are then

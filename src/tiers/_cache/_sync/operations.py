@@ -174,21 +174,10 @@ class SyncOps(SyncSingleFlight):
         expires_at = self._expires_at(ttl)
         tier = counters.counter_tier(self)
         change = counters.counting(self, tier, k, key, checked, default, expires_at)
-        with writing(self._writer):  # (its announcements name this cache)
-            try:
-                entry = tier.store.update(k, change)
-            except (KeyError, TypeError):
-                raise
-            except Exception as exc:
-                self._failed(tier, exc, "increment")
-                raise
-            if entry is None:
-                raise StoreFullError(f"{tier.name} refused the counter {key!r}")
-            tier.sets += 1
-            self._unbind(k)
-            for above in self._tiers[: tier.index]:
-                self._drop(above, k)
-            return counters.counted(self, tier, k, entry)
+        entry = self._update(tier, k, change, "increment")
+        if entry is None:
+            raise StoreFullError(f"{tier.name} refused the counter {key!r}")
+        return counters.counted(self, tier, k, entry)
 
     def setdefault(
         self, key: object, default: Any, *, ttl: Any = MISSING, tags: Any = (), meta: Any = None
@@ -210,21 +199,12 @@ class SyncOps(SyncSingleFlight):
         change = counters.adding(
             self, tier, k, default, expires_at, checked_tags, checked_meta, found
         )
-        with writing(self._writer):  # (its announcements name this cache)
-            try:
-                entry = tier.store.update(k, change)
-            except Exception as exc:
-                self._failed(tier, exc, "set")
-                raise
-            if entry is None:
-                if found:
-                    return False, found[0]
-                raise StoreFullError(f"{tier.name} refused the value of {key!r}")
-            tier.sets += 1
-            self._unbind(k)
-            for above in self._tiers[: tier.index]:
-                self._drop(above, k)
+        entry = self._update(tier, k, change, "set")
+        if entry is not None:
             return True, self._normalized(k, default)
+        if found:
+            return False, found[0]
+        raise StoreFullError(f"{tier.name} refused the value of {key!r}")
 
     def decr(
         self, key: object, delta: int = 1, *, default: int | None = 0, ttl: Any = MISSING

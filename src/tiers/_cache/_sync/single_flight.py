@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ..._codec import Rejected
 from ..._flight import INTERRUPTED
 from ..._stores import Entry
 from ..._types import MISSING
@@ -87,7 +86,6 @@ class SyncSingleFlight(SyncTiering):
                 self._refresh_soon(
                     k, factory, ttl, tags, meta, lease, fresh, fresh_until(entry_meta), due
                 )
-                self._refreshes.hold(k, found[-1])
         return value
 
     def _compute(
@@ -248,14 +246,7 @@ class SyncSingleFlight(SyncTiering):
             return MISSING
         if entry is None or fresh_until(entry.meta) == seen:
             return MISSING
-        try:
-            value = self._decode(tier, k, entry)
-        except Rejected as exc:
-            self._refuse(tier, k, exc)
-            return MISSING
-        if tier.index:
-            self._promote(tier, k, entry, value, None)
-        return value
+        return self._answer(tier, k, entry, None, counted=False)
 
     def _refresh_locked(
         self, k: str, factory: Callable[[], Any], ttl: Any, tags: tuple[str, ...], meta: Meta,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..._codec import Rejected
@@ -246,6 +247,27 @@ class SyncTiering(Policy):
                     continue
                 written = True
                 self._wrote(tier, encoded)
+
+    def _update(
+        self, tier: Tier, k: str, change: Callable[[Entry | None], Entry | None], action: str
+    ) -> Entry | None:
+        """`tier.store.update` of `k` (the counter tier's atomic step: `_counters`); what it
+        wrote, after which the faster tiers drop their copies. What `change` raises for the
+        caller (KeyError, TypeError) passes; any other error counts as the tier's."""
+        with writing(self._writer):  # (its announcements name this cache)
+            try:
+                entry: Entry | None = tier.store.update(k, change)
+            except (KeyError, TypeError):
+                raise
+            except Exception as exc:
+                self._failed(tier, exc, action)
+                raise
+            if entry is not None:
+                tier.sets += 1
+                self._unbind(k)
+                for above in self._tiers[: tier.index]:
+                    self._drop(above, k)
+            return entry
 
     def _bypassed(self, tier: Tier, keys: list[str]) -> bool:
         """True if a write of `keys` skips `tier`: its breaker is open (its copies are then
