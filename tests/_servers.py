@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,17 +32,46 @@ class ServerMissing(RuntimeError):
     """A server binary is not installed (`make test` installs them)."""
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_PICKS = random.Random()  # not seeded by tests that seed `random`
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port *below* the kernel's ephemeral range.
+
+    A port from the ephemeral range can be handed to any outgoing connection (ours, or a
+    server's own components talking to each other) between a server's kill and its restart
+    on the same port; then the restarted server cannot listen. Below the range, only a
+    listener can take it.
+    """
+    high = min(_ephemeral_low(), 65536) - 1
+    for _ in range(200):
+        port = _PICKS.randint(min(20000, high - 1000), high)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port below the ephemeral range after 200 tries")
 
 
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
+def wait_for_port(
+    port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until something listens on ``port``; fail at once if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited with {proc.returncode} before it listened")
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
@@ -102,7 +132,7 @@ class RedisServer(_Process):
                      "--cluster-port", str(self.bus_port)]  # fmt: skip
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for_port(self.port)
+            wait_for_port(self.port, proc=self.proc)
         except BaseException:
             self.kill()
             raise
@@ -211,7 +241,11 @@ class MotoProcess(_S3, _Process):
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port, proc=self.proc)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def restart_empty(self) -> None:
@@ -251,19 +285,29 @@ class SeaweedS3(_S3, _Process):
             # disk / volume size: about 70 here) refuses writes to later buckets (HTTP 500)
             "-volume.max=4000", "-master.volumeSizeLimitMB=64",
         ]  # fmt: skip
-        log = open(self.directory.parent / "weed.log", "ab")  # noqa: SIM115  (closed by kill)
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_for_port(self.ports["s3"], timeout=60)
-        deadline = time.monotonic() + 60
-        while True:  # the S3 port opens before the filer behind it answers
-            try:
-                self.new_bucket()
-                return self
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        log_path = self.directory.parent / "weed.log"
+        with open(log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.ports["s3"], timeout=60, proc=self.proc)
+            deadline = time.monotonic() + 60
+            while True:  # the S3 port opens before the filer behind it answers
+                try:
+                    self.new_bucket()
+                    return self
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        except Exception as error:
+            self.kill()  # never leave a half-started server behind
+            tail = log_path.read_bytes()[-3000:].decode(errors="replace")
+            raise RuntimeError(
+                f"weed mini did not start ({error}); the end of its log:\n{tail}"
+            ) from error
+        except BaseException:
+            self.kill()
+            raise
 
     def restart_empty(self) -> None:
         self.kill()

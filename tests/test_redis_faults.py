@@ -906,7 +906,11 @@ class _Sentinel:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port)
+        try:
+            wait_for_port(self.port, proc=self.proc)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def primary(self) -> int:
