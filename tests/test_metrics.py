@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
-from collections.abc import Iterator
-from dataclasses import fields
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ from tiers.metrics import (
     untime_operations,
 )
 from tiers.protocol import StoreCounters
+from tiers.testing import FakeClock
+
+from ._tiers import install_clock
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 TIER_COUNTERS = [f.name for f in fields(TierStats) if f.name not in ("store", "items", "bytes")]
@@ -376,7 +380,7 @@ def test_otel_reads_stats_once_per_collection(otel: tuple[Any, InMemoryMetricRea
         cache.stats = counted  # type: ignore[method-assign]
         instrument_otel(cache, meter)
         otel_points(reader)
-        assert len(calls) == 1  # 16 instruments, one stats()
+        assert len(calls) == 1  # every instrument, one stats()
         cache.set("k", 1)
         points = otel_points(reader)
         assert len(calls) == 2
@@ -405,6 +409,76 @@ def test_otel_observes_several_caches_and_survives_a_failing_one(
         points = otel_points(reader)
     assert points["tiers.sets"] == {labels(cache="two", tier="0", store="memory"): 2}
     assert points["tiers.scrape_errors"] == {labels(cache="one"): 1, labels(cache="two"): 0}
+
+
+# -- stale= and its background refreshes ---------------------------------------------------
+
+FRESHNESS = ("stale_served", "refreshes", "refresh_errors")
+
+
+class Origin:
+    """A factory returning its call's number; raises while `down` is set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.down = False
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.down:
+            raise RuntimeError("the origin is down")
+        return self.calls
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_stale_serves_refreshes_and_refresh_errors_are_exported_and_never_go_back(
+    tmp_path: Path, registry: CollectorRegistry, otel: tuple[Any, InMemoryMetricReader]
+) -> None:
+    meter, reader = otel
+    clock = FakeClock()
+    ok, bad = Origin(), Origin()
+    with tiers.Cache(tiers.MemoryStore(), tiers.DiskStore(tmp_path / "d"), name="fresh") as cache:
+        install_clock(cache, clock)
+        register_prometheus(cache, registry)
+        instrument_otel(cache, meter)
+
+        def read(key: str, origin: Origin) -> Any:
+            return cache.get_or_set(key, origin, ttl=10, stale=100)
+
+        def exported() -> tuple[float, ...]:
+            """(stale_served, refreshes, refresh_errors) of a scrape, the same in OTel."""
+            samples, points, key = scrape(registry), otel_points(reader), labels(cache="fresh")
+            prometheus = tuple(samples[(f"tiers_cache_{n}_total", key)] for n in FRESHNESS)
+            assert prometheus == tuple(points[f"tiers.cache.{n}"][key] for n in FRESHNESS)
+            return prometheus
+
+        assert read("ok", ok) == 1 and read("bad", bad) == 1  # computed in the foreground
+        seen = [exported()]
+        clock.advance(11)  # both stale
+        assert read("ok", ok) == 1  # served stale; one refresh runs in the background
+        wait_for(lambda: cache.get("ok") == 2)
+        seen.append(exported())
+        bad.down = True
+        for _ in range(3):  # all served stale; the first starts a refresh, which fails, and
+            assert read("bad", bad) == 1  # the others find it running or backing off (1 s)
+        wait_for(lambda: cache.stats().refresh_errors == 1)
+        seen.append(exported())
+        assert bad.calls == 2 and ok.calls == 2
+        stats = cache.stats()
+        assert (stats.stale_served, stats.refreshes, stats.refresh_errors) == seen[-1]
+        # a stats() reporting less (as a counter reset would look): the last values stay
+        real = cache.stats
+        cache.stats = lambda: replace(  # type: ignore[method-assign]
+            real(), stale_served=0, refreshes=0, refresh_errors=0
+        )
+        seen.append(exported())
+    assert seen == [(0, 0, 0), (1, 1, 0), (4, 2, 1), (4, 2, 1)]
 
 
 # -- latency histograms ---------------------------------------------------------------------

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingDependencyError
-from ._reading import COUNTERS, Reading, Source, TierReading, admit, check_interval
+from ._reading import CACHE_COUNTERS, COUNTERS, Reading, Source, TierReading, admit, check_interval
 from ._timing import LATENCY_BUCKETS, time_operations
 
 if TYPE_CHECKING:
@@ -48,14 +48,11 @@ class _Instruments:
             meter.create_observable_gauge(
                 f"tiers.{name}", [self._per_tier(f"tiers.{name}", value)], unit, text
             )
-        meter.create_observable_counter(
-            "tiers.cache.hits", [self._per_cache("tiers.cache.hits", _hits)], "1",
-            "Gets any tier of the cache answered",
-        )  # fmt: skip
-        meter.create_observable_counter(
-            "tiers.cache.misses", [self._per_cache("tiers.cache.misses", _misses)], "1",
-            "Gets no tier of the cache answered",
-        )  # fmt: skip
+        for name, text in CACHE_COUNTERS.items():
+            meter.create_observable_counter(
+                f"tiers.cache.{name}", [self._per_cache(f"tiers.cache.{name}", _total(name))],
+                "1", text,
+            )  # fmt: skip
         meter.create_observable_counter(
             "tiers.scrape_errors", [self._errors], "1",
             "Collections that could not read the cache's stats",
@@ -126,12 +123,8 @@ def _counter(name: str) -> Callable[[TierReading], int]:
     return lambda tier: tier.counters[name]
 
 
-def _hits(reading: Reading) -> int:
-    return reading.hits
-
-
-def _misses(reading: Reading) -> int:
-    return reading.misses
+def _total(name: str) -> Callable[[Reading], int]:
+    return lambda reading: reading.counters[name]
 
 
 def _items(tier: TierReading) -> int:
@@ -163,8 +156,10 @@ def instrument_otel(
     An observable counter ``tiers.<name>`` for each counter of `TierStats` (``tiers.hits``,
     ``tiers.misses``, ``tiers.sets``, ...) and gauges ``tiers.items``,
     ``tiers.bytes``, ``tiers.max_bytes`` with attributes ``cache``, ``tier``, ``store``;
-    counters ``tiers.cache.hits``, ``tiers.cache.misses``, ``tiers.scrape_errors`` with
-    attribute ``cache``. One set of instruments per meter observes every cache given with it.
+    counters ``tiers.cache.<name>`` for each of `CACHE_COUNTERS` (``tiers.cache.hits``,
+    ``tiers.cache.misses``, ``tiers.cache.stale_served``, ``tiers.cache.refreshes``,
+    ``tiers.cache.refresh_errors``) and ``tiers.scrape_errors`` with attribute ``cache``.
+    One set of instruments per meter observes every cache given with it.
     `observe_latency`: also record each ``get``, ``set``, ``delete`` and ``get_or_set`` (and
     ``_async`` twin) in the histogram ``tiers.operation.duration`` (seconds; see
     `time_operations`). `min_interval`: seconds during which the last stats are reused.

@@ -7,7 +7,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingDependencyError
-from ._reading import COUNTERS, Source, admit, check_interval
+from ._reading import CACHE_COUNTERS, COUNTERS, Source, admit, check_interval
 from ._timing import LATENCY_BUCKETS, time_operations
 
 if TYPE_CHECKING:
@@ -39,9 +39,12 @@ class PrometheusCollector:
     each counter of `TierStats` (hits, misses, sets, deletes, evictions, expirations,
     errors, rejected, lock_fallbacks, lost_leases, ...) and the gauges ``tiers_items``,
     ``tiers_bytes``, ``tiers_max_bytes`` (tiers with a ``max_size``). Per cache (label
-    ``cache``): ``tiers_cache_hits_total``, ``tiers_cache_misses_total`` (a get any tier
-    answered is one hit) and
-    ``tiers_scrape_errors_total`` (scrapes whose ``stats()`` raised: that cache is skipped).
+    ``cache``): a counter ``tiers_cache_<name>_total`` for each of `CACHE_COUNTERS`:
+    ``tiers_cache_hits_total``, ``tiers_cache_misses_total`` (a get any tier answered is one
+    hit), ``tiers_cache_stale_served_total``, ``tiers_cache_refreshes_total``,
+    ``tiers_cache_refresh_errors_total`` (background refreshes of ``stale=``/``early=`` values
+    that raised: alert on it); and ``tiers_scrape_errors_total`` (scrapes whose ``stats()``
+    raised: that cache is skipped).
 
     Caches are held weakly; closed or garbage-collected ones drop out. `min_interval`:
     seconds during which a cache's last stats are reused (``stats()`` of a Redis or object
@@ -88,8 +91,8 @@ class PrometheusCollector:
             families["scrape_errors"].add_metric([source.name], source.scrape_errors)
             if reading is None:
                 continue
-            families["cache_hits"].add_metric([source.name], reading.hits)
-            families["cache_misses"].add_metric([source.name], reading.misses)
+            for name in CACHE_COUNTERS:
+                families[f"cache_{name}"].add_metric([source.name], reading.counters[name])
             for tier in reading.tiers:
                 labels = [source.name, tier.tier, tier.store]
                 for name in COUNTERS:
@@ -112,12 +115,8 @@ def _families() -> dict[str, Any]:
     families["max_bytes"] = gauge(
         "tiers_max_bytes", "The tier's size limit (tiers with a max_size).", labels=_TIER
     )
-    families["cache_hits"] = counter(
-        "tiers_cache_hits", "Gets any tier of the cache answered.", labels=["cache"]
-    )
-    families["cache_misses"] = counter(
-        "tiers_cache_misses", "Gets no tier of the cache answered.", labels=["cache"]
-    )
+    for name, text in CACHE_COUNTERS.items():
+        families[f"cache_{name}"] = counter(f"tiers_cache_{name}", f"{text}.", labels=["cache"])
     families["scrape_errors"] = counter(
         "tiers_scrape_errors", "Scrapes that could not read the cache's stats.", labels=["cache"]
     )

@@ -49,6 +49,15 @@ COUNTERS = {
 }
 """Every other `TierStats` field is exported as a counter (per tier), with its description."""
 
+CACHE_COUNTERS = {
+    "hits": "Gets any tier of the cache answered",
+    "misses": "Gets no tier of the cache answered",
+    "stale_served": "Stale values served without waiting for a recompute (stale=; this process)",
+    "refreshes": "Background recomputations run, failed ones too (stale=, early=; this process)",
+    "refresh_errors": "Background recomputations that raised; the stale value was kept",
+}
+"""The `Stats` counters exported per cache (not per tier), with their descriptions."""
+
 _KINDS = (
     (MemoryStore, "memory"), (DiskStore, "disk"), (FolderStore, "folder"),
     (RedisStore, "redis"), (NullStore, "null"),
@@ -107,8 +116,7 @@ class TierReading:
 class Reading:
     """One cache's stats as metrics export them."""
 
-    hits: int  # gets any tier answered
-    misses: int  # gets no tier answered
+    counters: dict[str, int]  # `CACHE_COUNTERS`: hits (gets any tier answered), misses, ...
     tiers: tuple[TierReading, ...]
 
 
@@ -178,11 +186,8 @@ class Source:
             limit = getattr(store, "max_size", None)
             max_bytes = limit if isinstance(limit, int) and not isinstance(limit, bool) else None
             tiers.append(TierReading(str(index), kind, counters, tier.items, tier.bytes, max_bytes))
-        return Reading(
-            self._monotonic(-1, "hits", stats.hits),
-            self._monotonic(-1, "misses", stats.misses),
-            tuple(tiers),
-        )
+        totals = {name: self._monotonic(-1, name, getattr(stats, name)) for name in CACHE_COUNTERS}
+        return Reading(totals, tuple(tiers))
 
     def _monotonic(self, tier: int, name: str, value: int) -> int:
         value = max(value, self._floor.get((tier, name), 0))
