@@ -46,8 +46,10 @@ servers:
 django-tests: install
 	$(BIN)/python scripts/fetch_django_tests.py
 
+# Two workers (pytest-xdist; each starts its own servers): most tests wait on processes,
+# servers and timeouts rather than on a core.
 test: install servers django-tests lint
-	TIERS_REQUIRE_SERVERS=1 $(BIN)/pytest
+	TIERS_REQUIRE_SERVERS=1 $(BIN)/pytest -n 2 --dist worksteal
 
 bench: install
 	$(BIN)/python -m benchmarks

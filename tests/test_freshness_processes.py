@@ -366,7 +366,9 @@ def test_a_refresh_does_not_recompute_what_another_process_refreshed(
     serves it and starts a refresh, which takes the now free lock: it must find the newer
     value in the shared tier and leave it, not compute a third generation."""
     record = tmp_path / "computations"
-    job = workers.Job(spec, str(record), ttl=0.5, work=0.1)
+    # ttl: the second generation must stay fresh through B's calls below, also on a loaded
+    # machine (at 0.5 s it expired during them once, and B then refreshed it, rightly)
+    job = workers.Job(spec, str(record), ttl=2.0, work=0.1)
     with (
         workers.open_cache(spec) as a,
         workers.open_cache(spec) as b,

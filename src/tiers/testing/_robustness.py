@@ -212,7 +212,7 @@ class RobustnessTests(StoreTestBase):
         for thread in threads:
             thread.join(timeout=120)
         assert not any(thread.is_alive() for thread in threads)
-        assert errors == []
+        assert errors == [], f"{len(errors)} calls raised, the first: {errors[0]!r}"
         assert all(body in written[key] for key, body in reads)
         if self.null:
             assert reads == []
