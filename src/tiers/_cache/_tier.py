@@ -40,6 +40,15 @@ class _SupportsGuards(Protocol):
     def renew(self, key: str, entry: Any, due: float) -> bool: ...
 
 
+class _SupportsCopyIn(Protocol):
+    """(MemoryStore.) A reader's copy that loses a race without removing the winner's."""
+
+    def copy_in(self, key: str, entry: Any, epoch: int, guard: Any, due: Any) -> bool: ...
+    async def copy_in_async(
+        self, key: str, entry: Any, epoch: int, guard: Any, due: Any
+    ) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a tier's store can do beyond the core protocol, each True or False."""
@@ -58,6 +67,7 @@ class Capabilities:
     revalidate: bool  # tells an unchanged entry without sending it
     link: bool  # memoize's fast path can index its slots
     guard: bool  # its copies take guards / revalidation times
+    copy_in: bool  # a reader's copy that loses a race leaves the winner's in place
 
     @classmethod
     def of(cls, store: object) -> Capabilities:
@@ -77,6 +87,7 @@ class Capabilities:
             revalidate=implements(store, p.SupportsRevalidate),
             link=implements(store, _SupportsLinks),
             guard=implements(store, _SupportsGuards),
+            copy_in=implements(store, _SupportsCopyIn),
         )
 
 

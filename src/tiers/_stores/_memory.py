@@ -184,6 +184,37 @@ class MemoryStore:
         with self._lock:
             return self._put(key, entry, deadline, guard, revalidate, epoch)
 
+    def copy_in(
+        self, key: str, entry: Entry, epoch: int, guard: Guard | None = None,
+        due: float | None = None,
+    ) -> bool:  # fmt: skip
+        """Store a copy of `key` read from a slower tier after `epoch(key)` returned `epoch`,
+        if nothing changed the key since; else refuse it and leave what changed it in place.
+
+        `set(..., epoch=e)` removes the key on a conflict, as a write must (its value may be
+        older than the one in place); a reader's copy need not: what it finds was put by
+        another reader, whose copy came from the slower tier too, or by a write, which
+        replaces or removes the copy it races with once its own turn comes. So readers of one
+        key at once leave the first one's copy rather than none. A subclass that overrides
+        `set` gets `set` (and its conflict rule), as before."""
+        if type(self).set is not MemoryStore.set:
+            if guard is None and due is None:
+                return self.set(key, entry, epoch)
+            return self.set(key, entry, epoch, guard, due)
+        _rules.finite_times(entry.created_at, entry.expires_at)
+        deadline = self._deadline(entry.expires_at)
+        revalidate = None if due is None else self.clock.monotonic() + due
+        with self._lock:
+            if self._epochs[hash(key) % _STRIPES] != epoch:
+                return False
+            return self._put(key, entry, deadline, guard, revalidate, None)
+
+    async def copy_in_async(
+        self, key: str, entry: Entry, epoch: int, guard: Guard | None = None,
+        due: float | None = None,
+    ) -> bool:  # fmt: skip
+        return self.copy_in(key, entry, epoch, guard, due)
+
     def _put(
         self, key: str, entry: Entry, deadline: float | None, guard: Guard | None,
         revalidate: float | None, epoch: int | None,

@@ -210,8 +210,10 @@ class AsyncTiering(Policy):
         guarded as its guardian requires (see _coherence). `stamps`: the generation each LOCAL
         tier was written or read under, by tier index; this write's is added."""
         copy, guard, due = self._copy_terms(tier, k, copy, stamps, source)
-        if tier.can.guard and (guard is not None or due is not None):
-            stored: bool = await tier.store.set_async(k, copy, epoch, guard, due)
+        if source is not None and epoch is not None and tier.can.copy_in and not tier.watched:
+            stored: bool = await tier.store.copy_in_async(k, copy, epoch, guard, due)
+        elif tier.can.guard and (guard is not None or due is not None):
+            stored = await tier.store.set_async(k, copy, epoch, guard, due)
         elif tier.watched:  # (the copies above take the stamp it writes)
             written = new_stamp()
             stored = await tier.store.set_async(k, copy, epoch, written)
