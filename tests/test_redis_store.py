@@ -390,7 +390,8 @@ class RedisStoreMachine(StoreMachine):
     url = ""
 
     def make_store(self) -> Any:
-        store = RedisStore(self.url, prefix=f"h{uuid.uuid4().hex[:8]}:")
+        # a generous timeout: this checks what calls do, not how long (a loaded machine)
+        store = RedisStore(self.url, prefix=f"h{uuid.uuid4().hex[:8]}:", timeout=5.0)
         store._slack = 3600  # fake expiries are 0.5 s; real time must not end them
         return store
 
