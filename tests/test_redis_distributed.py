@@ -277,7 +277,8 @@ def test_a_holder_whose_lease_ran_out_cannot_overwrite_its_successor(
 ) -> None:
     url = redis_cluster.url.replace("redis://", "redis+cluster://") if cluster else redis_url
     prefix = f"f{uuid.uuid4().hex[:6]}:"
-    a, b = RedisStore(url, prefix=prefix), RedisStore(url, prefix=prefix)
+    # 5 s: a new cluster client's first call also finds the nodes (over 0.5 s when loaded)
+    a, b = RedisStore(url, prefix=prefix, timeout=5.0), RedisStore(url, prefix=prefix, timeout=5.0)
     try:
         assert a.acquire_lock("L", "alice", 1.0) is True
         assert a.set_if_held("k", Entry(b"A1", tags=("t",)), "L", "alice") is True

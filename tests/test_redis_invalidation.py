@@ -412,7 +412,9 @@ def test_a_cluster_announces_writes_on_every_primary(redis_cluster: Any) -> None
     """Any node hears every PUBLISH (the cluster bus carries it), so one subscriber does; the
     messages of writes on different primaries come by different links, in any order."""
     url = redis_cluster.url.replace("redis://", "redis+cluster://")
-    writer, watched = RedisStore(url, prefix="cinv:"), RedisStore(url, prefix="cinv:")
+    # 5 s: a new cluster client's first call also finds the nodes (over 0.5 s when loaded)
+    writer = RedisStore(url, prefix="cinv:", timeout=5.0)
+    watched = RedisStore(url, prefix="cinv:", timeout=5.0)
     recorder = Recorder()
     watched.watch(recorder)
     raw = redis.cluster.RedisCluster.from_url(redis_cluster.url)
