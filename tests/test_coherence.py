@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
+from tests._processes import running
 from tests._tiers import store_of
 from tiers import MISSING, Cache, DiskStore, MemoryStore
 from tiers.errors import ConfigError
@@ -67,21 +68,6 @@ def peer(peer_process: list[Peer]) -> Iterator[Peer]:
     yield b
     with contextlib.suppress(Exception):
         b.ask("close", timeout=10)
-
-
-@contextlib.contextmanager
-def running(*procs: Any) -> Iterator[None]:
-    """Start the processes; whatever happens, none outlives the block."""
-    try:
-        for p in procs:
-            p.start()
-        yield
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=10)
 
 
 # -- process A (this one) and what it reads ---------------------------------------------------
@@ -357,7 +343,7 @@ def run_churn(
         )
         for me in range(processes)
     ]
-    with running(*procs):
+    with running(*procs, grace=30):  # each may finish its run first
         for p in procs:
             p.join(timeout=seconds + 60)
     problems: list[str] = []
@@ -413,7 +399,7 @@ def test_processes_creating_a_store_at_once_share_one_generation_table(
     out = SPAWN.Queue()
     procs = [SPAWN.Process(target=workers.table_stamp, args=(spec, me, barrier, out))
              for me in range(4)]  # fmt: skip
-    with running(*procs):
+    with running(*procs, grace=30):  # each may finish its run first
         seen = dict(out.get(timeout=60) for _ in procs)
     out.close()
     out.join_thread()

@@ -32,6 +32,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
 
+from tests._processes import running
 from tests._tiers import tier_of
 from tiers import Cache, MemoryStore
 from tiers._stores._redis import RedisStore
@@ -60,21 +61,6 @@ def fresh_prefix(name: str) -> str:
 
 def cluster_url(cluster: Any) -> str:
     return str(cluster.url).replace("redis://", "redis+cluster://")
-
-
-@contextlib.contextmanager
-def running(*procs: Any) -> Iterator[None]:
-    """Start the processes; whatever happens, none outlives the block."""
-    try:
-        for p in procs:
-            p.start()
-        yield
-    finally:
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=10)
 
 
 def drain(q: Any, expected: int | None = None, timeout: float = 0.2) -> list[Any]:
@@ -146,7 +132,7 @@ def test_a_change_reaches_the_other_processes_memory_within_milliseconds(
     procs = [SPAWN.Process(target=workers.latency_writer, args=(spec, board, failures))]
     procs += [SPAWN.Process(target=workers.latency_reader, args=(spec, r, board, failures))
               for r in range(board.readers)]  # fmt: skip
-    with running(*procs):
+    with running(*procs, grace=30):  # each may finish its run first
         for p in procs:
             p.join(timeout=120)
     problems = drain(failures)
@@ -199,7 +185,7 @@ def run_churn(
         for me, spec in enumerate(specs)
     ]  # fmt: skip
     times: dict[str, float] = {}
-    with running(*procs):
+    with running(*procs, grace=30):  # each may finish its run first
         barrier.wait(timeout=60)
         try:
             if fault is not None:
@@ -757,7 +743,7 @@ def test_a_read_racing_a_change_leaves_no_copy_behind(redis_url: str, tmp_path: 
     procs += [SPAWN.Process(target=workers.race_reader,
                             args=(spec, me, RACE_KEYS, 0.5, board, out))
               for me, spec in enumerate(specs)]  # fmt: skip
-    with running(*procs):
+    with running(*procs, grace=30):  # each may finish its run first
         results = sorted(drain(out, len(specs)))
     problems = drain(failures)
     failures.close()

@@ -10,7 +10,6 @@ its test.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests._processes import running
 from tiers import Cache, FolderStore, MemoryStore
 from tiers._stores import Entry
 from tiers._stores._folder import _entry_dir as dirs
@@ -54,20 +54,6 @@ def cache(kind: str, shared: str) -> Iterator[Cache]:
     opened = workers.open_cache(kind, shared)
     yield opened
     workers.closed(opened)
-
-
-@contextlib.contextmanager
-def running(*procs: BaseProcess) -> Iterator[None]:
-    """Start the processes; whatever happens, none outlives the block."""
-    try:
-        for p in procs:
-            p.start()
-        yield
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-            p.join(timeout=10)
 
 
 def finished(

@@ -10,14 +10,13 @@ bucket on moto. Every child has a timeout and none outlives its test.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests._processes import running
 from tiers import Cache, DiskStore
 
 from . import _freshness_workers as workers
@@ -58,20 +58,6 @@ def spec(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
         return {"kind": kind, "target": request.getfixturevalue("redis_url"), "options": {}}
     s3 = request.getfixturevalue("moto_s3")
     return {"kind": kind, "target": f"s3://{s3.new_bucket()}/c/", "options": s3.store_options()}
-
-
-@contextlib.contextmanager
-def running(*procs: BaseProcess) -> Iterator[None]:
-    """Start the processes; whatever happens, none outlives the block."""
-    try:
-        for p in procs:
-            p.start()
-        yield
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-            p.join(timeout=10)
 
 
 def joined(procs: Sequence[BaseProcess], timeout: float = 60) -> None:

@@ -8,19 +8,18 @@ do not mix). Every child has a timeout and none outlives its test.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import pytest
 
 import tiers
+from tests._processes import running
 
 from . import _memo_workers as workers
 
@@ -46,20 +45,6 @@ def shared(kind: str, tmp_path: Path) -> str:
     path = tmp_path / "store"
     workers.open_store(kind, str(path)).close()
     return str(path)
-
-
-@contextlib.contextmanager
-def running(*procs: BaseProcess) -> Iterator[None]:
-    """Start the processes; whatever happens, none outlives the block."""
-    try:
-        for p in procs:
-            p.start()
-        yield
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-            p.join(timeout=10)
 
 
 def wait_for(path: Path, proc: BaseProcess, what: str, timeout: float = 60) -> None:
