@@ -144,6 +144,36 @@ def test_one_failing_libc_call_at_a_time(tmp_path: Path, kind: str) -> None:
     )
 
 
+SHORT = ("posix/io/rw/read/reduce", "posix/io/rw/pread/reduce", "posix/io/rw/write/reduce",
+         "posix/io/rw/pwrite/reduce")  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["folder", "disk", "disk-durable"])
+def test_every_read_and_write_cut_short_changes_nothing(tmp_path: Path, kind: str) -> None:
+    """A short read or write is no error (a signal, FUSE and network filesystems make them):
+    with every call of one kind returning only part of what was asked, the whole workload
+    succeeds, every read gives the value last written, and the store reopens sound. (A short
+    pread once read as "no such slot" made a tag eviction skip an entry and report success.)"""
+    fiu_run = _fiu_run()
+    plan = [{"index": i, "point": point, "nth": -1, "action": "short", "errno": None}
+            for i, point in enumerate(SHORT)]  # fmt: skip
+    results = _work(fiu_run, kind, tmp_path, plan, "short")
+    for run in plan:
+        result = results.get(run["index"], {"crashed": "no result"})
+        label = f"every {run['point']} short"
+        assert "crashed" not in result, f"{label}: {result['crashed']}"
+        assert result["fired"], f"{label}: the point was never reached"
+        steps = zip(workload.STEPS, result["outcomes"], strict=True)
+        failed = [(step, outcome) for step, outcome in steps if outcome != "ok"]
+        assert failed == [] and result["violations"] == [], (label, failed, result["violations"])
+        assert result["missing"] == [], (label, result["missing"])
+        out = tmp_path / f"check-{run['index']}.json"
+        store = tmp_path / f"f{run['index']}" / "store"
+        what = workload.in_child(workload.check_reopened, kind, str(store), result["allowed"],
+                                 str(out), False)  # fmt: skip
+        assert what is None and json.loads(out.read_text())["violations"] == [], (label, what)
+
+
 # -- fork() with a store open ----------------------------------------------------------------
 
 

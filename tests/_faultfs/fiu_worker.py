@@ -3,11 +3,11 @@
     fiu-run -x python tests/_faultfs/fiu_worker.py KIND BASE PLAN.json OUT.jsonl
 
 PLAN.json lists runs: ``{"point": "posix/io/rw/write", "nth": 7, "errno": "EIO"}`` (``nth``
-0: count only). Each run replays `workload.STEPS` on a store of its own under BASE with the
-nth call of the failure point failing (an external libfiu callback counts the calls, so the
-step the fault fired in is known), and appends its result to OUT.jsonl as one JSON line.
-Results are written between runs, when no failure is pending: a crash (a signal) loses only
-the run it happened in, and the parent starts a new worker for the rest.
+0: count only; -1: every call fails). Each run replays `workload.STEPS` on a store of its own
+under BASE with the nth call of the failure point failing (an external libfiu callback counts
+the calls, so the step the fault fired in is known), and appends its result to OUT.jsonl as
+one JSON line. Results are written between runs, when no failure is pending: a crash (a
+signal) loses only the run it happened in, and the parent starts a new worker for the rest.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ _CB = ctypes.CFUNCTYPE(
 
 
 class Point:
-    """One libfiu failure point, failing its `nth` call (0: never), counting every call."""
+    """One libfiu failure point, failing its `nth` call (0: never; -1: every call), counting
+    every call."""
 
     def __init__(self, lib: Any, name: str) -> None:
         self.lib, self.name = lib, name.encode()
@@ -41,7 +42,7 @@ class Point:
 
     def _decide(self, _name: bytes, _failnum: Any, _failinfo: Any, _flags: Any) -> int:
         self.calls += 1
-        if self.calls == self.nth:
+        if self.calls == self.nth or self.nth < 0:
             self.fired = True
             return 1
         return 0

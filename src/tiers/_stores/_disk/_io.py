@@ -102,21 +102,5 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> No
         offset += written
 
 
-def pread_exact(fd: int, size: int, offset: int) -> bytes:
-    """`size` bytes at `offset`, or fewer if the file ends first (the caller checks)."""
-    data = os.pread(fd, size, offset)
-    if len(data) < size and data:
-        parts = [data]
-        got = len(data)
-        while got < size:
-            chunk = os.pread(fd, size - got, offset + got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-        data = b"".join(parts)
-    return data
-
-
 def fsync_dir(dir_fd: int) -> None:
     os.fsync(dir_fd)

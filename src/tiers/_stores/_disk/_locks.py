@@ -14,6 +14,7 @@ import struct
 
 import xxhash
 
+from .._fs import pread_exact
 from ._io import Fd, NotOurs, open_or_replace, open_ours, pwrite_all, remove_name
 
 DIRECTORY = "locks"
@@ -32,7 +33,7 @@ def read(directory: Fd, lkey: bytes) -> tuple[bytes, float] | None:
         file = open_ours(directory.fd, lock_file(lkey))
     except (FileNotFoundError, NotOurs):
         return None
-    raw = os.pread(file.fd, _MAX, 0)
+    raw = pread_exact(file.fd, _MAX, 0)
     end = len(raw) - _CHECK.size
     if (
         end < _UNTIL.size + 1
@@ -65,7 +66,7 @@ def remove_expired(directory: Fd, now: float) -> None:
             file = open_ours(directory.fd, name)
         except (FileNotFoundError, NotOurs):
             continue
-        raw = os.pread(file.fd, _MAX, 0)
+        raw = pread_exact(file.fd, _MAX, 0)
         end = len(raw) - _CHECK.size
         valid = (
             end > _UNTIL.size

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ._io import Fd, NotOurs, open_ours, pread_exact, pwrite_all, remove_name
+from .._fs import pread_exact
+from ._io import Fd, NotOurs, open_ours, pwrite_all, remove_name
 
 PREFIX = "log."
 

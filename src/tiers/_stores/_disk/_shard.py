@@ -30,6 +30,7 @@ import xxhash
 from ... import _rules
 from ...errors import StoreError, StoreFullError
 from .. import _fs
+from .._fs import pread_exact
 from .._generations import Generations
 from .._protocol import Entry
 from . import _locks as locks
@@ -61,7 +62,7 @@ from ._format import (
     unpack_slot,
     value_file_prefix,
 )
-from ._io import Fd, NotOurs, open_or_replace, open_ours, pread_exact, remove_name
+from ._io import Fd, NotOurs, open_or_replace, open_ours, remove_name
 from ._log import Log
 from ._table import (
     MIN_CAPACITY,
@@ -404,7 +405,7 @@ class Shard:
         error is raised."""
         for _ in range(3):
             table = self.table
-            raw = os.pread(table.fd, HEADER_SIZE, 0)
+            raw = pread_exact(table.fd, HEADER_SIZE, 0)
             if len(raw) < HEADER_SIZE:
                 self.reopen_table(table)  # retired by a rebuild, or cut short
                 continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from .._fs import pread_exact
 from ._format import (
     HEADER_SIZE,
     INITIAL_CAPACITY,
@@ -27,7 +28,7 @@ from ._format import (
     pack_slot,
     unpack_header,
 )
-from ._io import Fd, fsync_dir, open_ours, pread_exact, pwrite_all, remove_name
+from ._io import Fd, fsync_dir, open_ours, pwrite_all, remove_name
 
 TABLE = "table"
 _NEW = "table.new"
@@ -52,7 +53,7 @@ class Table:
 
     def read(self, first: int, count: int) -> bytes:
         """Raw slots ``first .. first + count - 1``; short when the table was retired or cut."""
-        return os.pread(self.fd, count * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
+        return pread_exact(self.fd, count * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
 
     def read_all(self, first: int, count: int) -> bytes:
         return pread_exact(self.fd, count * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
@@ -80,7 +81,7 @@ class Table:
 
     def read_header(self, shard: int) -> Header:
         """The header, checked against this table's size; `Damaged` (or `Retired`) if not."""
-        raw = os.pread(self.fd, HEADER_SIZE, 0)
+        raw = pread_exact(self.fd, HEADER_SIZE, 0)
         if not raw:
             raise Retired
         header = unpack_header(raw, shard)

@@ -25,8 +25,9 @@ from pathlib import Path
 import xxhash
 
 from .. import _fs
+from .._fs import pread_exact
 from .._protocol import Usage
-from ._io import NotOurs, open_or_replace, open_ours, pread_exact, pwrite_all
+from ._io import NotOurs, open_or_replace, open_ours, pwrite_all
 
 NAME = "usage"
 _MAGIC = b"tiersUS1"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._codec._documents import load_object
-from .._fs import NOFOLLOW, flock, open_dir, unlock_and_close
+from .._fs import NOFOLLOW, flock, open_dir, pread_exact, unlock_and_close
 from ._owned import describe, is_owned, open_owned, open_owned_to_read
 
 FILE = ".stats.json"
@@ -64,7 +64,7 @@ class CounterFile:
         with contextlib.suppress(OSError), self._open() as fd:
             flock(fd, exclusive=True)
             if os.fstat(fd).st_size < SIZE:
-                _write(fd, self.parse(os.pread(fd, SIZE, 0))[0])
+                _write(fd, self.parse(pread_exact(fd, SIZE, 0))[0])
 
     def add(self, name: str, n: int = 1) -> None:
         """Count `n` more under `name`; never fails (a count that cannot be written is lost)."""
@@ -80,7 +80,7 @@ class CounterFile:
             raise PermissionError(errno.EROFS, f"{self.file} of a read-only store")
         with self._open() as fd:
             flock(fd, exclusive=True)
-            _write(fd, how(self.parse(os.pread(fd, SIZE, 0))[0]))
+            _write(fd, how(self.parse(pread_exact(fd, SIZE, 0))[0]))
 
     def reset(self) -> None:
         """Zero every counter (and time) at once, under the exclusive lock."""
@@ -90,7 +90,7 @@ class CounterFile:
         try:
             with self._open() as fd:
                 flock(fd, exclusive=False)
-                return self.parse(os.pread(fd, SIZE, 0))[0]
+                return self.parse(pread_exact(fd, SIZE, 0))[0]
         except OSError:
             return self.zeros()
 
@@ -133,7 +133,7 @@ class CounterFile:
             if not is_owned(os.fstat(fd)):
                 return "unreadable", "not a file of the store"
             flock(fd, exclusive=False)
-            raw = os.pread(fd, SIZE + 1, 0)
+            raw = pread_exact(fd, SIZE + 1, 0)
         finally:
             unlock_and_close(fd)
         if not self.parse(raw)[1]:

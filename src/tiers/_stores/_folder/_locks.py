@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ... import _rules
 from ..._codec._documents import load_object
-from .._fs import flocked, open_dir
+from .._fs import flocked, open_dir, pread_exact
 from ._naming import lock_file
 from ._owned import open_owned
 
@@ -77,7 +77,7 @@ class Locks:
 def _state(fd: int) -> tuple[str | None, float]:
     """(token, lease end) of the lock; (None, 0) if free or unreadable."""
     try:
-        found = load_object(os.pread(fd, _MAX, 0) or b"{}")
+        found = load_object(pread_exact(fd, _MAX, 0) or b"{}")
         token, expires = found["token"], found["expires"]
     except (ValueError, TypeError, KeyError):
         return None, 0.0

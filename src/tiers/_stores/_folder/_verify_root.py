@@ -39,6 +39,7 @@ from .._fs import (
     flocked,
     open_subdir,
     pid_alive,
+    pread_exact,
     remove_tree,
 )
 from .._fs import write_cosmetic_files as write_cosmetic
@@ -197,7 +198,7 @@ class RootCheck:
 
     def _lock_problem(self, lfd: int) -> tuple[str, str] | None:
         """What is wrong with the (flock-ed) lock file: unreadable, or left behind."""
-        raw = os.pread(lfd, _LOCK_MAX + 1, 0)
+        raw = pread_exact(lfd, _LOCK_MAX + 1, 0)
         if not raw:  # made, not yet written (or its writer stopped there)
             if time.time() - os.fstat(lfd).st_mtime > LOCK_GRACE:
                 return "temp", "an empty lock file no process is taking"
