@@ -41,25 +41,44 @@ def _ephemeral_low() -> int:
 
 
 _PICKS = random.Random()  # not seeded by tests that seed `random`
+_HANDED_OUT: set[int] = set()
+
+
+def _port_range() -> tuple[int, int]:
+    """This test process's share of the ports below the ephemeral range: each pytest-xdist
+    worker has a range of its own, so two workers never pick one port."""
+    high = min(_ephemeral_low(), 65536) - 1
+    low = min(20000, high - 1000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), index + 1)
+    span = (high - low + 1) // count
+    return low + index * span, low + (index + 1) * span - 1
 
 
 def free_port() -> int:
-    """A free loopback port *below* the kernel's ephemeral range.
+    """A free loopback port *below* the kernel's ephemeral range, never handed out before in
+    this process, from this pytest-xdist worker's own range.
 
     A port from the ephemeral range can be handed to any outgoing connection (ours, or a
     server's own components talking to each other) between a server's kill and its restart
     on the same port; then the restarted server cannot listen. Below the range, only a
-    listener can take it.
+    listener can take it: a port is never given twice (a killed server restarts on its
+    ports), and the other workers pick from other ranges. (Two workers once picked one
+    port: a test then froze its own SeaweedFS and talked to the other worker's.)
     """
-    high = min(_ephemeral_low(), 65536) - 1
+    low, high = _port_range()
     for _ in range(200):
-        port = _PICKS.randint(min(20000, high - 1000), high)
+        port = _PICKS.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no free loopback port below the ephemeral range after 200 tries")
 
 
