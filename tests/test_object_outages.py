@@ -24,7 +24,7 @@ from tiers.errors import StoreError, TierUnavailableError
 from ._servers import CREDENTIALS, REGION
 
 TIMEOUT = 1.0
-LIMIT = TIMEOUT * 1.1 + 0.05
+LIMIT = TIMEOUT * 1.1 + 0.25  # the timeout, 10 %, and scheduling on a loaded 2-core machine
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from tiers._stores._redis import RedisStore
 from tiers.errors import StoreError, TierUnavailableError
 
 TIMEOUT = 0.3
-BOUND = TIMEOUT * 1.1 + 0.05  # the timeout, 10 %, and a little for scheduling
+BOUND = TIMEOUT * 1.1 + 0.25  # the timeout, 10 %, and scheduling on a loaded 2-core machine
 
 
 @pytest.fixture
