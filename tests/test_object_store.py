@@ -234,7 +234,7 @@ def test_an_unreachable_endpoint_fails_the_first_call_naming_it(moto_s3: Any) ->
         started = time.monotonic()
         with pytest.raises(StoreError, match=re.escape(endpoint)):
             slow.set("k", _entry())
-        assert time.monotonic() - started < 0.5 * 1.1 + 0.05
+        assert time.monotonic() - started < 0.5 * 1.1 + 0.25  # (scheduling on a loaded machine)
 
 
 def test_file_urls_keep_entries_in_the_directory(tmp_path: Path) -> None:

@@ -247,12 +247,12 @@ def test_a_dripped_reply_no_longer_holds_a_call_past_its_timeout(
             started = time.monotonic()
             with pytest.raises(StoreError, match=r"127\.0\.0\.1"):
                 call()
-            assert time.monotonic() - started <= 0.5 * 1.1 + 0.1
+            assert time.monotonic() - started <= 0.5 * 1.1 + 0.25
         fresh = RedisStore(proxy.url, prefix=direct.prefix, timeout=0.5)  # connect + handshake
         started = time.monotonic()
         with pytest.raises(StoreError):
             fresh.get("a")
-        assert time.monotonic() - started <= 0.5 * 1.1 + 0.1
+        assert time.monotonic() - started <= 0.5 * 1.1 + 0.25
         fresh.close()
     finally:
         slow.close()

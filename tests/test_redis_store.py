@@ -201,7 +201,7 @@ def test_an_unreachable_host_fails_on_first_use_naming_it() -> None:
         start = time.monotonic()
         with pytest.raises(StoreError, match=f"127.0.0.1:{port}") as caught:
             store.get("k")
-        assert time.monotonic() - start < 0.2 * 1.1 + 0.05
+        assert time.monotonic() - start < 0.2 * 1.1 + 0.25  # (scheduling on a loaded machine)
         assert isinstance(caught.value.__cause__, redis.exceptions.ConnectionError)
     finally:
         store.close()
