@@ -64,8 +64,8 @@ def free_port() -> int:
     server's own components talking to each other) between a server's kill and its restart
     on the same port; then the restarted server cannot listen. Below the range, only a
     listener can take it: a port is never given twice (a killed server restarts on its
-    ports), and the other workers pick from other ranges. (Two workers once picked one
-    port: a test then froze its own SeaweedFS and talked to the other worker's.)
+    ports), and the other workers pick from other ranges (a server that cannot bind exits,
+    but the wait for its port would find the other worker's server listening there).
     """
     low, high = _port_range()
     for _ in range(200):
@@ -96,6 +96,20 @@ def wait_for_port(
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Whether every thread of `pid` is in the stopped state (``T`` in /proc)."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+        states = []
+        for task in tasks:
+            with contextlib.suppress(FileNotFoundError):  # (a thread that just ended)
+                stat = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+                states.append(stat[stat.rindex(")") + 2])
+    except FileNotFoundError:
+        return True  # (the process is gone: nothing answers)
+    return bool(states) and all(state in "Tt" for state in states)
+
+
 class _Process:
     """A child process we own: freeze, thaw, kill, always by PID."""
 
@@ -107,7 +121,15 @@ class _Process:
         return self.proc.pid
 
     def freeze(self) -> None:
+        """SIGSTOP, then wait until every thread has stopped: the kernel stops the others only
+        once one thread takes the signal, and on a busy machine the rest can answer requests
+        meanwhile (a Go server's did: a test's call to the "frozen" server succeeded)."""
         os.kill(self.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not _all_threads_stopped(self.pid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"process {self.pid} did not stop within 10 s of SIGSTOP")
+            time.sleep(0.001)
 
     def thaw(self) -> None:
         os.kill(self.pid, signal.SIGCONT)
