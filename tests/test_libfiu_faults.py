@@ -174,6 +174,40 @@ def test_every_read_and_write_cut_short_changes_nothing(tmp_path: Path, kind: st
         assert what is None and json.loads(out.read_text())["violations"] == [], (label, what)
 
 
+_READ_KEY_SHORT = """
+import ctypes, sys
+from pathlib import Path
+from tiers._codec._signing import _read_key_file
+path = Path(sys.argv[1])
+expected = path.read_bytes().strip()
+lib = ctypes.CDLL("libfiu.so.0")
+lib.fiu_enable.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+lib.fiu_enable(b"posix/io/rw/read/reduce", 1, None, 0)
+wrong = 0
+for _ in range(2000):
+    try:
+        wrong += _read_key_file(path) != expected
+    except Exception:
+        wrong += 1
+lib.fiu_disable(b"posix/io/rw/read/reduce")
+print(wrong)
+"""
+
+
+def test_the_signing_key_file_is_read_whole_when_reads_are_cut_short(tmp_path: Path) -> None:
+    """Every `read` cut short (libfiu): the key file still gives the whole key, 2,000 times
+    in a row (a short read taken whole made a shorter key: about 1 read in 65 for a 64-byte
+    key, and every record signed with the real key looked foreign)."""
+    fiu_run = _fiu_run()
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32).hex().encode() + b"\n")
+    key.chmod(0o600)
+    cmd = [fiu_run, "-x", "-f", "", sys.executable, "-c", _READ_KEY_SHORT, str(key)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "0", f"{done.stdout.strip()} of 2,000 reads gave another key"
+
+
 # -- fork() with a store open ----------------------------------------------------------------
 
 
