@@ -23,6 +23,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
+from .._fileio import pread_exact
 from .._paths import make_private_dirs, user_config_dir
 from ..errors import ConfigError
 
@@ -163,7 +164,7 @@ def _read_key_file(path: Path) -> bytes:
             raise ConfigError(
                 f"the signing key file {path} is readable by others; run: chmod 600 {path}"
             )
-        data = _read_up_to(fd, 4096).strip()
+        data = pread_exact(fd, 4096, 0).strip()  # (whole: a short read is a shorter key)
     finally:
         os.close(fd)
     if len(data) < _MIN_SECRET:
@@ -172,14 +173,3 @@ def _read_key_file(path: Path) -> bytes:
             f"delete it to make a new one, or {_REMEDY}"
         )
     return data
-
-
-def _read_up_to(fd: int, size: int) -> bytes:
-    """Up to `size` bytes, finishing short reads (a signal, a FUSE or network filesystem):
-    a short read taken whole would make a different, shorter key."""
-    parts: list[bytes] = []
-    got = 0
-    while got < size and (chunk := os.read(fd, size - got)):
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)

@@ -32,6 +32,7 @@ import struct
 import time
 from pathlib import Path
 
+from .._fileio import pread_exact
 from . import _fs
 
 log = logging.getLogger("tiers")
@@ -277,7 +278,7 @@ def _table_root(name: str) -> tuple[int, int, int, bytes] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
             return None
-        return _root_of(_fs.pread_exact(fd, HEADER, 0))
+        return _root_of(pread_exact(fd, HEADER, 0))
     finally:
         os.close(fd)
 

@@ -234,7 +234,7 @@ class Budget:
                 run = _WINDOW
             for start in starts:
                 with contextlib.suppress(OSError):
-                    out += _live(i, table.read_all(start, run), start)
+                    out += _live(i, table.read(start, run), start)
         return out
 
 

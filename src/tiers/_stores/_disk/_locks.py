@@ -14,7 +14,7 @@ import struct
 
 import xxhash
 
-from .._fs import pread_exact
+from ..._fileio import pread_exact
 from ._io import Fd, NotOurs, open_or_replace, open_ours, pwrite_all, remove_name
 
 DIRECTORY = "locks"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from .._fs import pread_exact
+from ..._fileio import pread_exact
 from ._io import Fd, NotOurs, open_ours, pwrite_all, remove_name
 
 PREFIX = "log."

@@ -91,7 +91,7 @@ def table_chunks(shard: Shard) -> tuple[Table, list[bytes]]:
         total = table.capacity + PROBE
         for position in range(0, total, 1 << _CHUNK_BITS):
             want = min(1 << _CHUNK_BITS, total - position)
-            buf = table.read_all(position, want)
+            buf = table.read(position, want)
             if len(buf) != want * SLOT_SIZE:
                 break
             chunks.append(buf)

@@ -28,9 +28,9 @@ from typing import Final, Protocol
 import xxhash
 
 from ... import _rules
+from ..._fileio import pread_exact
 from ...errors import StoreError, StoreFullError
 from .. import _fs
-from .._fs import pread_exact
 from .._generations import Generations
 from .._protocol import Entry
 from . import _locks as locks
@@ -429,7 +429,7 @@ class Shard:
         table = self.table
         while position < table.capacity + PROBE:
             count = min(_SCAN_CHUNK, table.capacity + PROBE - position)
-            buf = table.read_all(position, count)
+            buf = table.read(position, count)
             if len(buf) != count * SLOT_SIZE:
                 self.reopen_table(table)
                 if self.table is table:
@@ -510,7 +510,7 @@ class Shard:
         for _ in range(8):
             table = self.table
             home = table.home(khash)
-            buf = table.read_all(home, PROBE)
+            buf = table.read(home, PROBE)
             free, kind = -1, _EMPTY
             for j in range(len(buf) // SLOT_SIZE):
                 at = j * SLOT_SIZE
@@ -674,7 +674,7 @@ class Shard:
         (a key sharing another's 64-bit hash may remove it: a miss, never a wrong value), or
         with its record checked when `verify` (the caller returns what the record holds)."""
         home = table.home(khash)
-        buf = table.read_all(home, PROBE)
+        buf = table.read(home, PROBE)
         for j in range(len(buf) // SLOT_SIZE):
             at = j * SLOT_SIZE
             found = slot_khash(buf, at)

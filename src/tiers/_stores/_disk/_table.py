@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from .._fs import pread_exact
+from ..._fileio import pread_exact
 from ._format import (
     HEADER_SIZE,
     INITIAL_CAPACITY,
@@ -53,9 +53,6 @@ class Table:
 
     def read(self, first: int, count: int) -> bytes:
         """Raw slots ``first .. first + count - 1``; short when the table was retired or cut."""
-        return pread_exact(self.fd, count * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
-
-    def read_all(self, first: int, count: int) -> bytes:
         return pread_exact(self.fd, count * SLOT_SIZE, HEADER_SIZE + first * SLOT_SIZE)
 
     def write(self, position: int, slot: Slot) -> None:
@@ -147,8 +144,6 @@ class Buffered:
             page, at = self.at(position)
             out += page[at : at + SLOT_SIZE]
         return bytes(out)
-
-    read_all = read
 
     def write(self, position: int, slot: Slot) -> None:
         self.put(position, pack_slot(slot, position))

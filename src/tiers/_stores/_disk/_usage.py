@@ -24,8 +24,8 @@ from pathlib import Path
 
 import xxhash
 
+from ..._fileio import pread_exact
 from .. import _fs
-from .._fs import pread_exact
 from .._protocol import Usage
 from ._io import NotOurs, open_or_replace, open_ours, pwrite_all
 

@@ -409,13 +409,13 @@ def _classify(chunks: list[bytes]) -> tuple[list[_Suspect], list[tuple[int, Slot
 def _chunks(table: Table) -> Iterator[bytes]:
     total = table.capacity + PROBE
     for first in range(0, total, 1 << 16):
-        yield table.read_all(first, min(1 << 16, total - first))
+        yield table.read(first, min(1 << 16, total - first))
 
 
 def _find(table: Table, khash: int, version: int) -> tuple[int, Slot] | None:
     """(position, slot) of the live slot of `khash` written as `version`, if any."""
     home = table.home(khash)
-    buf = table.read_all(home, PROBE)
+    buf = table.read(home, PROBE)
     for j in range(len(buf) // SLOT_SIZE):
         try:
             slot = unpack_slot(buf, j * SLOT_SIZE, home + j)

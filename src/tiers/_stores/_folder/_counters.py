@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..._codec._documents import load_object
-from .._fs import NOFOLLOW, flock, open_dir, pread_exact, unlock_and_close
+from ..._fileio import pread_exact
+from .._fs import NOFOLLOW, flock, open_dir, unlock_and_close
 from ._owned import describe, is_owned, open_owned, open_owned_to_read
 
 FILE = ".stats.json"

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ... import _rules
 from ..._codec._documents import load_object
-from .._fs import flocked, open_dir, pread_exact
+from ..._fileio import pread_exact
+from .._fs import flocked, open_dir
 from ._naming import lock_file
 from ._owned import open_owned
 

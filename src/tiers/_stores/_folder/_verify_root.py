@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..._codec._documents import load_object
+from ..._fileio import pread_exact
 from ...errors import TiersError
 from .._fs import (
     COSMETIC_FILES,
@@ -39,7 +40,6 @@ from .._fs import (
     flocked,
     open_subdir,
     pid_alive,
-    pread_exact,
     remove_tree,
 )
 from .._fs import write_cosmetic_files as write_cosmetic
